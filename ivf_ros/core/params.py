@@ -1,0 +1,239 @@
+"""The one declaration of every ivf_ros node parameter: type, default, description, range."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+import enum
+import math
+from pathlib import Path
+import re
+from typing import Any, Union
+
+import yaml
+
+ParamValue = Union[bool, int, float, str, list[str], list[float]]
+
+FUSION_NODE = 'fusion_node'
+DETECTION_NODE = 'detection_node'
+
+# Device strings accepted by the fusion network and Ultralytics: auto, cpu, cuda, cuda:N.
+DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
+IDENTITY_HOMOGRAPHY = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+
+
+class ParameterValueError(ValueError):
+    """A parameter value that has the wrong type, is out of range or is unknown."""
+
+
+class ParamKind(enum.Enum):
+    """Parameter types, named as rcl_interfaces/ParameterType names them."""
+
+    BOOL = 'bool'
+    INTEGER = 'integer'
+    DOUBLE = 'double'
+    STRING = 'string'
+    STRING_ARRAY = 'string_array'
+    DOUBLE_ARRAY = 'double_array'
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter: what ROS declares (descriptor) and what a YAML value must satisfy."""
+
+    name: str
+    kind: ParamKind
+    default: ParamValue
+    description: str
+    min_value: float | None = None
+    max_value: float | None = None
+    step: int = 0
+    choices: tuple[str, ...] = ()
+    pattern: str = ''
+    array_length: int = 0
+    read_only: bool = False
+
+    @property
+    def constraints(self) -> str:
+        """Return the human-readable constraints (ParameterDescriptor.additional_constraints)."""
+        parts = []
+        if self.min_value is not None:
+            parts.append(f'range [{self.min_value}, {self.max_value}]')
+        if self.choices:
+            parts.append('one of ' + '|'.join(self.choices))
+        if self.pattern:
+            parts.append(f'matches {self.pattern}')
+        if self.array_length:
+            parts.append(f'exactly {self.array_length} values')
+        return '; '.join(parts)
+
+    def check(self, value: Any) -> ParamValue:
+        """Return value converted to this parameter's type, or raise ParameterValueError."""
+        value = self._coerce(value)
+        where = f'parameter {self.name!r}'
+        if self.min_value is not None and isinstance(value, (int, float)):
+            if not self.min_value <= value <= self.max_value:
+                raise ParameterValueError(
+                    f'{where}: {value} is outside [{self.min_value}, {self.max_value}]')
+        if self.step and isinstance(value, int) and (value - int(self.min_value)) % self.step:
+            raise ParameterValueError(f'{where}: {value} is not a multiple of {self.step}')
+        if self.choices and value not in self.choices:
+            raise ParameterValueError(
+                f'{where}: {value!r} is not one of {", ".join(self.choices)}')
+        if self.pattern and not re.fullmatch(self.pattern, str(value)):
+            raise ParameterValueError(f'{where}: {value!r} does not match {self.pattern}')
+        if self.array_length and len(value) != self.array_length:
+            raise ParameterValueError(
+                f'{where}: needs {self.array_length} values, got {len(value)}')
+        return value
+
+    def _coerce(self, value: Any) -> ParamValue:
+        """Return value as this kind (ints widen to double), or raise ParameterValueError."""
+        where = f'parameter {self.name!r}'
+        kind = self.kind
+        if kind is ParamKind.BOOL and isinstance(value, bool):
+            return value
+        if kind is ParamKind.INTEGER and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is ParamKind.DOUBLE and _is_number(value):
+            if not math.isfinite(value):
+                raise ParameterValueError(f'{where}: {value} is not finite')
+            return float(value)
+        if kind is ParamKind.STRING and isinstance(value, str):
+            return value
+        if kind is ParamKind.STRING_ARRAY and _is_sequence(value):
+            if all(isinstance(item, str) for item in value):
+                return list(value)
+        if kind is ParamKind.DOUBLE_ARRAY and _is_sequence(value):
+            if all(_is_number(item) and math.isfinite(item) for item in value):
+                return [float(item) for item in value]
+        raise ParameterValueError(f'{where}: expected {kind.value}, got {value!r}')
+
+
+def _is_number(value: Any) -> bool:
+    """Return whether value is an int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_sequence(value: Any) -> bool:
+    """Return whether value is a list-like sequence (not a string)."""
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+_AUTOSTART = ParamSpec(
+    'autostart', ParamKind.BOOL, True,
+    'Configure and activate on start; false waits for a lifecycle manager.', read_only=True)
+_DEVICE = ParamSpec(
+    'device', ParamKind.STRING, 'auto', 'Inference device: auto (CUDA when present), cpu, cuda:N.',
+    pattern=DEVICE_PATTERN.pattern, read_only=True)
+_HALF = ParamSpec(
+    'half', ParamKind.BOOL, False, 'Run the network in float16 (CUDA only; ignored on CPU).',
+    read_only=True)
+
+FUSION_PARAMS: tuple[ParamSpec, ...] = (
+    _AUTOSTART,
+    ParamSpec('model_path', ParamKind.STRING, '',
+              "Fusion network weights; '' = the package's shipped models/ivf_fusion.pt.",
+              read_only=True),
+    _DEVICE,
+    _HALF,
+    ParamSpec('image_transport', ParamKind.STRING, 'raw',
+              "Input transport: 'raw' (sensor_msgs/Image on visible/image_raw) or 'compressed' "
+              '(sensor_msgs/CompressedImage on visible/image_raw/compressed).',
+              choices=('raw', 'compressed'), read_only=True),
+    ParamSpec('slop', ParamKind.DOUBLE, 0.02,
+              'Largest visible/infrared stamp difference paired as one frame [s].',
+              min_value=0.0, max_value=1.0),
+    ParamSpec('queue_size', ParamKind.INTEGER, 10,
+              'Frames per stream kept while waiting for a partner.', min_value=1, max_value=100),
+    ParamSpec('homography', ParamKind.DOUBLE_ARRAY, IDENTITY_HOMOGRAPHY,
+              'Row-major 3x3 map from the infrared image (already resized to the visible size) to '
+              'visible pixels; identity = resize only.', array_length=9),
+    ParamSpec('output_encoding', ParamKind.STRING, 'rgb8', 'Encoding of fused/image.',
+              choices=('rgb8', 'bgr8')),
+    ParamSpec('publish_enhanced', ParamKind.BOOL, False,
+              'Also publish the enhanced visible image on enhanced/image.', read_only=True),
+    ParamSpec('publish_weights', ParamKind.BOOL, False,
+              'Also publish the infrared weight map (mono8, 255 = all infrared) on '
+              'fusion/weights.', read_only=True),
+    ParamSpec('diagnostics_period', ParamKind.DOUBLE, 1.0,
+              'Seconds between /diagnostics messages.', min_value=0.1, max_value=60.0,
+              read_only=True),
+)
+
+DETECTION_PARAMS: tuple[ParamSpec, ...] = (
+    _AUTOSTART,
+    ParamSpec('model', ParamKind.STRING, 'yolo11n.pt',
+              'Ultralytics weights: a path, or a name Ultralytics downloads when online.',
+              read_only=True),
+    ParamSpec('conf', ParamKind.DOUBLE, 0.25, 'Minimum detection confidence.',
+              min_value=0.0, max_value=1.0),
+    ParamSpec('iou', ParamKind.DOUBLE, 0.45, 'IoU threshold of non-maximum suppression.',
+              min_value=0.0, max_value=1.0),
+    ParamSpec('imgsz', ParamKind.INTEGER, 640, 'Network input size [px], a multiple of 32.',
+              min_value=32, max_value=4096, step=32),
+    ParamSpec('classes', ParamKind.STRING_ARRAY, [],
+              'Class names to keep (e.g. [person, car]); empty = all classes.'),
+    ParamSpec('max_det', ParamKind.INTEGER, 100, 'Most detections per image.',
+              min_value=1, max_value=1000),
+    _DEVICE,
+    _HALF,
+    ParamSpec('publish_annotated', ParamKind.BOOL, True,
+              'Also publish the image with boxes drawn on detections/image.', read_only=True),
+)
+
+NODE_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
+    FUSION_NODE: FUSION_PARAMS,
+    DETECTION_NODE: DETECTION_PARAMS,
+}
+
+
+def spec_by_name(node_name: str) -> dict[str, ParamSpec]:
+    """Return the parameter specs of a node, keyed by parameter name."""
+    if node_name not in NODE_PARAMS:
+        raise ParameterValueError(
+            f'unknown node {node_name!r}; known: {", ".join(sorted(NODE_PARAMS))}')
+    return {spec.name: spec for spec in NODE_PARAMS[node_name]}
+
+
+def defaults(node_name: str) -> dict[str, ParamValue]:
+    """Return the declared default of every parameter of a node."""
+    return {name: spec.default for name, spec in spec_by_name(node_name).items()}
+
+
+def yaml_key_matches(key: str, node_name: str) -> bool:
+    """Return whether a params-file key (node, /node, /**/node, /**) applies to node_name."""
+    return key in (node_name, f'/{node_name}', f'/**/{node_name}', '/**')
+
+
+# Parameters rclpy declares itself; a params file may set them but params.py does not own them.
+ROS_BUILTIN_PARAMS = frozenset({'use_sim_time', 'start_type_description_service'})
+
+
+def load_params_file(path: str | Path, node_name: str) -> dict[str, ParamValue]:
+    """Return a node's validated values from a ROS params file (keys checked against specs)."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ParameterValueError(f'cannot read params file {path}: {error}') from error
+    if not isinstance(document, Mapping):
+        raise ParameterValueError(f'params file {path}: expected a mapping of node names')
+    specs = spec_by_name(node_name)
+    values: dict[str, ParamValue] = {}
+    for key, section in document.items():
+        if not yaml_key_matches(str(key), node_name):
+            continue
+        params = (section or {}).get('ros__parameters') if isinstance(section, Mapping) else None
+        if not isinstance(params, Mapping):
+            raise ParameterValueError(f'params file {path}: {key}: needs ros__parameters')
+        for name, value in params.items():
+            if name in ROS_BUILTIN_PARAMS:
+                values[name] = value
+                continue
+            if name not in specs:
+                raise ParameterValueError(
+                    f'params file {path}: {key}: unknown parameter {name!r} '
+                    f'(declared: {", ".join(sorted(specs))})')
+            values[name] = specs[name].check(value)
+    return values
