@@ -1,0 +1,185 @@
+"""YOLO object detection over Ultralytics: offline-safe loading, class filtering, drawing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+import os
+from pathlib import Path
+import threading
+
+import cv2
+import numpy as np
+
+# Ultralytics must never phone home or pip-install from inside a robot: set before it is imported.
+os.environ.setdefault('YOLO_OFFLINE', '1')
+os.environ.setdefault('YOLO_AUTOINSTALL', '0')
+
+_TRUTHY = ('1', 'true', 'yes', 'on', 'y', 't')
+
+
+class DetectorLoadError(RuntimeError):
+    """YOLO weights that are missing, unreadable or would need a download while offline."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected box, centre and size in pixels of the input image."""
+
+    class_id: int
+    class_name: str
+    score: float
+    cx: float
+    cy: float
+    width: float
+    height: float
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        """Return the box corners (x1, y1, x2, y2) in pixels."""
+        half_w, half_h = self.width / 2, self.height / 2
+        return self.cx - half_w, self.cy - half_h, self.cx + half_w, self.cy + half_h
+
+
+def is_offline() -> bool:
+    """Return whether Ultralytics must not download (YOLO_OFFLINE set truthy)."""
+    return os.environ.get('YOLO_OFFLINE', '').strip().lower() in _TRUTHY
+
+
+def resolve_device(device: str) -> str:
+    """Return a torch device string for 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'."""
+    import torch
+
+    if device == 'auto':
+        return 'cuda:0' if torch.cuda.is_available() else 'cpu'
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise DetectorLoadError(f'device {device!r} requested but CUDA is not available')
+    return device
+
+
+def resolve_weights(model: str | Path) -> str:
+    """Return what Ultralytics should load for model, or raise DetectorLoadError naming it."""
+    text = str(model).strip()
+    path = Path(text).expanduser()
+    if not text:
+        raise DetectorLoadError('no YOLO weights given (empty model path)')
+    if path.suffix in ('.yaml', '.yml'):
+        return text  # an architecture: Ultralytics builds it with random weights, no download
+    if path.is_file():
+        return str(path.resolve())
+    if path.parent == Path('.'):
+        from ultralytics.utils import SETTINGS
+
+        cached = Path(SETTINGS['weights_dir']) / path.name
+        if cached.is_file():
+            return str(cached)
+        if not is_offline():
+            return text  # the normal Ultralytics way: it downloads a known name when online
+        raise DetectorLoadError(
+            f'YOLO weights {text!r} not found (looked in {Path.cwd()} and {cached.parent}) and '
+            'YOLO_OFFLINE=1 forbids a download: give the absolute path of a local .pt file')
+    raise DetectorLoadError(f'YOLO weights not found: {path}')
+
+
+class YoloDetector:
+    """Ultralytics YOLO on RGB images: detect() returns boxes in pixels of the input image."""
+
+    def __init__(self, model: str | Path, conf: float = 0.25, iou: float = 0.45,
+                 imgsz: int = 640, classes: Sequence[str] | None = None, max_det: int = 100,
+                 device: str = 'auto', half: bool = False) -> None:
+        self.weights = resolve_weights(model)
+        self.device = resolve_device(device)
+        # float16 only helps (and only works reliably) on CUDA.
+        self.half = bool(half) and self.device.startswith('cuda')
+        try:
+            from ultralytics import YOLO
+
+            self._yolo = YOLO(self.weights, task='detect')
+        except Exception as error:  # Ultralytics raises many types for corrupt/odd files
+            raise DetectorLoadError(f'cannot load YOLO weights {self.weights}: {error}') from error
+        self.names: dict[int, str] = {int(k): str(v) for k, v in self._yolo.names.items()}
+        self._ids_by_name = {name: class_id for class_id, name in self.names.items()}
+        self.conf = conf
+        self.iou = iou
+        self.imgsz = imgsz
+        self.max_det = max_det
+        self.classes = classes
+        # Ultralytics' predictor keeps per-call state: one inference at a time.
+        self._lock = threading.Lock()
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Return the class names kept (None = all)."""
+        return self._classes
+
+    @classes.setter
+    def classes(self, names: Sequence[str] | None) -> None:
+        """Keep only these class names; None or empty keeps all; unknown names raise ValueError."""
+        names = [str(name) for name in names] if names else []
+        unknown = [name for name in names if name not in self._ids_by_name]
+        if unknown:
+            raise ValueError(
+                f'unknown class names {unknown} for {self.weights} '
+                f'(it knows {len(self.names)}: {", ".join(list(self.names.values())[:12])}, ...)')
+        self._classes = names or None
+        self._class_ids = [self._ids_by_name[name] for name in names] or None
+
+    @property
+    def class_ids(self) -> list[int] | None:
+        """Return the class ids kept (None = all)."""
+        return self._class_ids
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Return the detections in an (h, w, 3) uint8 RGB image, in its pixels."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f'detect needs an (h, w, 3) uint8 RGB image, got {rgb.shape} '
+                             f'{rgb.dtype}')
+        # Ultralytics reads numpy images as BGR, (h, w, 3).
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        with self._lock:
+            results = self._yolo.predict(
+                bgr, conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det,
+                classes=self._class_ids, device=self.device, half=self.half, verbose=False)
+        boxes = results[0].boxes
+        xywh = boxes.xywh.cpu().numpy()  # (n, 4) centre x, centre y, width, height in pixels
+        scores = boxes.conf.cpu().numpy()  # (n,)
+        class_ids = boxes.cls.cpu().numpy().astype(int)  # (n,)
+        return [
+            Detection(int(class_id), self.names.get(int(class_id), str(class_id)), float(score),
+                      float(cx), float(cy), float(width), float(height))
+            for (cx, cy, width, height), score, class_id
+            in zip(xywh, scores, class_ids, strict=True)
+        ]
+
+    def warmup(self, width: int = 640, height: int = 512) -> None:
+        """Run one inference on a black image so the first real frame is not slow."""
+        self.detect(np.zeros((height, width, 3), np.uint8))
+
+    def annotate(self, rgb: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+        """Return a copy of rgb with the boxes and 'name score' labels drawn."""
+        return annotate(rgb, detections)
+
+
+def _colour(class_id: int) -> tuple[int, int, int]:
+    """Return a stable, saturated RGB colour for a class id."""
+    hue = (class_id * 47) % 180  # OpenCV hue range is [0, 180)
+    hsv = np.uint8([[[hue, 220, 255]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def annotate(rgb: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+    """Return a copy of an (h, w, 3) RGB image with detection boxes and labels drawn."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    thickness = max(1, round(min(canvas.shape[:2]) / 300))
+    scale = max(0.35, min(canvas.shape[:2]) / 1000)
+    for detection in detections:
+        colour = _colour(detection.class_id)
+        x1, y1, x2, y2 = (int(round(v)) for v in detection.xyxy)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+        label = f'{detection.class_name} {detection.score:.2f}'
+        (text_w, text_h), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        top = max(y1 - text_h - baseline, 0)
+        cv2.rectangle(canvas, (x1, top), (x1 + text_w, top + text_h + baseline), colour, -1)
+        cv2.putText(canvas, label, (x1, top + text_h), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas

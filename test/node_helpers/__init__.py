@@ -1,0 +1,1 @@
+"""Helpers for the node tests: a tiny YOLO, publisher and graph processes."""

@@ -1,0 +1,100 @@
+"""YoloDetector: offline-safe loading, pixel boxes, class filtering, drawing (tiny random YOLO)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ivf_ros.core.detector import annotate, Detection, DetectorLoadError, YoloDetector
+
+
+@pytest.fixture(scope='module')
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory, yolo_config_dir: Path) -> Path:
+    from node_helpers.tiny_yolo import build_tiny_yolo
+
+    return build_tiny_yolo(tmp_path_factory.mktemp('yolo') / 'tiny_yolo11n.pt')
+
+
+@pytest.fixture(scope='module')
+def detector(tiny_weights: Path) -> YoloDetector:
+    # Random weights score every box near zero: conf=0 makes boxes appear at all.
+    return YoloDetector(tiny_weights, conf=0.0, imgsz=160, max_det=20, device='cpu')
+
+
+def test_detect_returns_boxes_in_input_pixels(detector: YoloDetector) -> None:
+    rgb = np.random.default_rng(0).integers(0, 255, (128, 200, 3), dtype=np.uint8)
+    detections = detector.detect(rgb)
+    assert 0 < len(detections) <= 20
+    for detection in detections:
+        assert isinstance(detection, Detection)
+        x1, y1, x2, y2 = detection.xyxy
+        assert -1 <= x1 <= x2 <= 201 and -1 <= y1 <= y2 <= 129
+        assert detection.class_name == detector.names[detection.class_id]
+        assert 0.0 <= detection.score <= 1.0
+
+
+def test_max_det_and_conf_are_honoured(detector: YoloDetector) -> None:
+    rgb = np.full((96, 96, 3), 80, np.uint8)
+    detector.max_det = 3
+    assert len(detector.detect(rgb)) <= 3
+    detector.max_det, detector.conf = 20, 0.99
+    assert detector.detect(rgb) == []
+    detector.conf = 0.0
+
+
+def test_class_filter_by_name(detector: YoloDetector) -> None:
+    rgb = np.random.default_rng(1).integers(0, 255, (128, 160, 3), dtype=np.uint8)
+    detector.classes = None
+    everything = detector.detect(rgb)
+    assert everything
+    kept = everything[0].class_name
+    detector.classes = [kept]
+    assert detector.class_ids == [everything[0].class_id]
+    filtered = detector.detect(rgb)
+    assert filtered and all(d.class_name == kept for d in filtered)
+    other = 'car' if kept != 'car' else 'person'
+    detector.classes = [other]
+    assert all(d.class_name == other for d in detector.detect(rgb))
+    detector.classes = []
+    assert detector.classes is None
+
+
+def test_unknown_class_name_is_rejected(detector: YoloDetector) -> None:
+    with pytest.raises(ValueError, match='unicorn'):
+        detector.classes = ['unicorn']
+
+
+def test_bad_image_is_rejected(detector: YoloDetector) -> None:
+    with pytest.raises(ValueError, match='uint8 RGB'):
+        detector.detect(np.zeros((32, 32), np.uint8))
+
+
+def test_annotate_draws_without_touching_the_input() -> None:
+    rgb = np.zeros((64, 80, 3), np.uint8)
+    boxes = [Detection(2, 'car', 0.9, 40.0, 32.0, 20.0, 10.0)]
+    drawn = annotate(rgb, boxes)
+    assert drawn.shape == rgb.shape and drawn.any() and not rgb.any()
+
+
+def test_missing_weights_name_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / 'nowhere' / 'weights.pt'
+    with pytest.raises(DetectorLoadError, match=str(missing)):
+        YoloDetector(missing, device='cpu')
+
+
+def test_bare_name_offline_fails_without_download(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yolo_config_dir: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('YOLO_OFFLINE', '1')
+    with pytest.raises(DetectorLoadError, match='yolo11n.pt.*YOLO_OFFLINE'):
+        YoloDetector('yolo11n.pt', device='cpu')
+    assert not (tmp_path / 'yolo11n.pt').exists()
+
+
+def test_unreadable_weights_name_the_path(tmp_path: Path) -> None:
+    corrupt = tmp_path / 'corrupt.pt'
+    corrupt.write_bytes(b'not a checkpoint')
+    with pytest.raises(DetectorLoadError, match='corrupt.pt'):
+        YoloDetector(corrupt, device='cpu')
