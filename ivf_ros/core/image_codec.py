@@ -1,0 +1,390 @@
+"""
+Conversion between sensor_msgs/Image (and CompressedImage) fields and numpy arrays.
+
+Pure: this module never imports rclpy or a message package, so it works on the fields of any
+message-like object (a real ``sensor_msgs.msg.Image``, a rosbags message, a test double).
+
+Decoding (:func:`image_to_array`) returns a zero-copy view of the message buffer whenever the
+data is little endian (or 8-bit): ``step`` padding is skipped with strides, not copied. Big-endian
+16/32-bit data is byte-swapped into a native copy, because OpenCV and torch want native order.
+Views of ``bytes`` are read-only; copy before writing into them.
+
+Encoding (:func:`array_to_image_fields`) always produces what ROS publishers write: tightly
+packed rows (``step = width * channels * bytes``), little endian, ``data`` as ``bytes``.
+
+Thermal stretch (:func:`thermal_to_uint8`): a robust linear min-max stretch between two
+percentiles (1st and 99th by default) of the frame, so that a few dead/hot pixels or a hot
+exhaust do not flatten the rest of the scene (which a min-max or plain ``>> 8`` bit shift would).
+Percentiles come from the histogram of a regular subsample (every k-th row and column, at least
+~32k pixels), then one saturating subtract and one saturating scale map the frame to uint8.
+
+Every malformed input raises :class:`ImageFormatError` (a ``ValueError``) naming the problem.
+"""
+
+from __future__ import annotations
+
+import array as pyarray
+from dataclasses import dataclass
+import math
+from typing import Any, Union
+
+import cv2
+import numpy as np
+
+BufferLike = Union[bytes, bytearray, memoryview, pyarray.array, np.ndarray]
+
+
+class ImageFormatError(ValueError):
+    """A malformed or unsupported image (encoding, size, step, data length, compression)."""
+
+
+@dataclass(frozen=True)
+class EncodingInfo:
+    """Layout of one sensor_msgs/Image encoding: channel count and per-channel numpy type."""
+
+    name: str
+    channels: int
+    dtype: np.dtype
+    # Colour order of the channels, '' for single-channel (grey, depth or thermal) images.
+    order: str
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Return the bytes one pixel occupies (channels * bytes per channel)."""
+        return self.channels * self.dtype.itemsize
+
+
+def _info(name: str, channels: int, dtype: type, order: str) -> EncodingInfo:
+    return EncodingInfo(name, channels, np.dtype(dtype), order)
+
+
+# Names as in sensor_msgs/image_encodings.hpp. 8UC3 carries no colour order; we read it as BGR,
+# the order of OpenCV, which is where generic 3-channel 8-bit images come from.
+ENCODINGS: dict[str, EncodingInfo] = {
+    info.name: info
+    for info in (
+        _info('rgb8', 3, np.uint8, 'rgb'),
+        _info('bgr8', 3, np.uint8, 'bgr'),
+        _info('rgba8', 4, np.uint8, 'rgba'),
+        _info('bgra8', 4, np.uint8, 'bgra'),
+        _info('mono8', 1, np.uint8, ''),
+        _info('mono16', 1, np.uint16, ''),
+        _info('8UC1', 1, np.uint8, ''),
+        _info('8UC3', 3, np.uint8, 'bgr'),
+        _info('16UC1', 1, np.uint16, ''),
+        _info('32FC1', 1, np.float32, ''),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ImageFields:
+    """The sensor_msgs/Image fields that describe the pixels (header is the caller's)."""
+
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: bool
+    step: int
+    data: bytes
+
+
+def encoding_info(encoding: str) -> EncodingInfo:
+    """Return the layout of a supported encoding, or raise ImageFormatError naming it."""
+    try:
+        return ENCODINGS[encoding]
+    except (KeyError, TypeError):
+        supported = ', '.join(ENCODINGS)
+        raise ImageFormatError(
+            f'unknown image encoding {encoding!r} (supported: {supported})') from None
+
+
+def _as_byte_buffer(data: BufferLike) -> np.ndarray:
+    """Return a flat uint8 view of a message buffer without copying it."""
+    if isinstance(data, np.ndarray):
+        if not data.flags.c_contiguous:
+            # Only a non-contiguous array (never a message buffer) pays for a copy here.
+            data = np.ascontiguousarray(data)
+        return data.reshape(-1).view(np.uint8)
+    if isinstance(data, (list, tuple)):
+        raise ImageFormatError('image data must be a bytes-like buffer, not a Python list')
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError) as error:
+        raise ImageFormatError(
+            f'image data of type {type(data).__name__} is not a byte buffer: {error}') from None
+
+
+def _check_size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ImageFormatError(f'image {name} must be an integer, got {value!r}')
+    if value <= 0:
+        raise ImageFormatError(f'image {name} is {value}: zero-size images carry no pixels')
+    return int(value)
+
+
+def image_to_array(encoding: str, height: int, width: int, step: int, data: BufferLike,
+                   is_bigendian: bool = False) -> np.ndarray:
+    """Return the pixels of sensor_msgs/Image fields as (h, w) or (h, w, c), a view if possible."""
+    info = encoding_info(encoding)
+    height = _check_size('height', height)
+    width = _check_size('width', width)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise ImageFormatError(f'image step must be an integer, got {step!r}')
+    step = int(step)
+    row_bytes = width * info.bytes_per_pixel
+    if step < row_bytes:
+        raise ImageFormatError(
+            f'image step {step} is smaller than width * channels * bytes = {width} * '
+            f'{info.channels} * {info.dtype.itemsize} = {row_bytes} for {encoding}')
+    buffer = _as_byte_buffer(data)
+    if buffer.size != step * height:
+        raise ImageFormatError(
+            f'image data has {buffer.size} bytes but step * height = {step} * {height} = '
+            f'{step * height} (truncated or mis-sized {encoding} message)')
+    big_endian = bool(is_bigendian) and info.dtype.itemsize > 1
+    dtype = info.dtype.newbyteorder('>' if big_endian else '<')
+    if info.channels == 1:
+        shape: tuple[int, ...] = (height, width)
+        strides: tuple[int, ...] = (step, info.dtype.itemsize)
+    else:
+        shape = (height, width, info.channels)
+        strides = (step, info.bytes_per_pixel, info.dtype.itemsize)
+    # Strides skip the row padding without a copy; the view keeps `buffer` (and the message
+    # buffer behind it) alive through its .base.
+    view = np.ndarray(shape, dtype=dtype, buffer=buffer, strides=strides)
+    if not view.dtype.isnative:
+        return view.astype(view.dtype.newbyteorder('='))
+    return view
+
+
+def message_to_array(message: Any) -> np.ndarray:
+    """Return the pixels of any object with sensor_msgs/Image fields (see image_to_array)."""
+    return image_to_array(message.encoding, message.height, message.width, message.step,
+                          message.data, bool(message.is_bigendian))
+
+
+def _check_array_for(array: np.ndarray, info: EncodingInfo) -> np.ndarray:
+    """Return `array` as (h, w, c) or (h, w) checked against an encoding's layout."""
+    if not isinstance(array, np.ndarray):
+        raise ImageFormatError(f'expected a numpy array, got {type(array).__name__}')
+    if array.ndim == 3 and info.channels == 1 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    expected = '(h, w)' if info.channels == 1 else f'(h, w, {info.channels})'
+    if (info.channels == 1 and array.ndim != 2) or (info.channels > 1 and (
+            array.ndim != 3 or array.shape[2] != info.channels)):
+        raise ImageFormatError(
+            f'{info.name} needs an array of shape {expected}, got {array.shape}')
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageFormatError(f'zero-size image of shape {array.shape}')
+    if array.dtype.kind != info.dtype.kind or array.dtype.itemsize != info.dtype.itemsize:
+        raise ImageFormatError(
+            f'{info.name} needs dtype {info.dtype.name}, got {array.dtype} '
+            f'(convert explicitly; silent casts would clip or lose precision)')
+    return array
+
+
+def array_to_image_fields(array: np.ndarray, encoding: str) -> ImageFields:
+    """Return tightly packed little-endian sensor_msgs/Image fields for an array."""
+    info = encoding_info(encoding)
+    array = _check_array_for(array, info)
+    height, width = array.shape[:2]
+    # One copy at most: to C order and little endian, as ROS publishers write (is_bigendian=0).
+    packed = np.ascontiguousarray(array, dtype=info.dtype.newbyteorder('<'))
+    return ImageFields(height=height, width=width, encoding=encoding, is_bigendian=False,
+                       step=width * info.bytes_per_pixel, data=packed.tobytes())
+
+
+def _percentile_range(array: np.ndarray, low_percentile: float,
+                      high_percentile: float) -> tuple[float, float]:
+    """Return the (low, high) percentiles of a 2D array, estimated on a regular subsample."""
+    height, width = array.shape
+    # Every k-th row and column keeps >= ~32k samples: 1 % of them is still ~300 pixels, and
+    # the histogram of 640x512 costs ~0.15 ms instead of ~1.8 ms for every pixel.
+    stride = max(1, int(math.sqrt(height * width / 32768)))
+    sample = array[::stride, ::stride].ravel()
+    if array.dtype.kind == 'f':
+        sample = sample[np.isfinite(sample)]
+        if sample.size == 0:
+            return 0.0, 0.0
+        low, high = np.percentile(sample, [low_percentile, high_percentile])
+        return float(low), float(high)
+    counts = np.cumsum(np.bincount(sample))
+    total = counts[-1]
+    # Low: first value with more than low% of pixels at or below it (the minimum for 0 %);
+    # high: first value with at least high% at or below it (the maximum for 100 %).
+    low = int(np.searchsorted(counts, total * low_percentile / 100.0, side='right'))
+    high = int(np.searchsorted(counts, total * high_percentile / 100.0, side='left'))
+    return float(min(low, counts.size - 1)), float(min(high, counts.size - 1))
+
+
+def thermal_to_uint8(array: np.ndarray, low_percentile: float = 1.0,
+                     high_percentile: float = 99.0) -> np.ndarray:
+    """Return a (h, w) uint8 robust percentile stretch of a thermal/depth/grey image."""
+    if not 0.0 <= low_percentile < high_percentile <= 100.0:
+        raise ValueError(
+            f'percentiles must satisfy 0 <= low < high <= 100, got {low_percentile}, '
+            f'{high_percentile}')
+    if not isinstance(array, np.ndarray):
+        raise ImageFormatError(f'expected a numpy array, got {type(array).__name__}')
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim != 2 or array.size == 0:
+        raise ImageFormatError(f'thermal_to_uint8 needs a non-empty (h, w) array, got '
+                               f'{array.shape}')
+    if array.dtype.kind not in 'uif' or array.dtype.itemsize > 4 and array.dtype.kind != 'f':
+        raise ImageFormatError(f'thermal_to_uint8 cannot stretch dtype {array.dtype}')
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder('='))
+    if array.dtype.kind == 'f':
+        # Non-finite pixels (NaN depth, inf) become 0 rather than poisoning the scale.
+        array = np.nan_to_num(array.astype(np.float32, copy=False), nan=0.0, posinf=0.0,
+                              neginf=0.0)
+    elif array.dtype.kind == 'i' or array.dtype.itemsize == 4:
+        # Signed or 32-bit counts take the float path: the histogram path wants small uints.
+        array = array.astype(np.float32)
+    low, high = _percentile_range(array, low_percentile, high_percentile)
+    # A flat frame has no contrast to stretch: values at `low` map to 0, anything above to 255.
+    scale = 255.0 / max(high - low, 1e-6 if array.dtype.kind == 'f' else 1.0)
+    # Two saturating OpenCV passes (~0.1 ms each at 640x512): subtract clips below `low` to 0,
+    # convertScaleAbs rounds and clips above `high` to 255 (its abs() never sees a negative).
+    if array.dtype.kind == 'f':
+        shifted = cv2.max(array - np.float32(low), 0.0)
+    else:
+        shifted = cv2.subtract(array, low)
+    return cv2.convertScaleAbs(shifted, alpha=scale)
+
+
+_TO_RGB = {'bgr': cv2.COLOR_BGR2RGB, 'rgba': cv2.COLOR_RGBA2RGB, 'bgra': cv2.COLOR_BGRA2RGB}
+_TO_GREY = {'rgb': cv2.COLOR_RGB2GRAY, 'bgr': cv2.COLOR_BGR2GRAY, 'rgba': cv2.COLOR_RGBA2GRAY,
+            'bgra': cv2.COLOR_BGRA2GRAY}
+
+
+def to_mono8(array: np.ndarray, encoding: str) -> np.ndarray:
+    """Return a (h, w) uint8 grey image (colour: luma; 16-bit and 32FC1: thermal_to_uint8)."""
+    info = encoding_info(encoding)
+    array = _check_array_for(array, info)
+    if info.order:
+        return cv2.cvtColor(array, _TO_GREY[info.order])
+    if info.dtype == np.uint8:
+        return array
+    return thermal_to_uint8(array)
+
+
+def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
+    """Return a (h, w, 3) uint8 RGB image (the input itself when it already is rgb8)."""
+    info = encoding_info(encoding)
+    array = _check_array_for(array, info)
+    if info.order == 'rgb':
+        return array
+    if info.order:
+        return cv2.cvtColor(array, _TO_RGB[info.order])
+    return cv2.cvtColor(to_mono8(array, encoding), cv2.COLOR_GRAY2RGB)
+
+
+# CompressedImage.format as image_transport writes it: '<encoding>; jpeg compressed bgr8',
+# '<encoding>; png compressed bgr8', '<encoding>; png compressed ' for grey images, and
+# '16UC1; compressedDepth png' (a 12-byte config header in front of the PNG). Bare 'jpeg' or
+# 'png' (other publishers) carry no original encoding.
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_DEPTH_HEADER_BYTES = 12
+
+
+def _compression_of(fmt: str) -> str:
+    lowered = fmt.lower()
+    if 'compresseddepth' in lowered:
+        return 'compressedDepth'
+    if 'png' in lowered:
+        return 'png'
+    if 'jpeg' in lowered or 'jpg' in lowered:
+        return 'jpeg'
+    raise ImageFormatError(f'unknown CompressedImage format {fmt!r} (expected jpeg or png)')
+
+
+def decode_compressed(fmt: str, data: BufferLike) -> tuple[np.ndarray, str]:
+    """Return (array, encoding) decoded from sensor_msgs/CompressedImage format and data."""
+    if not isinstance(fmt, str):
+        raise ImageFormatError(f'CompressedImage format must be a string, got {fmt!r}')
+    compression = _compression_of(fmt)
+    buffer = _as_byte_buffer(data)
+    original = fmt.split(';', 1)[0].strip() if ';' in fmt else ''
+    if compression == 'compressedDepth':
+        if original != '16UC1' and original != 'mono16':
+            raise ImageFormatError(
+                f'compressedDepth is supported for 16UC1 only (quantised 32FC1 is not), got '
+                f'{fmt!r}')
+        if buffer[:len(_PNG_SIGNATURE)].tobytes() != _PNG_SIGNATURE:
+            buffer = buffer[_DEPTH_HEADER_BYTES:]
+    if buffer.size == 0:
+        raise ImageFormatError(f'empty CompressedImage data (format {fmt!r})')
+    array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ImageFormatError(f'cannot decode {buffer.size} bytes as {compression} '
+                               f'(format {fmt!r}): corrupt or truncated data')
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    if array.dtype == np.uint16:
+        if channels != 1:
+            raise ImageFormatError(f'16-bit colour images are not supported (format {fmt!r})')
+        return array, original if original in ('mono16', '16UC1') else 'mono16'
+    if array.dtype != np.uint8:
+        raise ImageFormatError(f'unsupported decoded dtype {array.dtype} (format {fmt!r})')
+    if channels == 1:
+        return array, original if original in ('mono8', '8UC1') else 'mono8'
+    # OpenCV decodes colour as BGR(A). image_transport writes '... compressed bgr8' after
+    # converting to BGR; an explicit 'compressed rgb' means the payload channels are RGB.
+    decoded_order = 'rgb' if 'compressed rgb' in fmt.lower() else 'bgr'
+    if channels == 4:
+        decoded_order += 'a'
+    target = ENCODINGS.get(original)
+    if target is None or not target.order or target.name == '8UC3':
+        target_order = decoded_order
+    elif channels == 3 and len(target.order) == 4:
+        # JPEG has no alpha: give the colour order asked for without inventing an alpha plane.
+        target_order = target.order[:3]
+    else:
+        target_order = target.order if len(target.order) == channels else decoded_order
+    if target_order != decoded_order:
+        array = cv2.cvtColor(array, _REORDER[(decoded_order, target_order)])
+    if original == '8UC3' and target_order == 'bgr':
+        return array, '8UC3'
+    return array, target_order + '8'
+
+
+_REORDER = {
+    ('bgr', 'rgb'): cv2.COLOR_BGR2RGB, ('rgb', 'bgr'): cv2.COLOR_RGB2BGR,
+    ('bgra', 'rgba'): cv2.COLOR_BGRA2RGBA, ('rgba', 'bgra'): cv2.COLOR_RGBA2BGRA,
+    ('bgra', 'rgb'): cv2.COLOR_BGRA2RGB, ('bgra', 'bgr'): cv2.COLOR_BGRA2BGR,
+    ('rgba', 'rgb'): cv2.COLOR_RGBA2RGB, ('rgba', 'bgr'): cv2.COLOR_RGBA2BGR,
+}
+
+
+def encode_compressed(array: np.ndarray, encoding: str, fmt: str = 'jpeg', *,
+                      jpeg_quality: int = 95, png_level: int = 3) -> tuple[str, bytes]:
+    """Return (format, data) for sensor_msgs/CompressedImage, as image_transport writes them."""
+    info = encoding_info(encoding)
+    array = _check_array_for(array, info)
+    compression = fmt.lower().strip()
+    if compression in ('jpeg', 'jpg'):
+        if info.dtype != np.uint8:
+            raise ImageFormatError(
+                f'jpeg needs 8-bit images, got {encoding}: use png, or to_mono8 first')
+        extension, params = '.jpg', [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+        compression = 'jpeg'
+    elif compression == 'png':
+        if info.dtype == np.float32:
+            raise ImageFormatError('png cannot hold 32FC1: use thermal_to_uint8 first')
+        # Level 3 instead of image_transport's 9: ~4x faster for a few percent more bytes.
+        extension, params = '.png', [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)]
+    else:
+        raise ImageFormatError(f'unknown compression {fmt!r} (expected jpeg or png)')
+    if info.order:
+        # image_transport converts colour to bgr8 (alpha dropped) before compressing.
+        if info.order != 'bgr':
+            array = cv2.cvtColor(array, _REORDER[(info.order, 'bgr')])
+        label = f'{encoding}; {compression} compressed bgr8'
+    else:
+        label = f'{encoding}; {compression} compressed '
+    ok, encoded = cv2.imencode(extension, np.ascontiguousarray(array), params)
+    if not ok:
+        raise ImageFormatError(f'OpenCV could not encode {encoding} {array.shape} as {fmt}')
+    return label, encoded.tobytes()
