@@ -1,0 +1,190 @@
+"""Replay a rosbag2 over DDS without ROS tools: raw CDR, original timing, /clock, remapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import importlib
+from pathlib import Path
+import time
+from typing import Any
+
+import rclpy
+from rclpy.exceptions import RCLError
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+from rosgraph_msgs.msg import Clock
+
+from ivf_ros.core.bagio import BagError, BagMessage, BagReader, split_stamp
+
+RELIABILITIES = ('reliable', 'best_effort', 'recorded')
+
+
+def message_class(msgtype: str) -> type:
+    """Import the rclpy class of a type name like 'sensor_msgs/msg/Image'."""
+    package, _, name = msgtype.rpartition('/')
+    try:
+        return getattr(importlib.import_module(package.replace('/', '.')), name)
+    except (ImportError, AttributeError):
+        raise BagError(
+            f'message type {msgtype} is not installed for rclpy (pip mode: vision_msgs comes '
+            'from scripts/build_vision_msgs.sh)') from None
+
+
+def parse_remaps(remaps: list[str] | None) -> dict[str, str]:
+    """Parse 'from:=to' topic remappings as `ros2 bag play --remap` takes them."""
+    result = {}
+    for remap in remaps or []:
+        source, sep, target = remap.partition(':=')
+        if not sep or not source or not target:
+            raise BagError(f'bad remap {remap!r}: expected /from/topic:=/to/topic')
+        result[source] = target
+    return result
+
+
+@dataclass
+class PlayStats:
+    """What a playback sent: messages per topic, publish failures, loops, wall time."""
+
+    published: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    loops: int = 0
+    wall_s: float = 0.0
+
+
+class BagPlayer(Node):
+    """Publish a bag's messages as raw CDR with the recorded timing (like `ros2 bag play`)."""
+
+    def __init__(self, bag: str | Path, rate: float = 1.0, loop: bool = False, loops: int = 0,
+                 start_offset_s: float = 0.0, topics: list[str] | None = None,
+                 remap: dict[str, str] | None = None, clock_hz: float = 0.0,
+                 reliability: str = 'reliable', node_name: str = 'ivf_bag_player') -> None:
+        super().__init__(node_name)
+        if rate <= 0:
+            raise BagError(f'--rate must be > 0, got {rate}')
+        if reliability not in RELIABILITIES:
+            raise BagError(f'reliability must be one of {RELIABILITIES}, got {reliability!r}')
+        self.bag = Path(bag)
+        self.rate = rate
+        self.loops = 0 if loop and not loops else max(1, loops)  # 0 = forever
+        self.start_offset_ns = int(start_offset_s * 1e9)
+        self.clock_period_s = 1.0 / clock_hz if clock_hz > 0 else 0.0
+        self._reader = BagReader(self.bag).__enter__()
+        available = self._reader.topics
+        self.topics = list(topics) if topics else sorted(available)
+        missing = [topic for topic in self.topics if topic not in available]
+        if missing:
+            raise BagError(f'{self.bag} has no topic(s) {missing}; it has {sorted(available)}')
+        remap = remap or {}
+        self._publishers: dict[str, Publisher] = {}
+        for topic in self.topics:
+            qos = self._qos(topic, reliability)
+            self._publishers[topic] = self.create_publisher(
+                message_class(available[topic]), remap.get(topic, topic), qos)
+        self._clock = self.create_publisher(
+            Clock, '/clock', QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)) \
+            if self.clock_period_s else None
+        self.stats = PlayStats({topic: 0 for topic in self.topics},
+                               {topic: 0 for topic in self.topics})
+
+    def _qos(self, topic: str, reliability: str) -> QoSProfile:
+        """Return the publisher QoS: reliable by default, so every camera subscription matches."""
+        recorded = self._reader.qos(topic)
+        depth = max([profile.depth for profile in recorded] + [10])
+        if reliability == 'recorded' and recorded:
+            # Like `ros2 bag play`: reuse the recorded reliability when every publisher agreed.
+            names = {profile.reliability.name for profile in recorded}
+            reliability = 'best_effort' if names == {'BEST_EFFORT'} else 'reliable'
+        elif reliability == 'recorded':
+            reliability = 'reliable'
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=depth,
+            reliability=(ReliabilityPolicy.BEST_EFFORT if reliability == 'best_effort'
+                         else ReliabilityPolicy.RELIABLE),
+            durability=DurabilityPolicy.VOLATILE)
+
+    def wait_for_subscribers(self, topics: list[str] | None = None, count: int = 1,
+                             timeout_s: float = 10.0) -> bool:
+        """Wait until each (original-named) topic has count matched subscribers."""
+        deadline = time.monotonic() + timeout_s
+        wanted = [self._publishers[topic] for topic in (topics or self.topics)]
+        while time.monotonic() < deadline:
+            if all(publisher.get_subscription_count() >= count for publisher in wanted):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def publish_clock(self, bag_time_ns: int) -> None:
+        """Publish the bag time on /clock (for nodes with use_sim_time)."""
+        if self._clock is not None:
+            sec, nanosec = split_stamp(bag_time_ns)
+            message = Clock()
+            message.clock.sec, message.clock.nanosec = sec, nanosec
+            self._clock.publish(message)
+
+    def play(self) -> PlayStats:
+        """Play the bag (all loops) in the calling thread; return what was published."""
+        started = time.monotonic()
+        while self.loops == 0 or self.stats.loops < self.loops:
+            self._play_once()
+            self.stats.loops += 1
+        self.stats.wall_s = time.monotonic() - started
+        return self.stats
+
+    def _play_once(self) -> None:
+        start_ns = self._reader.start_ns + self.start_offset_ns if self.start_offset_ns else None
+        first: BagMessage | None = None
+        wall_start = bag_start = 0
+        next_clock = 0.0
+        for message in self._reader.messages(self.topics, start_ns=start_ns):
+            if first is None:
+                # Playback starts at once with the first message at or after --start.
+                first = message
+                bag_start = message.log_time_ns
+                wall_start = time.monotonic_ns()
+            due = wall_start + (message.log_time_ns - bag_start) / self.rate
+            # Sleep to the message's time, ticking /clock meanwhile (bag time jumps back on loop).
+            while (now := time.monotonic_ns()) < due:
+                if self._clock is not None and now / 1e9 >= next_clock:
+                    self.publish_clock(bag_start + int((now - wall_start) * self.rate))
+                    next_clock = now / 1e9 + self.clock_period_s
+                time.sleep(min((due - now) / 1e9, self.clock_period_s or 1.0))
+            self.publish_clock(message.log_time_ns)
+            try:
+                self._publishers[message.topic].publish(message.raw)
+                self.stats.published[message.topic] += 1
+            except RCLError:
+                # Fast DDS can refuse a publish under a flood: count it, never stop playback.
+                self.stats.failed[message.topic] += 1
+
+    def destroy_node(self) -> None:
+        """Close the bag and destroy the node."""
+        self._reader.__exit__(None, None, None)
+        super().destroy_node()
+
+
+def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: float = 10.0,
+             ros_args: list[str] | None = None, **options: Any) -> PlayStats:
+    """Initialise rclpy, play a bag with BagPlayer options, shut down; return the stats."""
+    rclpy.init(args=['--ros-args', *ros_args] if ros_args else None)
+    try:
+        player = BagPlayer(bag, **options)
+        try:
+            if wait_for_subscribers and not player.wait_for_subscribers(
+                    count=wait_for_subscribers, timeout_s=wait_timeout_s):
+                player.get_logger().warning(
+                    f'not every topic had {wait_for_subscribers} subscriber(s) after '
+                    f'{wait_timeout_s:.0f} s: playing anyway')
+            stats = player.play()
+            # Reliable writers keep unacknowledged samples; give readers a moment to take them.
+            time.sleep(0.2)
+            return stats
+        finally:
+            player.destroy_node()
+    finally:
+        rclpy.try_shutdown()

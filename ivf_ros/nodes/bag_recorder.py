@@ -1,0 +1,178 @@
+"""Record topics raw into a rosbag2 without ROS tools: QoS adapted to publishers, nothing lost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+import signal
+import threading
+import time
+
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+from rclpy.signals import SignalHandlerOptions
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+
+from ivf_ros.core.bagio import BagError, BagWriter, Storage, typestore
+from ivf_ros.nodes.bag_player import message_class
+
+# Deep enough that a burst of 640x512 frames waits in the reader instead of being overwritten.
+RECORD_DEPTH = 1000
+# After a stop request, keep taking messages until the queues stay empty this long.
+DRAIN_QUIET_S = 0.3
+
+
+def _time(duration: object) -> QosTime:
+    nanoseconds = int(getattr(duration, 'nanoseconds', 0))
+    return QosTime(nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000)
+
+
+def rosbags_qos(profile: QoSProfile) -> Qos:
+    """Convert an rclpy QoSProfile (a publisher's offer) to the rosbags/metadata.yaml form."""
+    def policy(enum: type, value: object) -> object:
+        return enum[getattr(value, 'name', 'UNKNOWN').upper()] \
+            if getattr(value, 'name', '').upper() in enum.__members__ else enum.UNKNOWN
+
+    return Qos(
+        history=policy(QosHistory, profile.history), depth=int(profile.depth),
+        reliability=policy(QosReliability, profile.reliability),
+        durability=policy(QosDurability, profile.durability),
+        deadline=_time(profile.deadline), lifespan=_time(profile.lifespan),
+        liveliness=policy(QosLiveliness, profile.liveliness),
+        liveliness_lease_duration=_time(profile.liveliness_lease_duration),
+        avoid_ros_namespace_conventions=bool(profile.avoid_ros_namespace_conventions))
+
+
+def adapted_qos(offered: list[QoSProfile]) -> QoSProfile:
+    """Return a subscription QoS matching every publisher (reliable only if all offer it)."""
+    reliable = bool(offered) and all(
+        profile.reliability == ReliabilityPolicy.RELIABLE for profile in offered)
+    latched = bool(offered) and all(
+        profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for profile in offered)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=RECORD_DEPTH,
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+@dataclass
+class RecordStats:
+    """Messages received and written per topic (equal unless the disk failed)."""
+
+    received: dict[str, int] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class BagRecorder(Node):
+    """Subscribe raw to topics as they appear and write each message as received."""
+
+    def __init__(self, output: str | Path, topics: list[str], storage: Storage = 'sqlite3',
+                 overwrite: bool = False, node_name: str = 'ivf_bag_recorder') -> None:
+        super().__init__(node_name)
+        if not topics:
+            raise BagError('record needs at least one topic')
+        self.wanted = list(dict.fromkeys(topics))
+        self.writer = BagWriter(output, storage, overwrite).__enter__()
+        self.stats = RecordStats({topic: 0 for topic in self.wanted},
+                                 {topic: 0 for topic in self.wanted})
+        self._lock = threading.Lock()
+        self._subscriptions: dict[str, object] = {}
+        self.ready = threading.Event()
+        self._discover()
+        # Topics appear whenever their publishers start: look again until all are subscribed.
+        self._discovery_timer = self.create_timer(0.1, self._discover)
+
+    def _discover(self) -> None:
+        """Subscribe to every wanted topic that now has a publisher with a known type."""
+        graph = dict(self.get_topic_names_and_types())
+        for topic in self.wanted:
+            if topic in self._subscriptions or topic not in graph:
+                continue
+            offered = [info.qos_profile for info in self.get_publishers_info_by_topic(topic)]
+            if not offered:
+                continue
+            msgtype = graph[topic][0]
+            try:
+                if msgtype not in typestore().fielddefs:
+                    raise BagError(f'no message definition for {msgtype}')
+                self.writer.add_topic(topic, msgtype, [rosbags_qos(q) for q in offered])
+                self._subscriptions[topic] = self.create_subscription(
+                    message_class(msgtype), topic, self._callback(topic), adapted_qos(offered),
+                    raw=True)
+            except BagError as error:
+                self.stats.errors[topic] = str(error)
+                self.get_logger().error(f'cannot record {topic}: {error}')
+                self._subscriptions[topic] = None
+                continue
+            self.get_logger().info(f'recording {topic} ({msgtype})')
+        if len(self._subscriptions) == len(self.wanted):
+            self.ready.set()
+
+    def _callback(self, topic: str) -> Callable[[bytes], None]:
+        def record(raw: bytes) -> None:
+            stamp = self.get_clock().now().nanoseconds
+            with self._lock:
+                self.stats.received[topic] += 1
+                self.writer.write_raw(topic, stamp, raw)
+                self.stats.written[topic] += 1
+        return record
+
+    def close(self) -> RecordStats:
+        """Stop recording, write metadata.yaml; return the counts."""
+        with self._lock:
+            self.writer.close()
+        return self.stats
+
+
+def record_bag(output: str | Path, topics: list[str], storage: Storage = 'sqlite3',
+               overwrite: bool = False, duration_s: float = 0.0,
+               ros_args: list[str] | None = None,
+               on_ready: Callable[[], None] | None = None) -> RecordStats:
+    """Record until SIGINT/SIGTERM (or duration_s), then drain the queues; return the counts."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Our own handlers: rclpy's would shut the context down before the queues are drained.
+    rclpy.init(args=['--ros-args', *ros_args] if ros_args else None,
+               signal_handler_options=SignalHandlerOptions.NO)
+    recorder = None
+    try:
+        recorder = BagRecorder(output, topics, storage, overwrite)
+        deadline = time.monotonic() + duration_s if duration_s > 0 else None
+        announced = False
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            rclpy.spin_once(recorder, timeout_sec=0.05)
+            if not announced and recorder.ready.is_set():
+                announced = True
+                if on_ready is not None:
+                    on_ready()
+        # Take what is still queued in the DDS readers: count in = count written.
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < DRAIN_QUIET_S:
+            before = sum(recorder.stats.received.values())
+            rclpy.spin_once(recorder, timeout_sec=0.05)
+            if sum(recorder.stats.received.values()) != before:
+                quiet_since = time.monotonic()
+    finally:
+        stats = recorder.close() if recorder is not None else RecordStats()
+        if recorder is not None:
+            recorder.destroy_node()
+        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return stats
