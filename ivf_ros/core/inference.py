@@ -1,0 +1,186 @@
+"""The one inference API of ivf_ros: load the fusion network and fuse uint8 image pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+import warnings
+
+import numpy as np
+import torch
+
+from ivf_ros.core.model import IVFNet, ModelConfig
+from ivf_ros.core.paths import share_file
+
+WEIGHTS_FORMAT = 'ivf_fusion/1'
+
+
+class ModelLoadError(RuntimeError):
+    """The fusion weights are missing, unreadable or do not match the network."""
+
+
+class FusionInputError(ValueError):
+    """The visible/infrared arrays given to the fusion network are malformed."""
+
+
+@dataclass
+class FusionResult:
+    """Outputs of one fusion call (all the size of the visible input)."""
+
+    fused: np.ndarray                  # (h, w, 3) uint8 RGB
+    weights: np.ndarray                # (h, w) float32 in [0, 1], the infrared share
+    enhanced: np.ndarray | None = None  # (h, w, 3) uint8 RGB enhanced visible, if asked for
+
+
+def default_weights_path() -> Path:
+    """Return the shipped weights, share/ivf_ros/models/ivf_fusion.pt."""
+    return share_file('models', 'ivf_fusion.pt')
+
+
+def resolve_device(device: str = 'auto') -> torch.device:
+    """Map 'auto' | 'cpu' | 'cuda' | 'cuda:N' to a torch device ('auto' prefers CUDA)."""
+    if device == 'auto':
+        return torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"unknown device '{device}' (use auto, cpu or cuda:N)") from error
+    if resolved.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' asked for but CUDA is not available")
+    if resolved.type not in ('cpu', 'cuda'):
+        raise ValueError(f"unsupported device '{device}' (use auto, cpu or cuda:N)")
+    return resolved
+
+
+def save_weights(model: IVFNet, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+    """Save a state dict plus the config dict (never the pickled module)."""
+    payload = {
+        'format': WEIGHTS_FORMAT,
+        'config': model.config.to_dict(),
+        'state_dict': {name: tensor.detach().cpu() for name, tensor
+                       in model.state_dict().items()},
+        'meta': dict(extra or {}),
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, str(path))
+
+
+def load_network(path: str | Path) -> IVFNet:
+    """Build an IVFNet from a weights file; raise ModelLoadError naming the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f'fusion weights not found: {path}')
+    try:
+        # weights_only: a weights file can never run code on load.
+        payload = torch.load(str(path), map_location='cpu', weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for corrupt files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f'cannot read fusion weights {path}: {reason}') from error
+    if not isinstance(payload, dict) or 'state_dict' not in payload or 'config' not in payload:
+        raise ModelLoadError(f'{path} is not an ivf_ros weights file (no state_dict/config)')
+    try:
+        network = IVFNet(ModelConfig.from_dict(payload['config']))
+        network.load_state_dict(payload['state_dict'])
+    except (RuntimeError, TypeError, ValueError, KeyError) as error:
+        raise ModelLoadError(f'fusion weights {path} do not match the network: {error}') \
+            from error
+    return network.eval()
+
+
+class FusionModel:
+    """Fuse a visible RGB and an infrared image with the trained network."""
+
+    def __init__(self, network: IVFNet, device: str = 'auto', half: bool = False,
+                 source: str = '<memory>') -> None:
+        self.torch_device = resolve_device(device)
+        self.device = str(self.torch_device)
+        if half and self.torch_device.type != 'cuda':
+            warnings.warn('fp16 is only used on CUDA; running float32 on CPU', stacklevel=2)
+            half = False
+        self.half = half
+        self.dtype = torch.float16 if half else torch.float32
+        self.source = source
+        self.network = network.eval().to(self.torch_device, self.dtype)
+        for parameter in self.network.parameters():
+            parameter.requires_grad_(False)
+        if self.torch_device.type == 'cuda':
+            torch.backends.cudnn.benchmark = True
+        self._warm_up()
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = 'auto',
+             half: bool = False) -> FusionModel:
+        """Load weights (None: the shipped models/ivf_fusion.pt) onto a device."""
+        path = Path(path) if path is not None else default_weights_path()
+        return cls(load_network(path), device=device, half=half, source=str(path))
+
+    def _warm_up(self) -> None:
+        """Run one small pass so the first real frame does not pay for lazy initialisation."""
+        visible = np.zeros((64, 64, 3), np.uint8)
+        infrared = np.zeros((64, 64), np.uint8)
+        self.run(visible, infrared)
+
+    @staticmethod
+    def _check(visible_rgb: np.ndarray, infrared: np.ndarray) -> np.ndarray:
+        """Validate the pair; return the infrared as (h, w)."""
+        if not isinstance(visible_rgb, np.ndarray) or not isinstance(infrared, np.ndarray):
+            raise FusionInputError('visible and infrared must be numpy arrays')
+        if visible_rgb.dtype != np.uint8 or infrared.dtype != np.uint8:
+            raise FusionInputError(
+                f'expected uint8 images, got visible {visible_rgb.dtype}, '
+                f'infrared {infrared.dtype}')
+        if visible_rgb.ndim != 3 or visible_rgb.shape[2] != 3:
+            raise FusionInputError(f'visible must be (h, w, 3) RGB, got {visible_rgb.shape}')
+        if infrared.ndim == 3 and infrared.shape[2] == 1:
+            infrared = infrared[:, :, 0]
+        if infrared.ndim != 2:
+            raise FusionInputError(f'infrared must be (h, w), got {infrared.shape}')
+        if infrared.shape != visible_rgb.shape[:2]:
+            raise FusionInputError(
+                f'visible {visible_rgb.shape[:2]} and infrared {infrared.shape} sizes differ')
+        if min(infrared.shape) < 2:
+            raise FusionInputError(f'image too small: {infrared.shape}')
+        return infrared
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """(h, w[, c]) uint8 -> (1, c, h, w) in [0, 1] on the device, in the model dtype."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image))   # zero-copy when contiguous
+        tensor = tensor.to(self.torch_device, non_blocking=True)  # uint8 transfer: 4x smaller
+        if tensor.ndim == 2:
+            tensor = tensor.unsqueeze(-1)
+        return tensor.permute(2, 0, 1).unsqueeze(0).to(self.dtype).div_(255.0)
+
+    @staticmethod
+    def _to_uint8(image: torch.Tensor) -> np.ndarray:
+        """(1, 3, h, w) in [0, 1] -> (h, w, 3) uint8 on the host."""
+        scaled = image[0].permute(1, 2, 0).mul(255.0).add_(0.5).clamp_(0, 255)
+        return scaled.to(torch.uint8).cpu().numpy()
+
+    @torch.inference_mode()
+    def run(self, visible_rgb: np.ndarray, infrared: np.ndarray,
+            with_enhanced: bool = False) -> FusionResult:
+        """Fuse one pair: (h, w, 3) uint8 RGB + (h, w) uint8 infrared -> FusionResult."""
+        infrared = self._check(visible_rgb, infrared)
+        visible_t = self._to_tensor(visible_rgb)                 # (1, 3, h, w)
+        infrared_t = self._to_tensor(infrared)                   # (1, 1, h, w)
+        fused, weights, enhanced = self.network(visible_t, infrared_t)
+        return FusionResult(
+            fused=self._to_uint8(fused),
+            weights=weights[0, 0].float().cpu().numpy(),
+            enhanced=self._to_uint8(enhanced) if with_enhanced else None,
+        )
+
+    def fuse(self, visible_rgb: np.ndarray, infrared: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (fused (h, w, 3) uint8 RGB, infrared-share weight map (h, w) float32)."""
+        result = self.run(visible_rgb, infrared)
+        return result.fused, result.weights
+
+    @torch.inference_mode()
+    def enhance(self, visible_rgb: np.ndarray) -> np.ndarray:
+        """Return the enhanced visible image (h, w, 3) uint8 (visible branch + decoder only)."""
+        self._check(visible_rgb, np.zeros(visible_rgb.shape[:2], np.uint8))
+        visible_t = self._to_tensor(visible_rgb)
+        enhanced = self.network.forward_all(visible_t, None, outputs=('enhanced',))['enhanced']
+        return self._to_uint8(enhanced)
