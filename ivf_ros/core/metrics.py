@@ -221,50 +221,60 @@ def _filter_valid(image: np.ndarray, window: np.ndarray) -> np.ndarray:
     return filtered[radius:image.shape[0] - radius, radius:image.shape[1] - radius]
 
 
-def vif_pair(reference: np.ndarray, distorted: np.ndarray) -> float:
+def vif_sources(distorted: np.ndarray, *references: np.ndarray) -> list[float]:
     """
     VIF(R, D) = sum_s sum log10(1 + g^2 sR^2 / (sv^2 + sn^2)) / sum_s sum log10(1 + sR^2 / sn^2).
 
     Pixel-domain VIF (Sheikh & Bovik 2006) over 4 scales, g = sRD / sR^2, sv^2 = sD^2 - g sRD,
     sn^2 = 2, with the guard rules of the reference code (vifvec / CDDFuse's compare_viff).
+    Returns one value per reference; the statistics of D are computed once for all of them.
     """
-    numerator = denominator = 0.0
+    references = list(references)
+    numerators, denominators = [0.0] * len(references), [0.0] * len(references)
     for scale in range(1, VIF_SCALES + 1):
         window = _vif_window(scale)
         if scale > 1:  # low-pass, then halve: the next scale
-            if min(reference.shape) < window.size:
+            if min(distorted.shape) < window.size:
                 break  # the image is too small for coarser scales
-            reference = _filter_valid(reference, window)[::2, ::2]
             distorted = _filter_valid(distorted, window)[::2, ::2]
-        if min(reference.shape) < window.size:
+            references = [_filter_valid(ref, window)[::2, ::2] for ref in references]
+        if min(distorted.shape) < window.size:
             break
-        mu_r, mu_d = _filter_valid(reference, window), _filter_valid(distorted, window)
-        var_r = np.maximum(_filter_valid(reference * reference, window) - mu_r * mu_r, 0.0)
+        mu_d = _filter_valid(distorted, window)
         var_d = np.maximum(_filter_valid(distorted * distorted, window) - mu_d * mu_d, 0.0)
-        cov = _filter_valid(reference * distorted, window) - mu_r * mu_d
-        gain = cov / (var_r + VIF_EPS)
-        noise_var = var_d - gain * cov
-        flat_reference = var_r < VIF_EPS
-        gain[flat_reference] = 0.0
-        noise_var[flat_reference] = var_d[flat_reference]
-        var_r[flat_reference] = 0.0
         flat_distorted = var_d < VIF_EPS
-        gain[flat_distorted] = 0.0
-        noise_var[flat_distorted] = 0.0
-        negative = gain < 0
-        noise_var[negative] = var_d[negative]
-        gain[negative] = 0.0
-        noise_var = np.maximum(noise_var, VIF_EPS)
-        numerator += float(np.sum(np.log10(
-            1.0 + gain * gain * var_r / (noise_var + VIF_NOISE_VARIANCE))))
-        denominator += float(np.sum(np.log10(1.0 + var_r / VIF_NOISE_VARIANCE)))
+        for index, reference in enumerate(references):
+            mu_r = _filter_valid(reference, window)
+            var_r = np.maximum(_filter_valid(reference * reference, window) - mu_r * mu_r, 0.0)
+            cov = _filter_valid(reference * distorted, window) - mu_r * mu_d
+            gain = cov / (var_r + VIF_EPS)
+            noise_var = var_d - gain * cov
+            flat_reference = var_r < VIF_EPS
+            gain[flat_reference] = 0.0
+            noise_var[flat_reference] = var_d[flat_reference]
+            var_r[flat_reference] = 0.0
+            gain[flat_distorted] = 0.0
+            noise_var[flat_distorted] = 0.0
+            negative = gain < 0
+            noise_var[negative] = var_d[negative]
+            gain[negative] = 0.0
+            noise_var = np.maximum(noise_var, VIF_EPS)
+            numerators[index] += float(np.sum(np.log10(
+                1.0 + gain * gain * var_r / (noise_var + VIF_NOISE_VARIANCE))))
+            denominators[index] += float(np.sum(np.log10(1.0 + var_r / VIF_NOISE_VARIANCE)))
     # A flat reference carries no information: the reference code returns 1 (its NaN rule).
-    return numerator / denominator if denominator > 0 else 1.0
+    return [num / den if den > 0 else 1.0 for num, den in zip(numerators, denominators,
+                                                             strict=True)]
+
+
+def vif_pair(reference: np.ndarray, distorted: np.ndarray) -> float:
+    """VIF(R, D) of one reference (see vif_sources)."""
+    return vif_sources(distorted, reference)[0]
 
 
 def vif(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
     """VIF = VIF(A, F) + VIF(B, F) (pixel domain, 4 scales)."""
-    return vif_pair(visible, fused) + vif_pair(infrared, fused)
+    return sum(vif_sources(fused, visible, infrared))
 
 
 def _sobel_strength_orientation(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
