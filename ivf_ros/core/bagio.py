@@ -385,6 +385,11 @@ class BagReader:
         """Return topic -> message type."""
         return {connection.topic: connection.msgtype for connection in self._reader.connections}
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Return topic -> message count (from the bag's index, without reading messages)."""
+        return {topic: info.msgcount for topic, info in self._reader.topics.items()}
+
     def qos(self, topic: str) -> list[Qos]:
         """Return the offered QoS profiles recorded for a topic."""
         profiles: list[Qos] = []

@@ -1,0 +1,493 @@
+"""`ivf-bag`: make, play, record, process and inspect rosbag2 night drives (no ROS install)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+import json
+from pathlib import Path
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from ivf_ros.core import bagio
+from ivf_ros.core.bagio import BagError, BagReader, BagWriter, CameraFrame
+from ivf_ros.core.image_codec import ImageFormatError, to_mono8, to_rgb8
+
+# Output topics of the live graph (fusion_node and detection_node with the launch file's
+# remappings): `process` writes the same names and types so tools cannot tell them apart.
+FUSED_TOPIC = '/fusion/image'
+DETECTIONS_TOPIC = '/detections'
+ANNOTATED_TOPIC = '/detections/image'
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse 'WIDTHxHEIGHT' into (width, height)."""
+    try:
+        width, height = (int(part) for part in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'size must look like 640x512, got {text!r}') from None
+    if width < 8 or height < 8:
+        raise argparse.ArgumentTypeError(f'size {text} is too small (at least 8x8)')
+    return width, height
+
+
+def camera_topics(reader: BagReader, visible_topic: str, infrared_topic: str) -> tuple[str, str]:
+    """Return the bag's visible/infrared topics, accepting the image_transport /compressed ones."""
+    found = []
+    for topic in (visible_topic, infrared_topic):
+        candidates = [topic, topic + '/compressed']
+        match = next((name for name in candidates
+                      if reader.topics.get(name) in bagio.IMAGE_TYPES), None)
+        if match is None:
+            raise BagError(f'{reader.path} has no image topic {topic} (or {topic}/compressed); '
+                           f'it has {sorted(reader.topics)}')
+        found.append(match)
+    return found[0], found[1]
+
+
+# ----------------------------------------------------------------------------------------- make
+def make_command(args: argparse.Namespace) -> int:
+    """Write a two-camera bag from paired folders or the synthetic night generator."""
+    from tqdm import tqdm
+
+    if args.source == 'synthetic':
+        width, height = args.size or (640, 512)
+        pairs = bagio.synthetic_pairs(args.frames, width, height, args.seed, args.thermal_bits)
+        total = args.frames
+    else:
+        folder = Path(args.source)
+        pairs = bagio.folder_pairs(folder, args.frames, args.size, args.night_only)
+        total = args.frames
+    stamps = bagio.StampModel(rate_hz=args.rate, infrared_offset_s=args.ir_offset_ms / 1e3,
+                              jitter_s=args.jitter_ms / 1e3, seed=args.seed)
+    cameras = bagio.CameraTopics(args.visible_topic, args.infrared_topic,
+                                 args.visible_frame_id, args.infrared_frame_id,
+                                 args.compressed, args.reliability, args.depth)
+    with tqdm(total=total, desc='make', unit='pair', disable=args.quiet) as progress:
+        counts = bagio.write_pairs(args.output, pairs, args.storage, stamps, cameras,
+                                   args.overwrite, progress)
+    if not args.quiet:
+        print(bagio.format_info(bagio.bag_info(args.output)))
+    return 0 if min(counts.values(), default=0) > 0 else 1
+
+
+# ----------------------------------------------------------------------------------------- info
+def info_command(args: argparse.Namespace) -> int:
+    """Print topics, types, counts, rates and duration."""
+    info = bagio.bag_info(args.bag)
+    if args.json:
+        print(json.dumps({
+            'path': str(info.path), 'storage': info.storage, 'duration_s': info.duration_s,
+            'start_ns': info.start_ns, 'end_ns': info.end_ns, 'messages': info.message_count,
+            'topics': {name: {'type': topic.msgtype, 'count': topic.count,
+                              'rate_hz': round(topic.rate_hz, 3),
+                              'qos': [{'reliability': q.reliability.name.lower(),
+                                       'depth': q.depth} for q in topic.qos]}
+                       for name, topic in info.topics.items()}}, indent=2))
+    else:
+        print(bagio.format_info(info))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- play
+def play_command(args: argparse.Namespace) -> int:
+    """Publish a bag over DDS with its timing (rclpy)."""
+    from ivf_ros.nodes.bag_player import parse_remaps, play_bag
+
+    stats = play_bag(
+        args.bag, wait_for_subscribers=args.wait_for_subscribers,
+        wait_timeout_s=args.wait_timeout, ros_args=args.ros_args, rate=args.rate,
+        loop=args.loop, loops=args.loops, start_offset_s=args.start, topics=args.topics,
+        remap=parse_remaps(args.remap), clock_hz=args.clock or 0.0,
+        reliability=args.reliability)
+    sent, failed = sum(stats.published.values()), sum(stats.failed.values())
+    print(f'played {sent} messages in {stats.wall_s:.2f} s ({stats.loops} loop(s)); '
+          f'{failed} publish failures')
+    for topic, count in stats.published.items():
+        print(f'  {topic}: {count}' + (f' ({stats.failed[topic]} failed)'
+                                        if stats.failed[topic] else ''))
+    return 0 if failed == 0 else 1
+
+
+# --------------------------------------------------------------------------------------- record
+def record_command(args: argparse.Namespace) -> int:
+    """Record topics raw until Ctrl-C (or --duration)."""
+    from ivf_ros.nodes.bag_recorder import record_bag
+
+    def ready() -> None:
+        print(f'recording {len(args.topics)} topic(s) to {args.output}', flush=True)
+
+    stats = record_bag(args.output, args.topics, args.storage, args.overwrite, args.duration,
+                       ros_args=args.ros_args, on_ready=ready)
+    print(f'received {sum(stats.received.values())}, '
+          f'written {sum(stats.written.values())} messages')
+    for topic in stats.received:
+        print(f'  {topic}: received {stats.received[topic]}, written {stats.written[topic]}'
+              + (f' (error: {stats.errors[topic]})' if topic in stats.errors else ''))
+    return 0 if stats.received == stats.written and not stats.errors else 1
+
+
+# -------------------------------------------------------------------------------------- process
+@dataclass
+class ProcessOptions:
+    """What `process` runs and writes (defaults = the live graph's)."""
+
+    model: str | None = None              # None = the shipped fusion weights
+    detector: str | None = None           # None = fusion only
+    device: str = 'auto'
+    conf: float = 0.25
+    iou: float = 0.45
+    imgsz: int = 640
+    classes: list[str] = field(default_factory=list)
+    slop_s: float = 0.02
+    queue_size: int = 10
+    homography: list[float] = field(default_factory=lambda: [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0])
+    visible_topic: str = bagio.VISIBLE_TOPIC
+    infrared_topic: str = bagio.INFRARED_TOPIC
+    fused_topic: str = FUSED_TOPIC
+    detections_topic: str = DETECTIONS_TOPIC
+    annotated_topic: str = ANNOTATED_TOPIC
+    storage: bagio.Storage = 'sqlite3'
+    keep_inputs: bool = True
+    with_enhanced: bool = False
+    mp4: str | None = None
+    png_dir: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class ProcessedFrame:
+    """One fused pair as `process` produced it (for callers such as the demo)."""
+
+    stamp_ns: int
+    visible: np.ndarray    # (h, w, 3) uint8 RGB, as fed to the network
+    infrared: np.ndarray   # (h, w) uint8, registered to the visible frame
+    fused: np.ndarray      # (h, w, 3) uint8 RGB
+    detections: list[Any]
+    enhanced: np.ndarray | None = None
+
+
+@dataclass
+class ProcessStats:
+    """Counts and timings of one `process` run."""
+
+    pairs: int = 0
+    detections: int = 0
+    unmatched_visible: int = 0
+    unmatched_infrared: int = 0
+    bad_frames: int = 0
+    seconds: float = 0.0
+    fusion_ms: list[float] = field(default_factory=list)
+    detection_ms: list[float] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        """Return pairs per second over the whole run (reading and writing included)."""
+        return self.pairs / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        """Return the numbers a person wants to see."""
+        def median(values: list[float]) -> float:
+            return round(float(np.median(values)), 2) if values else 0.0
+        return {'pairs': self.pairs, 'detections': self.detections,
+                'unmatched_visible': self.unmatched_visible,
+                'unmatched_infrared': self.unmatched_infrared, 'bad_frames': self.bad_frames,
+                'seconds': round(self.seconds, 3), 'fps': round(self.fps, 2),
+                'fusion_ms_median': median(self.fusion_ms),
+                'detection_ms_median': median(self.detection_ms)}
+
+
+def network_inputs(visible: CameraFrame, infrared: CameraFrame,
+                   homography: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Return the (h,w,3) RGB and registered (h,w) uint8 infrared the fusion node feeds."""
+    from ivf_ros.nodes.registration import register_infrared
+
+    visible_rgb = to_rgb8(visible.array, visible.encoding)
+    infrared_mono = to_mono8(infrared.array, infrared.encoding)
+    return visible_rgb, register_infrared(infrared_mono, visible_rgb.shape[:2], homography)
+
+
+def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOptions,
+                progress: bool = True,
+                on_frame: Callable[[ProcessedFrame], None] | None = None) -> ProcessStats:
+    """Fuse (and detect) every synchronised pair of a bag in-process; write an output bag."""
+    from tqdm import tqdm
+
+    from ivf_ros.core.inference import FusionModel
+    from ivf_ros.core.sync import PairSynchronizer
+    from ivf_ros.nodes.registration import homography_matrix
+
+    homography = homography_matrix(options.homography)
+    model = FusionModel.load(options.model, device=options.device)
+    detector = None
+    if options.detector:
+        from ivf_ros.core.detector import YoloDetector
+
+        detector = YoloDetector(options.detector, conf=options.conf, iou=options.iou,
+                                imgsz=options.imgsz, classes=options.classes or None,
+                                device=options.device)
+        detector.warmup()  # the first frame must not carry Ultralytics' lazy set-up
+    stats = ProcessStats()
+    synchronizer = PairSynchronizer(options.slop_s, options.queue_size)
+    video = _VideoSink(options.mp4) if options.mp4 else None
+    png_dir = Path(options.png_dir) if options.png_dir else None
+    if png_dir:
+        png_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with BagReader(bag) as reader:
+        visible_topic, infrared_topic = camera_topics(
+            reader, options.visible_topic, options.infrared_topic)
+        inputs = [visible_topic, infrared_topic]
+        copied = sorted(reader.topics) if options.keep_inputs else []
+        total = reader.counts.get(visible_topic, 0)
+        writer = BagWriter(output, options.storage, options.overwrite) if output else None
+        if writer is not None:
+            writer.__enter__()
+            for topic in copied:
+                msgtype, msgdef, rihs01 = reader.definition(topic)
+                writer.add_topic(topic, msgtype, reader.qos(topic) or None, msgdef, rihs01)
+            reliable = bagio.camera_qos('reliable')
+            writer.add_topic(options.fused_topic, bagio.IMAGE, reliable)
+            if detector is not None:
+                writer.add_topic(options.detections_topic, bagio.DETECTIONS, reliable)
+                writer.add_topic(options.annotated_topic, bagio.IMAGE, reliable)
+        bar = tqdm(total=total, desc='process', unit='pair', disable=not progress)
+
+        def handle(pair: Any) -> None:
+            (visible_log, visible), (infrared_log, infrared) = pair.visible, pair.infrared
+            log_time = max(visible_log, infrared_log)  # the pair exists once both arrived
+            visible_rgb, infrared_mono = network_inputs(visible, infrared, homography)
+            tick = time.perf_counter()
+            result = model.run(visible_rgb, infrared_mono, with_enhanced=options.with_enhanced)
+            stats.fusion_ms.append((time.perf_counter() - tick) * 1e3)
+            detections: list[Any] = []
+            annotated = result.fused
+            if detector is not None:
+                tick = time.perf_counter()
+                detections = detector.detect(result.fused)
+                stats.detection_ms.append((time.perf_counter() - tick) * 1e3)
+                annotated = detector.annotate(result.fused, detections)
+            stats.pairs += 1
+            stats.detections += len(detections)
+            if writer is not None:
+                # Outputs carry the visible header, as the fusion node copies it.
+                writer.write(options.fused_topic, log_time, bagio.image_message(
+                    result.fused, 'rgb8', visible.stamp_ns, visible.frame_id))
+                if detector is not None:
+                    writer.write(options.detections_topic, log_time, bagio.detections_message(
+                        detections, visible.stamp_ns, visible.frame_id))
+                    writer.write(options.annotated_topic, log_time, bagio.image_message(
+                        annotated, 'rgb8', visible.stamp_ns, visible.frame_id))
+            if video is not None:
+                video.write(annotated)
+            if png_dir is not None:
+                _write_png(png_dir / f'{stats.pairs - 1:05d}_fused.png', result.fused)
+                if detector is not None:
+                    _write_png(png_dir / f'{stats.pairs - 1:05d}_detections.png', annotated)
+            if on_frame is not None:
+                on_frame(ProcessedFrame(visible.stamp_ns, visible_rgb, infrared_mono,
+                                        result.fused, detections, result.enhanced))
+            bar.update(1)
+
+        try:
+            for message in reader.messages(sorted(set(copied) | set(inputs))):
+                if writer is not None and message.topic in copied:
+                    writer.write_raw(message.topic, message.log_time_ns, message.raw)
+                if message.topic not in inputs:
+                    continue
+                try:
+                    frame = bagio.frame_from_message(reader.decode(message))
+                except (BagError, ImageFormatError) as error:
+                    stats.bad_frames += 1
+                    bar.write(f'skipping a bad frame on {message.topic}: {error}')
+                    continue
+                item = (message.log_time_ns, frame)
+                add = (synchronizer.add_visible if message.topic == visible_topic
+                       else synchronizer.add_infrared)
+                for pair in add(frame.stamp_ns, item):
+                    handle(pair)
+            # The bag is over: no later frame can improve the last pairs.
+            for pair in synchronizer.flush():
+                handle(pair)
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+            if video is not None:
+                video.close()
+    sync = synchronizer.stats
+    stats.unmatched_visible = sync.unmatched_visible
+    stats.unmatched_infrared = sync.unmatched_infrared
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1]))
+
+
+class _VideoSink:
+    """MP4 (MPEG-4 part 2, what OpenCV writes everywhere) of RGB frames."""
+
+    def __init__(self, path: str | Path, fps: float = 10.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = fps
+        self._writer: Any = None
+
+    def write(self, rgb: np.ndarray) -> None:
+        import cv2
+
+        if self._writer is None:
+            height, width = rgb.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*'mp4v'),
+                                           self.fps, (width, height))
+            if not self._writer.isOpened():
+                raise BagError(f'OpenCV cannot write {self.path} (no MPEG-4 encoder)')
+        self._writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+
+
+def process_command(args: argparse.Namespace) -> int:
+    """Run fusion + detection over a bag offline and write the results."""
+    options = ProcessOptions(
+        model=args.model, detector=args.detector, device=args.device, conf=args.conf,
+        iou=args.iou, imgsz=args.imgsz, classes=args.classes or [], slop_s=args.slop,
+        queue_size=args.queue_size, visible_topic=args.visible_topic,
+        infrared_topic=args.infrared_topic, fused_topic=args.fused_topic,
+        detections_topic=args.detections_topic, annotated_topic=args.annotated_topic,
+        storage=args.storage, keep_inputs=not args.outputs_only, mp4=args.mp4,
+        png_dir=args.png_dir, overwrite=args.overwrite)
+    stats = process_bag(args.bag, args.output, options, progress=not args.quiet)
+    summary = stats.summary()
+    print(json.dumps(summary, indent=2) if args.json else
+          ', '.join(f'{key} {value}' for key, value in summary.items()))
+    return 0 if stats.pairs else 1
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def build_parser() -> argparse.ArgumentParser:
+    """Return the `ivf-bag` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog='ivf-bag', description=__doc__.split(':', 1)[1].strip() if __doc__ else None)
+    commands = parser.add_subparsers(dest='command', required=True)
+
+    make = commands.add_parser('make', help='paired folders or synthetic pairs -> camera bag')
+    make.add_argument('output', help='bag directory to write')
+    make.add_argument('--from', dest='source', default='synthetic',
+                      help="a folder with vi/ and ir/ (e.g. ../shared/datasets/llvip_train), "
+                           "or 'synthetic' (default)")
+    make.add_argument('--frames', type=int, default=30, help='number of pairs (default 30)')
+    make.add_argument('--size', type=parse_size, help='WIDTHxHEIGHT (synthetic: 640x512)')
+    make.add_argument('--night-only', action='store_true', help='only the night pairs')
+    make.add_argument('--rate', type=float, default=10.0, help='camera rate in Hz')
+    make.add_argument('--ir-offset-ms', type=float, default=4.0,
+                      help='infrared stamp offset in ms (free-running cameras)')
+    make.add_argument('--jitter-ms', type=float, default=0.5, help='stamp jitter (sigma, ms)')
+    make.add_argument('--thermal-bits', type=int, choices=(8, 16), default=8,
+                      help='synthetic infrared: mono8 or radiometric mono16')
+    make.add_argument('--compressed', action='store_true',
+                      help='CompressedImage on <topic>/compressed (JPEG visible, PNG infrared)')
+    make.add_argument('--visible-topic', default=bagio.VISIBLE_TOPIC)
+    make.add_argument('--infrared-topic', default=bagio.INFRARED_TOPIC)
+    make.add_argument('--visible-frame-id', default=bagio.VISIBLE_FRAME_ID)
+    make.add_argument('--infrared-frame-id', default=bagio.INFRARED_FRAME_ID)
+    make.add_argument('--reliability', choices=('reliable', 'best_effort'), default='reliable',
+                      help='offered QoS recorded in the bag (camera driver)')
+    make.add_argument('--depth', type=int, default=10, help='offered QoS history depth')
+    make.add_argument('--seed', type=int, default=0)
+    make.set_defaults(handler=make_command)
+
+    info = commands.add_parser('info', help='topics, types, counts, rates, duration')
+    info.add_argument('bag')
+    info.add_argument('--json', action='store_true', help='machine-readable output')
+    info.set_defaults(handler=info_command)
+
+    play = commands.add_parser('play', help='publish a bag over DDS with its timing')
+    play.add_argument('bag')
+    play.add_argument('--rate', type=float, default=1.0, help='speed factor')
+    play.add_argument('--loop', action='store_true', help='play again and again')
+    play.add_argument('--loops', type=int, default=0, help='play this many times (with --loop)')
+    play.add_argument('--start', '--start-offset', type=float, default=0.0,
+                      help='start this many seconds into the bag')
+    play.add_argument('--topics', nargs='+', help='only these topics')
+    play.add_argument('--remap', nargs='+', metavar='FROM:=TO', help='topic remappings')
+    play.add_argument('--clock', type=float, nargs='?', const=40.0, default=0.0,
+                      help='publish /clock at this rate in Hz (default 40) for use_sim_time')
+    play.add_argument('--reliability', choices=('reliable', 'best_effort', 'recorded'),
+                      default='reliable',
+                      help='publisher QoS; reliable (default) matches every subscriber')
+    play.add_argument('--wait-for-subscribers', type=int, default=0, metavar='N',
+                      help='wait until every topic has N subscribers before playing')
+    play.add_argument('--wait-timeout', type=float, default=10.0, help='seconds to wait')
+    play.set_defaults(handler=play_command)
+
+    record = commands.add_parser('record', help='record topics raw into a bag (Ctrl-C stops)')
+    record.add_argument('topics', nargs='+')
+    record.add_argument('-o', '--output', required=True, help='bag directory to write')
+    record.add_argument('--duration', type=float, default=0.0, help='stop after N seconds')
+    record.set_defaults(handler=record_command)
+
+    process = commands.add_parser('process', help='offline fusion + detection over a bag')
+    process.add_argument('bag')
+    process.add_argument('-o', '--output', help='output bag (inputs + fused + detections)')
+    process.add_argument('--model', help='fusion weights (default: the shipped ones)')
+    process.add_argument('--detector', help='YOLO weights (.pt/.onnx); omit for fusion only')
+    process.add_argument('--device', default='auto', help='auto | cpu | cuda[:N]')
+    process.add_argument('--conf', type=float, default=0.25)
+    process.add_argument('--iou', type=float, default=0.45)
+    process.add_argument('--imgsz', type=int, default=640)
+    process.add_argument('--classes', nargs='+', help='keep only these class names')
+    process.add_argument('--slop', type=float, default=0.02, help='pairing tolerance (s)')
+    process.add_argument('--queue-size', type=int, default=10)
+    process.add_argument('--visible-topic', default=bagio.VISIBLE_TOPIC)
+    process.add_argument('--infrared-topic', default=bagio.INFRARED_TOPIC)
+    process.add_argument('--fused-topic', default=FUSED_TOPIC)
+    process.add_argument('--detections-topic', default=DETECTIONS_TOPIC)
+    process.add_argument('--annotated-topic', default=ANNOTATED_TOPIC)
+    process.add_argument('--outputs-only', action='store_true',
+                         help='do not copy the input topics into the output bag')
+    process.add_argument('--mp4', help='also write the (annotated) fused video here')
+    process.add_argument('--png-dir', help='also write every fused frame as PNG here')
+    process.add_argument('--json', action='store_true', help='print the summary as JSON')
+    process.set_defaults(handler=process_command)
+
+    for sub in (make, record, process):
+        sub.add_argument('--storage', choices=tuple(bagio.STORAGES), default='sqlite3')
+        sub.add_argument('--overwrite', action='store_true', help='replace an existing bag')
+    for sub in (make, process):
+        sub.add_argument('-q', '--quiet', action='store_true', help='no progress bar')
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `ivf-bag`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # ROS arguments (--ros-args ... ) pass through to rclpy for play/record.
+    ros_args: list[str] = []
+    if '--ros-args' in argv:
+        index = argv.index('--ros-args')
+        argv, ros_args = argv[:index], argv[index + 1:]
+    args = build_parser().parse_args(argv)
+    args.ros_args = ros_args
+    try:
+        return args.handler(args)
+    except (BagError, ImageFormatError, ValueError, OSError, RuntimeError) as error:
+        # RuntimeError: ModelLoadError, DetectorLoadError (missing or unreadable weights).
+        print(f'ivf-bag {args.command}: error: {error}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())
