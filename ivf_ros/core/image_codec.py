@@ -204,7 +204,6 @@ def _percentile_range(array: np.ndarray, low_percentile: float,
     stride = max(1, int(math.sqrt(height * width / 32768)))
     sample = array[::stride, ::stride].ravel()
     if array.dtype.kind == 'f':
-        sample = sample[np.isfinite(sample)]
         if sample.size == 0:
             return 0.0, 0.0
         low, high = np.percentile(sample, [low_percentile, high_percentile])
@@ -236,14 +235,20 @@ def thermal_to_uint8(array: np.ndarray, low_percentile: float = 1.0,
         raise ImageFormatError(f'thermal_to_uint8 cannot stretch dtype {array.dtype}')
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder('='))
+    invalid = None
     if array.dtype.kind == 'f':
-        # Non-finite pixels (NaN depth, inf) become 0 rather than poisoning the scale.
-        array = np.nan_to_num(array.astype(np.float32, copy=False), nan=0.0, posinf=0.0,
-                              neginf=0.0)
+        # Non-finite pixels (NaN depth, inf) carry no reading: they are left out of the
+        # percentiles and come out black instead of poisoning the scale.
+        array = array.astype(np.float32, copy=False)
+        finite = np.isfinite(array)
+        if not finite.all():
+            invalid = ~finite
+            array = np.where(finite, array, np.float32(0.0))
     elif array.dtype.kind == 'i' or array.dtype.itemsize == 4:
         # Signed or 32-bit counts take the float path: the histogram path wants small uints.
         array = array.astype(np.float32)
-    low, high = _percentile_range(array, low_percentile, high_percentile)
+    low, high = _percentile_range(array if invalid is None else array[~invalid][None, :],
+                                  low_percentile, high_percentile)
     # A flat frame has no contrast to stretch: values at `low` map to 0, anything above to 255.
     scale = 255.0 / max(high - low, 1e-6 if array.dtype.kind == 'f' else 1.0)
     # Two saturating OpenCV passes (~0.1 ms each at 640x512): subtract clips below `low` to 0,
@@ -252,7 +257,10 @@ def thermal_to_uint8(array: np.ndarray, low_percentile: float = 1.0,
         shifted = cv2.max(array - np.float32(low), 0.0)
     else:
         shifted = cv2.subtract(array, low)
-    return cv2.convertScaleAbs(shifted, alpha=scale)
+    stretched = cv2.convertScaleAbs(shifted, alpha=scale)
+    if invalid is not None:
+        stretched[invalid] = 0
+    return stretched
 
 
 _TO_RGB = {'bgr': cv2.COLOR_BGR2RGB, 'rgba': cv2.COLOR_RGBA2RGB, 'bgra': cv2.COLOR_BGRA2RGB}
