@@ -1,0 +1,126 @@
+"""ivf-eval: compare fusion methods on paired visible/infrared images with the field's metrics.
+
+Examples::
+
+    ivf-eval ../shared/datasets --split validation                 # all baselines, MSRS night
+    ivf-eval ../shared/datasets/msrs --night-only -m laplacian model results/fused/
+    ivf-eval my_pairs/ -m clahe_laplacian ours=runs/fusion/best.pt --limit 20 -o output/cmp
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+import shlex
+import sys
+
+from ivf_ros.core.baselines import BASELINES
+from ivf_ros.core.datasets import (
+    all_pairs,
+    DatasetError,
+    is_night,
+    is_validation,
+    list_pairs,
+    PairedImage,
+    SPLITS,
+    VALIDATION,
+    VISIBLE_DIR,
+)
+from ivf_ros.core.metrics import METRICS
+from ivf_ros.core.paths import datasets_dir
+from ivf_ros.core.report import evaluate_methods, MethodError, resolve_method, write_report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ivf-eval argument parser."""
+    parser = argparse.ArgumentParser(
+        prog='ivf-eval',
+        description='Evaluate visible-infrared fusion methods (baselines, fused-image folders, '
+                    'network checkpoints) and write a Markdown/CSV/PNG report.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument(
+        'data', nargs='*', type=Path,
+        help='paired folders (vi/ + ir/) or roots holding several of them '
+             f'(default: {datasets_dir()})')
+    parser.add_argument(
+        '-m', '--methods', nargs='+', default=list(BASELINES), metavar='METHOD',
+        help=f'baseline names ({", ".join(BASELINES)}), "model" (shipped weights), a folder of '
+             'fused images named like the pairs, or a checkpoint (.pt); LABEL=METHOD renames')
+    parser.add_argument('--split', choices=SPLITS,
+                        help=f'keep one split of the team split ({VALIDATION} = MSRS night pairs)')
+    parser.add_argument('--night-only', action='store_true', help='keep night pairs only')
+    parser.add_argument('--limit', type=int, metavar='N', help='evaluate the first N pairs only')
+    parser.add_argument('-o', '--output', type=Path, default=Path('output/eval'),
+                        help='report folder')
+    parser.add_argument('--metrics', nargs='+', choices=list(METRICS), metavar='METRIC',
+                        help=f'subset of metrics ({", ".join(METRICS)}); default all')
+    parser.add_argument('--examples', type=int, default=4,
+                        help='pairs shown in the image grid')
+    parser.add_argument('--device', default='auto', help='device for checkpoints: auto|cpu|cuda:N')
+    parser.add_argument('--title', default='Fusion evaluation', help='report title')
+    parser.add_argument('--no-figures', action='store_true',
+                        help='write the Markdown and CSV files only (no PNGs)')
+    parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    return parser
+
+
+def collect_pairs(data: Sequence[Path], split: str | None = None, night_only: bool = False,
+                  limit: int | None = None) -> list[PairedImage]:
+    """Return the pairs of paired folders and dataset roots, filtered by split/night/limit."""
+    pairs: list[PairedImage] = []
+    for path in data or [datasets_dir()]:
+        if not path.is_dir():
+            raise DatasetError(f'{path} is not a folder')
+        pairs += list_pairs(path) if (path / VISIBLE_DIR).is_dir() else all_pairs(path)
+    if split is not None:
+        pairs = [pair for pair in pairs if is_validation(pair) == (split == VALIDATION)]
+    if night_only:
+        pairs = [pair for pair in pairs if is_night(pair)]
+    if limit is not None:
+        if limit < 1:
+            raise DatasetError(f'--limit must be at least 1, got {limit}')
+        pairs = pairs[:limit]
+    return pairs
+
+
+def describe_selection(args: argparse.Namespace) -> str:
+    """Return a sentence saying which pairs were kept."""
+    parts = []
+    if args.split:
+        parts.append(f'split {args.split}')
+    if args.night_only:
+        parts.append('night pairs only')
+    if args.limit:
+        parts.append(f'first {args.limit}')
+    return ('Selection: ' + ', '.join(parts) + '.') if parts else ''
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ivf-eval; return the exit status (0 ok, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        pairs = collect_pairs(args.data, args.split, args.night_only, args.limit)
+        methods = [resolve_method(spec, args.device) for spec in args.methods]
+        names = [method.name for method in methods]
+        if len(set(names)) != len(names):
+            raise MethodError(f'method names must be unique, got {names} (use LABEL=METHOD)')
+        evaluation = evaluate_methods(pairs, methods, example_count=args.examples,
+                                      metric_names=args.metrics,
+                                      progress=not args.no_progress)
+    except (DatasetError, MethodError, RuntimeError) as error:
+        # RuntimeError covers the network's ModelLoadError, which names the checkpoint.
+        print(f'ivf-eval: error: {error}', file=sys.stderr)
+        return 2
+    command = shlex.join(['ivf-eval'] + list(sys.argv[1:] if argv is None else argv))
+    paths = write_report(evaluation, args.output, args.title, command,
+                         describe_selection(args), figures=not args.no_figures)
+    print(f'report: {paths["report"]}')
+    for key in ('summary', 'per_image', 'bars', 'grid'):
+        if key in paths:
+            print(f'{key}: {paths[key]}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

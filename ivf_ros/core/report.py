@@ -1,0 +1,395 @@
+"""Evaluate fusion methods on paired images and write a Markdown + CSV + PNG report.
+
+A *method* turns a (visible RGB, infrared) pair into a fused RGB image. Three kinds are
+resolved from a command-line spec by :func:`resolve_method`: a classical baseline name
+(``laplacian``), a folder of already fused images named like the pairs, or a fusion-network
+checkpoint (``*.pt``, loaded through :class:`ivf_ros.core.inference.FusionModel`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import csv
+from dataclasses import dataclass, field
+import math
+from pathlib import Path
+import time
+from types import ModuleType
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ivf_ros.core.baselines import BASELINES
+from ivf_ros.core.datasets import is_night, load_pair, load_visible, PairedImage, resize_to
+from ivf_ros.core.metrics import evaluate, METRICS
+
+# The pass-through baselines are the inputs themselves: shown for reference, never 'best'.
+SOURCE_METHODS = frozenset({'visible', 'infrared'})
+CHECKPOINT_SUFFIXES = frozenset({'.pt', '.pth'})
+MODEL_SPEC = 'model'  # the shipped weights, share/ivf_ros/models/ivf_fusion.pt
+# Width of each image in the PNG grid: three to eight columns stay readable on a screen.
+GRID_IMAGE_WIDTH = 320
+FUSE_TIME_COLUMN = 'fuse_ms'
+
+
+class MethodError(ValueError):
+    """A method spec names nothing usable, or a method cannot fuse a pair."""
+
+
+@dataclass
+class Method:
+    """A named fusion method: fuse(pair, visible_rgb, infrared) -> fused (h, w, 3) uint8 RGB."""
+
+    name: str
+    kind: str  # 'baseline' | 'folder' | 'model'
+    fuse: Callable[[PairedImage, np.ndarray, np.ndarray], np.ndarray]
+    source: str = ''
+
+
+def _baseline_method(name: str) -> Method:
+    """Wrap BASELINES[name] as a Method."""
+    function = BASELINES[name]
+    return Method(name, 'baseline', lambda pair, visible, infrared: function(visible, infrared),
+                  f'ivf_ros.core.baselines.{function.__name__}')
+
+
+def _folder_method(name: str, folder: Path) -> Method:
+    """Read fused images from folder by pair name (any image suffix; grey is replicated)."""
+    suffixes = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+
+    def fuse(pair: PairedImage, visible: np.ndarray, infrared: np.ndarray) -> np.ndarray:
+        # Result folders are flat (name.png) or mirror the datasets (dataset/name.png).
+        candidates = [folder / f'{pair.name}{suffix}' for suffix in suffixes]
+        candidates += [folder / pair.dataset / f'{pair.name}{suffix}' for suffix in suffixes]
+        for path in candidates:
+            if path.is_file():
+                fused = load_visible(path)
+                if fused.shape[:2] != visible.shape[:2]:
+                    raise MethodError(
+                        f'{path} is {fused.shape[1]}x{fused.shape[0]}, but the pair '
+                        f'{pair.key} is {visible.shape[1]}x{visible.shape[0]}')
+                return fused
+        raise MethodError(f'method {name}: no fused image for {pair.key} in {folder}')
+
+    return Method(name, 'folder', fuse, str(folder))
+
+
+def _model_method(name: str, checkpoint: Path | None, device: str) -> Method:
+    """Load a fusion-network checkpoint through the one inference API (imported lazily)."""
+    try:
+        from ivf_ros.core.inference import FusionModel
+    except ImportError as error:  # the network module is optional for baseline-only reports
+        raise MethodError(
+            f'cannot evaluate {checkpoint or MODEL_SPEC}: ivf_ros.core.inference is not '
+            f'available ({error})') from error
+    model = FusionModel.load(checkpoint, device=device)
+    return Method(name, 'model', lambda pair, visible, infrared: model.fuse(visible, infrared)[0],
+                  f'{checkpoint or "shipped weights"} on {model.device}')
+
+
+def resolve_method(spec: str, device: str = 'auto') -> Method:
+    """
+    Resolve a method spec: a baseline name, 'model', a fused-image folder or a checkpoint.
+
+    'label=spec' sets the name shown in the report (default: the baseline name, the folder's or
+    checkpoint's stem). Errors name the spec and the accepted forms.
+    """
+    label, _, target = spec.rpartition('=')
+    if target in BASELINES:
+        method = _baseline_method(target)
+        method.name = label or target
+        return method
+    if target == MODEL_SPEC:
+        return _model_method(label or MODEL_SPEC, None, device)
+    path = Path(target).expanduser()
+    if path.is_dir():
+        return _folder_method(label or path.name, path)
+    if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        return _model_method(label or path.stem, path, device)
+    raise MethodError(
+        f'unknown method {spec!r}: expected a baseline ({", ".join(BASELINES)}), '
+        f"'{MODEL_SPEC}' (shipped weights), a folder of fused images or a checkpoint "
+        f'({", ".join(sorted(CHECKPOINT_SUFFIXES))})')
+
+
+@dataclass
+class Evaluation:
+    """Per-image metric rows of several methods, plus fused images kept for the grid."""
+
+    methods: list[Method]
+    pairs: list[PairedImage]
+    rows: list[dict[str, object]] = field(default_factory=list)
+    # pair key -> (visible, infrared, {method: fused}) for the first few pairs only.
+    examples: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = field(
+        default_factory=dict)
+    metric_names: list[str] = field(default_factory=lambda: list(METRICS))
+
+    def values(self, method: str, metric: str, dataset: str | None = None) -> np.ndarray:
+        """Return one metric of one method over all its images (or one dataset's)."""
+        return np.array([row[metric] for row in self.rows if row['method'] == method
+                         and (dataset is None or row['dataset'] == dataset)], dtype=np.float64)
+
+    def datasets(self) -> list[str]:
+        """Return the dataset folder names in the order they first appear."""
+        return list(dict.fromkeys(pair.dataset for pair in self.pairs))
+
+
+def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
+                     example_count: int = 4, metric_names: list[str] | None = None,
+                     progress: bool = True) -> Evaluation:
+    """Fuse every pair with every method and evaluate it; keep example_count pairs for grids."""
+    if not pairs:
+        raise MethodError('no image pairs to evaluate (check the folder, split and filters)')
+    names = list(metric_names or METRICS)
+    result = Evaluation(list(methods), list(pairs), metric_names=names)
+    # Spread the grid examples over the whole list so several datasets show up.
+    example_indices = set(np.linspace(0, len(pairs) - 1, min(example_count, len(pairs)),
+                                      dtype=int).tolist()) if example_count > 0 else set()
+    bar = tqdm(total=len(pairs) * len(methods), desc='evaluating', unit='img',
+               disable=not progress)
+    for index, pair in enumerate(pairs):
+        visible, infrared = load_pair(pair)
+        fused_examples: dict[str, np.ndarray] = {}
+        for method in methods:
+            bar.set_postfix_str(f'{method.name} {pair.key}', refresh=False)
+            start = time.perf_counter()
+            fused = method.fuse(pair, visible, infrared)
+            fuse_ms = 1000.0 * (time.perf_counter() - start)
+            row: dict[str, object] = {
+                'method': method.name, 'dataset': pair.dataset, 'image': pair.name,
+                'night': is_night(pair), FUSE_TIME_COLUMN: fuse_ms}
+            row.update(evaluate(visible, infrared, fused, names))
+            result.rows.append(row)
+            if index in example_indices:
+                fused_examples[method.name] = fused
+            bar.update()
+        if index in example_indices:
+            result.examples[pair.key] = (visible, infrared, fused_examples)
+    bar.close()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def _arrow(metric: str) -> str:
+    """Return the direction mark of a metric: up, down, or a dot where neither is better."""
+    better = METRICS[metric].higher_is_better
+    return '·' if better is None else ('↑' if better else '↓')
+
+
+def best_methods(evaluation: Evaluation, metric: str,
+                 dataset: str | None = None) -> set[str]:
+    """Return the fusion methods (not the pass-through sources) with the best mean of metric."""
+    better = METRICS[metric].higher_is_better
+    candidates = [m.name for m in evaluation.methods if m.name not in SOURCE_METHODS]
+    if better is None or not candidates:
+        return set()
+    means = {name: float(np.mean(evaluation.values(name, metric, dataset)))
+             for name in candidates}
+    finite = {name: value for name, value in means.items() if math.isfinite(value)}
+    if not finite:
+        return set()
+    target = max(finite.values()) if better else min(finite.values())
+    return {name for name, value in finite.items() if value == target}
+
+
+# Decimals shown per metric: enough to separate methods, no more (the CSV keeps full precision).
+DECIMALS = {'SD': 2, 'SF': 2, 'PSNR': 2, 'PSNR_tang': 2, 'brightness': 1, 'LOE': 1}
+DEFAULT_DECIMALS = 3
+
+
+def _format(value: float, metric: str) -> str:
+    """Format a value with the metric's number of decimals (clipped as a percentage)."""
+    if not math.isfinite(value):
+        return str(value)
+    if metric == 'clipped':
+        return f'{100 * value:.2f}%'
+    return f'{value:.{DECIMALS.get(metric, DEFAULT_DECIMALS)}f}'
+
+
+def markdown_table(evaluation: Evaluation, dataset: str | None = None,
+                   with_std: bool = True) -> str:
+    """Return the methods x metrics table (mean ± std), the best per metric in bold."""
+    metrics = evaluation.metric_names
+    header = ['method', 'n'] + [f'{name} {_arrow(name)}' for name in metrics] + ['fuse ms']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    best = {metric: best_methods(evaluation, metric, dataset) for metric in metrics}
+    for method in evaluation.methods:
+        count = evaluation.values(method.name, metrics[0], dataset).size
+        if count == 0:
+            continue
+        cells = [method.name, str(count)]
+        for metric in metrics:
+            values = evaluation.values(method.name, metric, dataset)
+            text = _format(float(np.mean(values)), metric)
+            if with_std:
+                text += f' ± {_format(float(np.std(values)), metric)}'
+            cells.append(f'**{text}**' if method.name in best[metric] else text)
+        times = evaluation.values(method.name, FUSE_TIME_COLUMN, dataset)
+        cells.append(f'{np.mean(times):.1f}')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def write_csv(evaluation: Evaluation, per_image_path: Path, summary_path: Path) -> None:
+    """Write per-image rows and per-method mean/std (over all images) as CSV."""
+    columns = ['method', 'dataset', 'image', 'night', FUSE_TIME_COLUMN] + evaluation.metric_names
+    with per_image_path.open('w', newline='') as stream:
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(evaluation.rows)
+    with summary_path.open('w', newline='') as stream:
+        writer = csv.writer(stream)
+        measured = evaluation.metric_names + [FUSE_TIME_COLUMN]
+        writer.writerow(['method', 'n'] + [f'{name}_{stat}' for name in measured
+                                           for stat in ('mean', 'std')])
+        for method in evaluation.methods:
+            count = evaluation.values(method.name, measured[0]).size
+            stats = []
+            for name in measured:
+                values = evaluation.values(method.name, name)
+                stats += [f'{np.mean(values):.6g}', f'{np.std(values):.6g}']
+            writer.writerow([method.name, count] + stats)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures (matplotlib with the Agg backend: no display needed)
+
+
+def _pyplot() -> ModuleType:
+    """Import pyplot with the file-only Agg backend (headless CI, SSH sessions)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_image_grid(evaluation: Evaluation, path: Path) -> None:
+    """Save rows of visible | infrared | fused-per-method for the kept example pairs."""
+    plt = _pyplot()
+    methods = [m.name for m in evaluation.methods if m.name not in SOURCE_METHODS]
+    columns = ['visible', 'infrared'] + methods
+    rows = list(evaluation.examples.items())
+    first_visible = rows[0][1][0]
+    aspect = first_visible.shape[0] / first_visible.shape[1]
+    cell_w = GRID_IMAGE_WIDTH / 100.0  # inches at 100 dpi
+    figure, axes = plt.subplots(len(rows), len(columns), squeeze=False,
+                                figsize=(cell_w * len(columns), cell_w * aspect * len(rows) + 0.6))
+    for row_index, (key, (visible, infrared, fused)) in enumerate(rows):
+        images = [visible, cv2.cvtColor(infrared, cv2.COLOR_GRAY2RGB)]
+        images += [fused[name] for name in methods]
+        for column_index, (title, image) in enumerate(zip(columns, images, strict=True)):
+            axis = axes[row_index][column_index]
+            height = round(GRID_IMAGE_WIDTH * image.shape[0] / image.shape[1])
+            axis.imshow(resize_to(image, height, GRID_IMAGE_WIDTH))
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row_index == 0:
+                axis.set_title(title, fontsize=12)
+            if column_index == 0:
+                axis.set_ylabel(key, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_bar_chart(evaluation: Evaluation, path: Path) -> None:
+    """Save one bar panel per metric (mean with std error bars), methods side by side."""
+    plt = _pyplot()
+    metrics = evaluation.metric_names
+    methods = [m.name for m in evaluation.methods]
+    columns = 4
+    rows = math.ceil(len(metrics) / columns)
+    figure, axes = plt.subplots(rows, columns, squeeze=False,
+                                figsize=(4.2 * columns, 2.9 * rows + 0.4))
+    colours = plt.get_cmap('tab10')(np.arange(len(methods)) % 10)
+    positions = np.arange(len(methods))
+    for index, metric in enumerate(metrics):
+        axis = axes[index // columns][index % columns]
+        means = [float(np.mean(evaluation.values(name, metric))) for name in methods]
+        stds = [float(np.std(evaluation.values(name, metric))) for name in methods]
+        finite = [value if math.isfinite(value) else 0.0 for value in means]
+        axis.bar(positions, finite, yerr=[s if math.isfinite(s) else 0 for s in stds],
+                 color=colours, capsize=3)
+        axis.set_title(f'{metric} {_arrow(metric)}', fontsize=11)
+        axis.set_xticks(positions)
+        axis.set_xticklabels(methods, rotation=35, ha='right', fontsize=8)
+        axis.tick_params(axis='y', labelsize=8)
+        axis.grid(axis='y', alpha=0.3)
+    for index in range(len(metrics), rows * columns):
+        axes[index // columns][index % columns].axis('off')
+    figure.suptitle('mean ± std per method (↑ higher is better, ↓ lower, · neither)',
+                    fontsize=12)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+CONVENTIONS_NOTE = """\
+Metrics are computed on grey 0-255 images (Y = 0.299 R + 0.587 G + 0.114 B) following the
+conventions of MMIF-CDDFuse's `utils/Evaluator.py`, so they compare with published tables:
+MI = MI(vi, F) + MI(ir, F) on 256 bins **in bits** (CDDFuse's sklearn call gives nats:
+multiply by 0.693); SSIM = SSIM(vi, F) + SSIM(ir, F) with CDDFuse's effective constants (L = 2);
+VIF = VIF(vi, F) + VIF(ir, F); Qabf reaches at most 0.975; PSNR is the standard one (peak 255,
+mean of the two MSEs) and PSNR_tang that of Tang's MATLAB toolbox used by DFVO (PSNR + 48.13 dB).
+No-reference: brightness (mean grey level), clipped (share of pixels at 0 or 255), noise
+(Immerkær sigma on the flattest half of the pixels) and LOE (lightness order error against the
+visible image). SF and AG also grow with amplified noise: read them beside `noise`.
+Bold marks the best fusion method per metric; the `visible` and `infrared` rows are the inputs,
+shown for reference and never marked. `fuse ms` is the wall time of one fusion on this machine.
+"""
+
+
+def write_report(evaluation: Evaluation, output: Path, title: str = 'Fusion evaluation',
+                 command: str = '', data_description: str = '',
+                 figures: bool = True) -> dict[str, Path]:
+    """Write report.md, per_image.csv, summary.csv (and grid.png, metrics.png) into output."""
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {
+        'report': output / 'report.md',
+        'per_image': output / 'per_image.csv',
+        'summary': output / 'summary.csv',
+        'grid': output / 'grid.png',
+        'bars': output / 'metrics.png',
+    }
+    write_csv(evaluation, paths['per_image'], paths['summary'])
+    if figures:
+        save_bar_chart(evaluation, paths['bars'])
+    else:
+        del paths['bars']
+    if figures and evaluation.examples:
+        save_image_grid(evaluation, paths['grid'])
+    else:
+        del paths['grid']
+    datasets = evaluation.datasets()
+    lines = [f'# {title}', '']
+    if command:
+        lines += [f'Regenerate: `{command}`', '']
+    counts = ', '.join(f'{name} {sum(p.dataset == name for p in evaluation.pairs)}'
+                       for name in datasets)
+    lines += [f'{len(evaluation.pairs)} pairs ({counts}). {data_description}'.rstrip(), '']
+    lines += ['## Methods', '']
+    lines += [f'- `{m.name}` ({m.kind}): {m.source}' for m in evaluation.methods] + ['']
+    lines += ['## Mean ± std over all pairs', '', markdown_table(evaluation), '']
+    if len(datasets) > 1:
+        lines += ['## Per dataset (means)', '']
+        for name in datasets:
+            lines += [f'### {name}', '', markdown_table(evaluation, name, with_std=False), '']
+    if figures:
+        lines += ['## Figures', '', f'![metrics]({paths["bars"].name})', '']
+    if 'grid' in paths:
+        lines += [f'![examples]({paths["grid"].name})', '']
+    lines += ['## Conventions', '', CONVENTIONS_NOTE,
+              f'Per-image values: `{paths["per_image"].name}`; '
+              f'means and stds: `{paths["summary"].name}`.', '']
+    paths['report'].write_text('\n'.join(lines), encoding='utf-8')
+    return paths

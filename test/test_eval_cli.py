@@ -1,0 +1,110 @@
+"""ivf-eval end to end on a tiny synthetic paired folder: report, CSVs, PNGs and errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import pytest
+
+from ivf_ros.cli.eval import main
+from ivf_ros.core.baselines import BASELINES
+from ivf_ros.core.datasets import list_pairs, load_pair
+from ivf_ros.core.synthetic import make_night_pair
+
+# MSRS-style names: two night frames and one day frame, so the split and night filters act.
+NAMES = ('00001N', '00002N', '00003D')
+
+
+@pytest.fixture(scope='module')
+def pairs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Write a datasets root with one 'msrs' folder of three tiny synthetic pairs."""
+    root = tmp_path_factory.mktemp('datasets')
+    folder = root / 'msrs'
+    (folder / 'vi').mkdir(parents=True)
+    (folder / 'ir').mkdir()
+    for seed, name in enumerate(NAMES):
+        pair = make_night_pair(seed=seed, width=64, height=48)
+        cv2.imwrite(str(folder / 'vi' / f'{name}.png'), pair.visible[..., ::-1])
+        cv2.imwrite(str(folder / 'ir' / f'{name}.png'), pair.infrared)
+    return root
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_report_with_baselines_and_a_fused_folder(pairs_root: Path, tmp_path: Path) -> None:
+    # A folder of already fused images (as another method's results would be).
+    fused_dir = tmp_path / 'fused_lap'
+    fused_dir.mkdir()
+    for pair in list_pairs(pairs_root / 'msrs'):
+        fused = BASELINES['laplacian'](*load_pair(pair))
+        cv2.imwrite(str(fused_dir / f'{pair.name}.png'), fused[..., ::-1])
+    output = tmp_path / 'report'
+    status = main([str(pairs_root / 'msrs'), '-m', 'visible', 'laplacian', f'saved={fused_dir}',
+                   '-o', str(output), '--examples', '2', '--no-progress'])
+    assert status == 0
+    for name in ('report.md', 'per_image.csv', 'summary.csv', 'grid.png', 'metrics.png'):
+        assert (output / name).is_file(), name
+    rows = _rows(output / 'per_image.csv')
+    assert len(rows) == 3 * len(NAMES)
+    by_key = {(row['method'], row['image']): row for row in rows}
+    for name in NAMES:  # lossless PNGs: the saved folder scores exactly as the baseline
+        assert float(by_key[('saved', name)]['Qabf']) == pytest.approx(
+            float(by_key[('laplacian', name)]['Qabf']))
+    summary = _rows(output / 'summary.csv')
+    assert [row['method'] for row in summary] == ['visible', 'laplacian', 'saved']
+    assert {'EN_mean', 'EN_std', 'fuse_ms_mean'} <= set(summary[0])
+    report = (output / 'report.md').read_text()
+    assert 'EN ↑' in report and 'LOE ↓' in report and '**' in report
+    assert '![examples](grid.png)' in report
+    assert cv2.imread(str(output / 'grid.png')).shape[1] > 3 * 200  # three readable columns
+
+
+def test_split_night_and_limit_filters(pairs_root: Path, tmp_path: Path) -> None:
+    def evaluated(*options: str) -> set[str]:
+        output = tmp_path / '_'.join(options).replace('-', '')
+        assert main([str(pairs_root), '-m', 'average', '--metrics', 'EN', 'SSIM',
+                     '-o', str(output), '--no-progress', '--no-figures', *options]) == 0
+        assert not (output / 'metrics.png').exists()
+        return {row['image'] for row in _rows(output / 'per_image.csv')}
+
+    assert evaluated('--split', 'validation') == {'00001N', '00002N'}
+    assert evaluated('--split', 'training') == {'00003D'}
+    assert evaluated('--night-only') == {'00001N', '00002N'}
+    assert evaluated('--limit', '1') == {'00001N'}
+
+
+def test_errors_are_clear(pairs_root: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    output = str(tmp_path / 'out')
+    assert main([str(pairs_root), '-m', 'wavelet', '-o', output, '--no-progress']) == 2
+    assert 'unknown method' in capsys.readouterr().err
+    broken = tmp_path / 'broken.pt'
+    broken.write_bytes(b'not a checkpoint')
+    assert main([str(pairs_root), '-m', str(broken), '-o', output, '--no-progress']) == 2
+    assert str(broken) in capsys.readouterr().err
+    empty = tmp_path / 'empty_results'
+    empty.mkdir()
+    assert main([str(pairs_root), '-m', str(empty), '-o', output, '--no-progress']) == 2
+    assert 'no fused image for msrs/00001N' in capsys.readouterr().err
+    assert main([str(tmp_path / 'nowhere'), '-o', output, '--no-progress']) == 2
+    assert 'not a folder' in capsys.readouterr().err
+    assert main([str(pairs_root), '-m', 'max', 'max', '-o', output, '--no-progress']) == 2
+    assert 'unique' in capsys.readouterr().err
+
+
+def test_checkpoint_method(pairs_root: Path, tmp_path: Path) -> None:
+    inference = pytest.importorskip('ivf_ros.core.inference')
+    model = pytest.importorskip('ivf_ros.core.model')
+    checkpoint = tmp_path / 'tiny.pt'
+    inference.save_weights(model.IVFNet(model.ModelConfig()), checkpoint)
+    output = tmp_path / 'model_report'
+    assert main([str(pairs_root), '-m', f'net={checkpoint}', '--device', 'cpu',
+                 '--metrics', 'EN', 'Qabf', '-o', str(output), '--no-progress',
+                 '--no-figures']) == 0
+    rows = _rows(output / 'per_image.csv')
+    assert {row['method'] for row in rows} == {'net'} and len(rows) == len(NAMES)
