@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import rclpy
-from rclpy.exceptions import RCLError
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import (
@@ -81,10 +81,10 @@ class BagPlayer(Node):
         if missing:
             raise BagError(f'{self.bag} has no topic(s) {missing}; it has {sorted(available)}')
         remap = remap or {}
-        self._publishers: dict[str, Publisher] = {}
+        self._topic_publishers: dict[str, Publisher] = {}
         for topic in self.topics:
             qos = self._qos(topic, reliability)
-            self._publishers[topic] = self.create_publisher(
+            self._topic_publishers[topic] = self.create_publisher(
                 message_class(available[topic]), remap.get(topic, topic), qos)
         self._clock = self.create_publisher(
             Clock, '/clock', QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)) \
@@ -112,7 +112,7 @@ class BagPlayer(Node):
                              timeout_s: float = 10.0) -> bool:
         """Wait until each (original-named) topic has count matched subscribers."""
         deadline = time.monotonic() + timeout_s
-        wanted = [self._publishers[topic] for topic in (topics or self.topics)]
+        wanted = [self._topic_publishers[topic] for topic in (topics or self.topics)]
         while time.monotonic() < deadline:
             if all(publisher.get_subscription_count() >= count for publisher in wanted):
                 return True
@@ -156,7 +156,7 @@ class BagPlayer(Node):
                 time.sleep(min((due - now) / 1e9, self.clock_period_s or 1.0))
             self.publish_clock(message.log_time_ns)
             try:
-                self._publishers[message.topic].publish(message.raw)
+                self._topic_publishers[message.topic].publish(message.raw)
                 self.stats.published[message.topic] += 1
             except RCLError:
                 # Fast DDS can refuse a publish under a flood: count it, never stop playback.

@@ -10,6 +10,7 @@ import threading
 import time
 
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
@@ -91,17 +92,19 @@ class BagRecorder(Node):
         self.stats = RecordStats({topic: 0 for topic in self.wanted},
                                  {topic: 0 for topic in self.wanted})
         self._lock = threading.Lock()
-        self._subscriptions: dict[str, object] = {}
+        self._topic_subscriptions: dict[str, object] = {}
         self.ready = threading.Event()
         self._discover()
         # Topics appear whenever their publishers start: look again until all are subscribed.
-        self._discovery_timer = self.create_timer(0.1, self._discover)
+        # A steady clock: with use_sim_time a ROS-time timer would wait for the first /clock.
+        self._discovery_timer = self.create_timer(
+            0.1, self._discover, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _discover(self) -> None:
         """Subscribe to every wanted topic that now has a publisher with a known type."""
         graph = dict(self.get_topic_names_and_types())
         for topic in self.wanted:
-            if topic in self._subscriptions or topic not in graph:
+            if topic in self._topic_subscriptions or topic not in graph:
                 continue
             offered = [info.qos_profile for info in self.get_publishers_info_by_topic(topic)]
             if not offered:
@@ -111,16 +114,16 @@ class BagRecorder(Node):
                 if msgtype not in typestore().fielddefs:
                     raise BagError(f'no message definition for {msgtype}')
                 self.writer.add_topic(topic, msgtype, [rosbags_qos(q) for q in offered])
-                self._subscriptions[topic] = self.create_subscription(
+                self._topic_subscriptions[topic] = self.create_subscription(
                     message_class(msgtype), topic, self._callback(topic), adapted_qos(offered),
                     raw=True)
             except BagError as error:
                 self.stats.errors[topic] = str(error)
                 self.get_logger().error(f'cannot record {topic}: {error}')
-                self._subscriptions[topic] = None
+                self._topic_subscriptions[topic] = None
                 continue
             self.get_logger().info(f'recording {topic} ({msgtype})')
-        if len(self._subscriptions) == len(self.wanted):
+        if len(self._topic_subscriptions) == len(self.wanted):
             self.ready.set()
 
     def _callback(self, topic: str) -> Callable[[bytes], None]:
