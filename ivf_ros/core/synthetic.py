@@ -226,6 +226,9 @@ def _render_visible(layout: _Layout, projection: _Projection, placed: list, fram
     quarter = projection.scaled(4)
     small_w, small_h = quarter.width, quarter.height
     light = np.zeros((small_h, small_w, 3), np.float32)
+    # Blown-out cores of the light sources, drawn at full resolution after the glare:
+    # (centre, radius, RGB) in full-resolution pixels.
+    cores: list[tuple[tuple[int, int], int, tuple[int, int, int]]] = []
     for side, depth in layout.lamps:
         base_x, base_y = quarter.point(side * 1.25, depth)
         top_y = base_y - 4.5 * quarter.scale(depth)
@@ -236,6 +239,8 @@ def _render_visible(layout: _Layout, projection: _Projection, placed: list, fram
         cv2.circle(light, (int(round(base_x)), int(round(top_y))),
                    max(1, int(round(0.25 * quarter.scale(depth)))),
                    tuple(255 * g for g in _SODIUM_RGB), -1)
+        cores.append(((int(round(base_x * width / small_w)), int(round(top_y * height / small_h))),
+                      max(1, int(round(0.12 * projection.scale(depth)))), (255, 225, 150)))
     for obj, (x1, y1, x2, y2) in placed:
         if obj.label != 'car':
             continue
@@ -245,6 +250,9 @@ def _render_visible(layout: _Layout, projection: _Projection, placed: list, fram
             lamp_y = y1 + 0.55 * (y2 - y1)
             cv2.circle(light, (int(round(lamp_x * small_w / width)),
                                int(round(lamp_y * small_h / height))), size, colour, -1)
+            cores.append(((int(round(lamp_x)), int(round(lamp_y))),
+                          max(1, int(round((x2 - x1) * 0.04))),
+                          (255, 255, 245) if obj.facing else (255, 60, 40)))
     sigma = max(1.0, small_w / 60)
     # A tight halo plus a wide veil, as scattered light in a lens looks.
     glare = cv2.addWeighted(cv2.GaussianBlur(light, (0, 0), sigma), 1.5,
@@ -253,7 +261,10 @@ def _render_visible(layout: _Layout, projection: _Projection, placed: list, fram
     # Sensor noise per channel (chroma noise is what dark colour images show), added to the
     # float light layer so the uint8 image is saturated once.
     glare += _gaussian_noise(rng, glare.shape, 3.0)
-    return cv2.add(visible, glare, dtype=cv2.CV_8U)
+    visible = cv2.add(visible, glare, dtype=cv2.CV_8U)
+    for centre, radius, colour in cores:
+        cv2.circle(visible, centre, radius, colour, -1)
+    return visible
 
 
 @lru_cache(maxsize=16)
