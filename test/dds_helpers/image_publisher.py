@@ -35,15 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    from ivf_ros.nodes.ros_image import array_to_image_msg
+    from ivf_ros.core.image_codec import array_to_image_fields
 
     args = parse_arguments(argv)
     encodings = [name for name in args.encodings.split(',') if name]
     # Build every message before the clock starts: publishing, not rendering, is measured.
-    messages = [(encoding, index, array_to_image_msg(
-        frame_array(encoding, index, args.width, args.height), encoding,
-        Header(frame_id=frame_id(encoding, index))))
-        for index in range(args.count) for encoding in encodings]
+    messages = []
+    for index in range(args.count):
+        for encoding in encodings:
+            fields = array_to_image_fields(
+                frame_array(encoding, index, args.width, args.height), encoding)
+            messages.append(Image(
+                header=Header(frame_id=frame_id(encoding, index)), height=fields.height,
+                width=fields.width, encoding=fields.encoding,
+                is_bigendian=int(fields.is_bigendian), step=fields.step, data=fields.data))
     report = {'published': 0, 'publish_errors': 0, 'matched': False}
     with ros_node('ivf_dds_image_publisher') as node:
         publisher = node.create_publisher(
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.3)
         period = 1.0 / (args.rate * len(encodings))
         next_time = time.monotonic()
-        for _encoding, _index, message in messages:
+        for message in messages:
             next_time += period
             stamp_ns = time.time_ns()
             message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp_ns, 10**9)
