@@ -136,10 +136,12 @@ class YoloDetector:
                              f'{rgb.dtype}')
         # Ultralytics reads numpy images as BGR, (h, w, 3).
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        # Ultralytics 8.4 warns that `half` is deprecated: pass it only when it is wanted.
+        precision = {'half': True} if self.half else {}
         with self._lock:
             results = self._yolo.predict(
                 bgr, conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det,
-                classes=self._class_ids, device=self.device, half=self.half, verbose=False)
+                classes=self._class_ids, device=self.device, verbose=False, **precision)
         boxes = results[0].boxes
         xywh = boxes.xywh.cpu().numpy()  # (n, 4) centre x, centre y, width, height in pixels
         scores = boxes.conf.cpu().numpy()  # (n,)

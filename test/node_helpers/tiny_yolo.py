@@ -18,3 +18,12 @@ def build_tiny_yolo(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     yolo.save(path)
     return path
+
+
+def build_fusion_weights(path: Path) -> Path:
+    """Save a freshly initialised fusion network (the current architecture) at path."""
+    from ivf_ros.core.inference import save_weights
+    from ivf_ros.core.model import IVFNet
+
+    save_weights(IVFNet(), path)
+    return path

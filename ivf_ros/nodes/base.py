@@ -1,0 +1,121 @@
+"""Shared lifecycle-node plumbing: declared parameters, autostart, throttled warnings, main()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import functools
+import signal
+import traceback
+from typing import Any, NoReturn
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
+from rclpy.time import Time
+
+from ivf_ros.core.params import ParamSpec, ParamValue
+from ivf_ros.nodes.parameters import add_validation, declare_parameters
+from ivf_ros.nodes.runtime import Throttle
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """Return a builtin_interfaces/Time as integer nanoseconds."""
+    return Time.from_msg(stamp).nanoseconds
+
+
+Transition = Callable[[Any, LifecycleState], TransitionCallbackReturn]
+
+
+def logged_transition(callback: Transition) -> Transition:
+    """Log an exception raised in a transition callback (rclpy would swallow it) as ERROR."""
+
+    @functools.wraps(callback)
+    def wrapper(node: Any, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            return callback(node, state)
+        except Exception:
+            node.get_logger().error(
+                f'{callback.__name__} raised:\n{traceback.format_exc().rstrip()}')
+            return TransitionCallbackReturn.ERROR
+
+    return wrapper
+
+
+class IvfLifecycleNode(LifecycleNode):
+    """A lifecycle node whose parameters come from ivf_ros.core.params, validated on change."""
+
+    def __init__(self, node_name: str, specs: Sequence[ParamSpec], **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.specs = tuple(specs)
+        self.params: dict[str, ParamValue] = declare_parameters(self, self.specs)
+        add_validation(self, self.specs, self._apply_parameters, self.check_parameter)
+        self._throttle = Throttle(period_s=2.0)
+
+    def check_parameter(self, name: str, value: ParamValue) -> None:
+        """Reject a runtime value the spec allows but the node cannot take (ValueError)."""
+
+    def on_parameters_changed(self, changed: dict[str, ParamValue]) -> None:
+        """Apply accepted runtime parameter changes (already stored in self.params)."""
+
+    def _apply_parameters(self, changed: dict[str, ParamValue]) -> None:
+        """Store accepted values, then let the node apply them."""
+        self.params.update(changed)
+        self.on_parameters_changed(changed)
+
+    def warn_throttled(self, key: str, message: str) -> None:
+        """Log a warning at most every 2 s per key, saying how many were suppressed."""
+        if self._throttle.allow(key):
+            suppressed = self._throttle.suppressed.pop(key, 0)
+            extra = f' ({suppressed} more since the last report)' if suppressed else ''
+            self.get_logger().warning(message + extra)
+
+    def start(self) -> bool:
+        """Configure and activate unless autostart is false; return whether it is active."""
+        if not self.params['autostart']:
+            self.get_logger().info('autostart is false: waiting for a lifecycle manager')
+            return False
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    def release(self) -> None:
+        """Shut the state machine down (on_shutdown frees resources) before destroy_node()."""
+        state = self._state_machine.current_state[1]
+        if state in ('unconfigured', 'inactive', 'active'):
+            try:
+                self.trigger_shutdown()
+            except Exception as error:  # exiting anyway: say why, never mask the exit
+                self.get_logger().warning(f'shutdown transition failed: {error}')
+
+
+def _interrupt(signum: int, frame: Any) -> NoReturn:
+    """Turn SIGTERM into KeyboardInterrupt so the nodes shut down cleanly."""
+    raise KeyboardInterrupt
+
+
+def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
+               args: list[str] | None = None) -> int:
+    """Init rclpy with args, build and start the nodes, spin them multi-threaded, clean up."""
+    # Our own handlers: the context must stay valid while the nodes release their resources.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _interrupt)
+    nodes: list[IvfLifecycleNode] = []
+    executor = MultiThreadedExecutor()
+    try:
+        for factory in factories:
+            node = factory()
+            nodes.append(node)
+            executor.add_node(node)
+        for node in nodes:
+            node.start()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        for node in nodes:
+            node.release()
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return 0

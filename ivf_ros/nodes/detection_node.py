@@ -1,0 +1,212 @@
+"""
+detection_node: Ultralytics YOLO on the fused image, published as vision_msgs/Detection2DArray.
+
+Subscribes fused/image (sensor_msgs/Image). Publishes detections (reliable QoS; header copied
+from the image; one Detection2D per box, bbox centre/size in pixels of the incoming image,
+results[0].hypothesis.class_id = class name, .score = confidence) and detections/image
+(the annotated image, when publish_annotated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+from vision_msgs.msg import (
+    BoundingBox2D,
+    Detection2D,
+    Detection2DArray,
+    ObjectHypothesisWithPose,
+)
+
+from ivf_ros.core.detector import Detection, DetectorLoadError, YoloDetector
+from ivf_ros.core.image_codec import ImageFormatError, to_rgb8
+from ivf_ros.core.params import DETECTION_NODE, DETECTION_PARAMS, ParamValue
+from ivf_ros.nodes.base import IvfLifecycleNode, logged_transition, spin_nodes
+from ivf_ros.nodes.ros_image import array_to_image_msg, image_msg_to_array
+from ivf_ros.nodes.runtime import LatencyStats, LatestWorker, RateMeter
+
+DETECTIONS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def detections_to_msg(detections: Sequence[Detection], header: Header) -> Detection2DArray:
+    """Return a Detection2DArray (one Detection2D per box, pixels) with header copied."""
+    array = Detection2DArray(header=header)
+    for detection in detections:
+        box = BoundingBox2D(size_x=detection.width, size_y=detection.height)
+        box.center.position.x = detection.cx
+        box.center.position.y = detection.cy
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = detection.class_name
+        hypothesis.hypothesis.score = detection.score
+        array.detections.append(Detection2D(header=header, bbox=box, results=[hypothesis]))
+    return array
+
+
+class DetectionNode(IvfLifecycleNode):
+    """Run YOLO on each (newest) fused image and publish the boxes."""
+
+    def __init__(self, node_name: str = DETECTION_NODE, **kwargs: Any) -> None:
+        super().__init__(node_name, DETECTION_PARAMS, **kwargs)
+        self.detector: YoloDetector | None = None
+        self.worker: LatestWorker[Image] | None = None
+        self._image_sub = None
+        self._detections_pub = None
+        self._annotated_pub = None
+        self.rate = RateMeter()
+        self.latency = LatencyStats()
+        self.bad_input = 0
+        self.publish_errors = 0
+
+    @logged_transition
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load YOLO (never downloading offline), warm it up, create the publishers."""
+        model = str(self.params['model'])
+        try:
+            self.detector = YoloDetector(
+                model, conf=float(self.params['conf']), iou=float(self.params['iou']),
+                imgsz=int(self.params['imgsz']), classes=list(self.params['classes']),
+                max_det=int(self.params['max_det']), device=str(self.params['device']),
+                half=bool(self.params['half']))
+            self.detector.warmup(width=int(self.params['imgsz']),
+                                 height=int(self.params['imgsz']))
+        except (DetectorLoadError, ValueError) as error:
+            self.get_logger().error(f'cannot load the detector: {error}')
+            self.detector = None
+            return TransitionCallbackReturn.FAILURE
+        self._detections_pub = self.create_lifecycle_publisher(
+            Detection2DArray, 'detections', DETECTIONS_QOS,
+            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        if self.params['publish_annotated']:
+            self._annotated_pub = self.create_lifecycle_publisher(
+                Image, 'detections/image', QoSProfile(depth=5),
+                qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self.get_logger().info(
+            f'YOLO {self.detector.weights} on {self.detector.device} '
+            f'({len(self.detector.names)} classes, keeping {self.detector.classes or "all"})')
+        return super().on_configure(state)
+
+    @logged_transition
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start the worker and subscribe to fused/image."""
+        self.worker = LatestWorker('detection_worker', self._process, self._on_worker_error)
+        self._image_sub = self.create_subscription(
+            Image, 'fused/image', self._on_image, qos_profile_sensor_data,
+            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        return super().on_activate(state)
+
+    @logged_transition
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe and stop the worker."""
+        self._stop_input()
+        return super().on_deactivate(state)
+
+    @logged_transition
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model (and GPU memory) and the publishers."""
+        self._release()
+        return super().on_cleanup(state)
+
+    @logged_transition
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything whatever the state."""
+        self._stop_input()
+        self._release()
+        return super().on_shutdown(state)
+
+    def _stop_input(self) -> None:
+        """Destroy the subscription and stop the worker."""
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+            self._image_sub = None
+        if self.worker is not None:
+            self.worker.stop()
+
+    def _release(self) -> None:
+        """Destroy publishers, drop the model."""
+        for publisher in (self._detections_pub, self._annotated_pub):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self._detections_pub = self._annotated_pub = None
+        self.detector = None
+        if 'torch' in sys.modules:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def check_parameter(self, name: str, value: ParamValue) -> None:
+        """Reject class names the loaded model does not know."""
+        if name == 'classes' and self.detector is not None:
+            unknown = [n for n in value if n not in self.detector.names.values()]
+            if unknown:
+                raise ValueError(f'unknown class names {unknown} for {self.detector.weights}')
+
+    def on_parameters_changed(self, changed: dict[str, ParamValue]) -> None:
+        """Apply conf, iou, imgsz, max_det and classes to the running detector."""
+        detector = self.detector
+        if detector is None:
+            return
+        for name in ('conf', 'iou', 'imgsz', 'max_det'):
+            if name in changed:
+                setattr(detector, name, changed[name])
+        if 'classes' in changed:
+            detector.classes = list(changed['classes'])
+
+    def _on_image(self, msg: Image) -> None:
+        """Queue the newest image for the worker."""
+        if self.worker is not None:
+            self.worker.submit(msg)
+
+    def _process(self, msg: Image) -> None:
+        """Detect on one image and publish (worker thread)."""
+        detector = self.detector
+        if detector is None:
+            return
+        started = time.perf_counter()
+        try:
+            array, encoding = image_msg_to_array(msg)
+            rgb = to_rgb8(array, encoding)
+        except (ImageFormatError, ValueError) as error:
+            self.bad_input += 1
+            self.warn_throttled('bad_input', f'image dropped: {error}')
+            return
+        detections = detector.detect(np.ascontiguousarray(rgb))
+        self._publish(self._detections_pub, detections_to_msg(detections, msg.header))
+        if self._annotated_pub is not None:
+            annotated = detector.annotate(rgb, detections)
+            self._publish(self._annotated_pub, array_to_image_msg(annotated, 'rgb8', msg.header))
+        self.rate.tick()
+        self.latency.add(time.perf_counter() - started)
+
+    def _publish(self, publisher: Any, msg: Any) -> None:
+        """Publish, counting (not raising) the occasional RCLError under floods."""
+        if publisher is None:
+            return
+        try:
+            publisher.publish(msg)
+        except RCLError as error:
+            self.publish_errors += 1
+            self.warn_throttled('publish', f'publishing failed: {error}')
+
+    def _on_worker_error(self, error: Exception) -> None:
+        """Log a frame YOLO could not process; the worker goes on."""
+        self.warn_throttled('detect', f'detection failed ({type(error).__name__}): {error}')
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run detection_node on its own (ROS arguments: --ros-args -r ... -p ...)."""
+    return spin_nodes([DetectionNode], args=args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""
+fusion_node: pair visible and infrared frames, fuse them, publish the fused image.
+
+Subscribes (relative names, remap them): visible/image_raw, infrared/image_raw (sensor_msgs/Image,
+or .../compressed CompressedImage when image_transport is 'compressed'), sensor-data QoS with QoS
+overrides allowed. Publishes fused/image carrying the VISIBLE frame's header (stamp and frame_id:
+the fused image lives in the visible camera's frame), optionally enhanced/image and
+fusion/weights (mono8, 255 = all infrared), and /diagnostics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import sys
+import time
+from typing import Any, Protocol
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import numpy as np
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data, QoSProfile
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from ivf_ros.core.image_codec import ImageFormatError, to_mono8, to_rgb8
+from ivf_ros.core.params import FUSION_NODE, FUSION_PARAMS, ParamValue
+from ivf_ros.core.sync import MatchedPair, PairSynchronizer
+from ivf_ros.nodes.base import IvfLifecycleNode, logged_transition, spin_nodes, stamp_to_ns
+from ivf_ros.nodes.registration import homography_matrix, register_infrared
+from ivf_ros.nodes.ros_image import (
+    array_to_image_msg,
+    compressed_msg_to_array,
+    image_msg_to_array,
+)
+from ivf_ros.nodes.runtime import LatencyStats, LatestWorker, RateMeter
+
+# A stream silent for this long while the other one flows is reported as missing.
+STREAM_SILENT_S = 2.0
+
+
+class FusionResultLike(Protocol):
+    """What FusionModel.run returns (ivf_ros.core.inference.FusionResult)."""
+
+    fused: np.ndarray
+    weights: np.ndarray
+    enhanced: np.ndarray | None
+
+
+class FusionModelLike(Protocol):
+    """The part of ivf_ros.core.inference.FusionModel the node uses."""
+
+    device: str
+
+    def run(self, visible_rgb: np.ndarray, infrared: np.ndarray,
+            with_enhanced: bool = False) -> FusionResultLike:
+        """Fuse one registered pair."""
+
+
+def load_fusion_model(path: str, device: str, half: bool) -> FusionModelLike:
+    """Load the fusion network ('' = shipped weights); ModelLoadError names a bad path."""
+    from ivf_ros.core.inference import FusionModel
+
+    return FusionModel.load(path or None, device=device, half=half)
+
+
+@dataclass
+class Frame:
+    """One decoded input frame and what decoding it cost."""
+
+    header: Header
+    image: np.ndarray  # visible: (h, w, 3) uint8 RGB; infrared: (h, w) uint8
+    received: float  # time.perf_counter() at arrival
+    convert_s: float
+
+
+class FusionNode(IvfLifecycleNode):
+    """Synchronise visible + infrared, run the fusion network, publish the fused image."""
+
+    def __init__(self, node_name: str = FUSION_NODE, **kwargs: Any) -> None:
+        super().__init__(node_name, FUSION_PARAMS, **kwargs)
+        self.model: FusionModelLike | None = None
+        self.sync: PairSynchronizer | None = None
+        self.worker: LatestWorker[MatchedPair] | None = None
+        self._inputs: list[Any] = []
+        self._outputs: dict[str, Any] = {}
+        self._diagnostics_pub = None
+        self._diagnostics_timer = None
+        self._homography = homography_matrix(self.params['homography'])
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        """Zero the rates, latencies and error counters reported on /diagnostics."""
+        self.rates = {key: RateMeter() for key in ('visible', 'infrared', 'fused')}
+        self.latency = LatencyStats()  # pair complete -> fused image published
+        self.model_time = LatencyStats()
+        self.overhead = LatencyStats()  # everything but the model: decode, sync, register, publish
+        self.bad_input: dict[str, int] = {}
+        self.last_bad_input = ''
+        self.time_jumps = 0
+        self.publish_errors = 0
+        self.fusion_errors = 0
+        self._last_stamp_ns: dict[str, int] = {}
+        self._size_warned: set[tuple[Any, ...]] = set()
+
+    # Lifecycle --------------------------------------------------------------------------------
+
+    @logged_transition
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the fusion network, create the synchroniser and the (lifecycle) publishers."""
+        path = str(self.params['model_path'])
+        try:
+            self.model = load_fusion_model(path, str(self.params['device']),
+                                           bool(self.params['half']))
+        except Exception as error:  # ModelLoadError, or torch failing on a corrupt file
+            self.get_logger().error(f'cannot load the fusion model ({path or "shipped"}): '
+                                    f'{error}')
+            return TransitionCallbackReturn.FAILURE
+        self.sync = PairSynchronizer(float(self.params['slop']), int(self.params['queue_size']))
+        outputs = {'fused': ('fused/image', True),
+                   'enhanced': ('enhanced/image', self.params['publish_enhanced']),
+                   'weights': ('fusion/weights', self.params['publish_weights'])}
+        for key, (topic, enabled) in outputs.items():
+            if enabled:
+                self._outputs[key] = self.create_lifecycle_publisher(
+                    Image, topic, QoSProfile(depth=5),
+                    qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics_timer = self.create_timer(
+            float(self.params['diagnostics_period']), self._publish_diagnostics)
+        self.get_logger().info(f'fusion model loaded on {self.model.device}')
+        return super().on_configure(state)
+
+    @logged_transition
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start the worker and subscribe to the two cameras."""
+        self.worker = LatestWorker('fusion_worker', self._process_pair, self._on_worker_error)
+        compressed = self.params['image_transport'] == 'compressed'
+        for stream in ('visible', 'infrared'):
+            # image_transport convention: the compressed topic hangs off the (remapped) base name.
+            base = f'{stream}/image_raw'
+            topic = self.resolve_topic_name(base) + '/compressed' if compressed else base
+            self._inputs.append(self.create_subscription(
+                CompressedImage if compressed else Image, topic,
+                lambda msg, stream=stream: self._on_image(stream, msg),
+                qos_profile_sensor_data,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies()))
+        return super().on_activate(state)
+
+    @logged_transition
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe and stop the worker (it finishes the pair in progress)."""
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs.clear()
+        if self.worker is not None:
+            self.worker.stop()
+        return super().on_deactivate(state)
+
+    @logged_transition
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model (and GPU memory), publishers and timers."""
+        self._release()
+        return super().on_cleanup(state)
+
+    @logged_transition
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything whatever the state."""
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs.clear()
+        if self.worker is not None:
+            self.worker.stop()
+        self._release()
+        return super().on_shutdown(state)
+
+    def _release(self) -> None:
+        """Destroy publishers and timer, drop the model."""
+        for publisher in self._outputs.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs.clear()
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        if self._diagnostics_pub is not None:
+            self.destroy_publisher(self._diagnostics_pub)
+            self._diagnostics_pub = None
+        self.model, self.sync, self.worker = None, None, None
+        if 'torch' in sys.modules:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    # Parameters -------------------------------------------------------------------------------
+
+    def check_parameter(self, name: str, value: ParamValue) -> None:
+        """Reject singular homographies."""
+        if name == 'homography':
+            homography_matrix(value)
+
+    def on_parameters_changed(self, changed: dict[str, ParamValue]) -> None:
+        """Apply slop, queue_size and homography at once."""
+        if self.sync is not None and 'slop' in changed:
+            self.sync.slop_s = float(changed['slop'])
+        if self.sync is not None and 'queue_size' in changed:
+            self.sync.queue_size = int(changed['queue_size'])
+        if 'homography' in changed:
+            self._homography = homography_matrix(changed['homography'])
+
+    # Input ------------------------------------------------------------------------------------
+
+    def _on_image(self, stream: str, msg: Image | CompressedImage) -> None:
+        """Decode one frame, check its stamp, hand it to the synchroniser."""
+        received = time.perf_counter()
+        self.rates[stream].tick()
+        sync = self.sync
+        if sync is None:
+            return
+        try:
+            if isinstance(msg, CompressedImage):
+                array, encoding = compressed_msg_to_array(msg)
+            else:
+                array, encoding = image_msg_to_array(msg)
+            image = to_rgb8(array, encoding) if stream == 'visible' else to_mono8(array, encoding)
+        except (ImageFormatError, ValueError) as error:
+            self._report_bad_input(stream, f'{stream} frame dropped: {error}')
+            return
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        last = self._last_stamp_ns.get(stream)
+        if last is not None and stamp_ns < last:
+            self.time_jumps += 1
+            self.warn_throttled(
+                f'{stream}_time', f'{stream} stamps went back by {(last - stamp_ns) / 1e9:.3f} s '
+                '(bag loop or clock reset): older queued frames are dropped, pairing restarts')
+        self._last_stamp_ns[stream] = stamp_ns
+        frame = Frame(msg.header, image, received, time.perf_counter() - received)
+        add = sync.add_visible if stream == 'visible' else sync.add_infrared
+        pairs = add(stamp_ns, frame)
+        if pairs and self.worker is not None:
+            # Only the newest pair matters for a live view; older ready pairs are counted drops.
+            self.worker.dropped += len(pairs) - 1
+            self.worker.submit(pairs[-1])
+
+    def _report_bad_input(self, key: str, message: str) -> None:
+        """Count a rejected frame and log it (throttled)."""
+        self.bad_input[key] = self.bad_input.get(key, 0) + 1
+        self.last_bad_input = message
+        self.warn_throttled(f'bad_{key}', message)
+
+    # Processing -------------------------------------------------------------------------------
+
+    def _process_pair(self, pair: MatchedPair) -> None:
+        """Register, fuse and publish one pair (worker thread)."""
+        model = self.model
+        if model is None:
+            return
+        started = time.perf_counter()
+        visible: Frame = pair.visible
+        infrared: Frame = pair.infrared
+        size = visible.image.shape[:2]
+        if infrared.image.shape[:2] != size:
+            self._note_size_mismatch(infrared.image.shape[:2], size)
+        registered = register_infrared(infrared.image, size, self._homography)
+        model_started = time.perf_counter()
+        result = model.run(visible.image, registered,
+                           with_enhanced='enhanced' in self._outputs)
+        model_s = time.perf_counter() - model_started
+        fused = result.fused if self.params['output_encoding'] == 'rgb8' else result.fused[
+            :, :, ::-1]
+        header = visible.header
+        self._publish('fused', array_to_image_msg(fused, str(self.params['output_encoding']),
+                                                  header))
+        if 'enhanced' in self._outputs and result.enhanced is not None:
+            self._publish('enhanced', array_to_image_msg(result.enhanced, 'rgb8', header))
+        if 'weights' in self._outputs:
+            weights = (np.clip(result.weights, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            self._publish('weights', array_to_image_msg(weights, 'mono8', header))
+        done = time.perf_counter()
+        self.rates['fused'].tick()
+        self.model_time.add(model_s)
+        self.latency.add(done - max(visible.received, infrared.received))
+        self.overhead.add(visible.convert_s + infrared.convert_s + (done - started) - model_s)
+
+    def _note_size_mismatch(self, infrared_size: tuple[int, ...], size: tuple[int, ...]) -> None:
+        """Log once per size combination that infrared is resized to the visible frame."""
+        key = (infrared_size, size)
+        if key not in self._size_warned:
+            self._size_warned.add(key)
+            self.get_logger().warning(
+                f'infrared {infrared_size[1]}x{infrared_size[0]} differs from visible '
+                f'{size[1]}x{size[0]}: resizing it to the visible frame (set `homography` for '
+                'a calibrated rig)')
+
+    def _publish(self, key: str, msg: Image) -> None:
+        """Publish, counting (not raising) the occasional RCLError under floods."""
+        publisher = self._outputs.get(key)
+        if publisher is None:
+            return
+        try:
+            publisher.publish(msg)
+        except RCLError as error:
+            self.publish_errors += 1
+            self.warn_throttled('publish', f'publishing {key} failed: {error}')
+
+    def _on_worker_error(self, error: Exception) -> None:
+        """Count and log a pair the model could not fuse; the worker goes on."""
+        self.fusion_errors += 1
+        self.warn_throttled('fusion', f'fusion failed on a pair ({type(error).__name__}): {error}')
+
+    # Diagnostics ------------------------------------------------------------------------------
+
+    def diagnostic_status(self) -> DiagnosticStatus:
+        """Return the node's health: rates, latency, drops, bad input, device."""
+        now = time.monotonic()
+        stats = self.sync.stats if self.sync is not None else None
+        p50, p95 = self.latency.percentiles(50, 95)
+        model_p50, = self.model_time.percentiles(50)
+        overhead_p50, overhead_p95 = self.overhead.percentiles(50, 95)
+        problems = []
+        for stream, other in (('infrared', 'visible'), ('visible', 'infrared')):
+            last, other_last = self.rates[stream].last_time, self.rates[other].last_time
+            if other_last is not None and now - other_last < STREAM_SILENT_S and (
+                    last is None or now - last > STREAM_SILENT_S):
+                silent = 'never' if last is None else f'{now - last:.1f} s ago'
+                problems.append(f'no {stream} frames (last {silent}) while {other} flows')
+        if self.bad_input:
+            problems.append(f'bad input: {self.last_bad_input}')
+        if self.fusion_errors:
+            problems.append(f'{self.fusion_errors} pairs failed to fuse')
+        for problem in problems:
+            if problem.startswith('no '):
+                self.warn_throttled('missing_stream', problem)
+        values = {
+            'visible rate [Hz]': f'{self.rates["visible"].rate(now):.2f}',
+            'infrared rate [Hz]': f'{self.rates["infrared"].rate(now):.2f}',
+            'fused rate [Hz]': f'{self.rates["fused"].rate(now):.2f}',
+            'latency p50 [ms]': f'{p50:.2f}', 'latency p95 [ms]': f'{p95:.2f}',
+            'model p50 [ms]': f'{model_p50:.2f}',
+            'overhead p50 [ms]': f'{overhead_p50:.2f}', 'overhead p95 [ms]': f'{overhead_p95:.2f}',
+            'fused frames': str(self.rates['fused'].count),
+            'dropped stale pairs': str(self.worker.dropped if self.worker else 0),
+            'unmatched visible': str(stats.unmatched_visible if stats else 0),
+            'unmatched infrared': str(stats.unmatched_infrared if stats else 0),
+            'dropped overflow': str(stats.dropped_overflow if stats else 0),
+            'sync resets': str(stats.resets if stats else 0),
+            'time jumps back': str(self.time_jumps),
+            'bad visible frames': str(self.bad_input.get('visible', 0)),
+            'bad infrared frames': str(self.bad_input.get('infrared', 0)),
+            'last bad input': self.last_bad_input,
+            'fusion errors': str(self.fusion_errors),
+            'publish errors': str(self.publish_errors),
+            'device': self.model.device if self.model is not None else 'none',
+        }
+        return DiagnosticStatus(
+            level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
+            name=f'{self.get_fully_qualified_name()}: fusion',
+            message='; '.join(problems) if problems else 'fusing',
+            hardware_id=values['device'],
+            values=[KeyValue(key=key, value=value) for key, value in values.items()])
+
+    def _publish_diagnostics(self) -> None:
+        """Publish the status on /diagnostics."""
+        if self._diagnostics_pub is None:
+            return
+        array = DiagnosticArray(status=[self.diagnostic_status()])
+        array.header.stamp = self.get_clock().now().to_msg()
+        try:
+            self._diagnostics_pub.publish(array)
+        except RCLError:
+            self.publish_errors += 1
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run fusion_node on its own (ROS arguments: --ros-args -r ... -p ...)."""
+    return spin_nodes([FusionNode], args=args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""sensor_msgs Image / CompressedImage <-> numpy, through ivf_ros.core.image_codec."""
+
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from ivf_ros.core.image_codec import (
+    array_to_image_fields,
+    decode_compressed,
+    encode_compressed,
+    image_to_array,
+)
+
+
+def image_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
+    """Return (array, encoding) of an Image, a zero-copy view when possible; ImageFormatError."""
+    array = image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                           bool(msg.is_bigendian))
+    return array, msg.encoding
+
+
+def compressed_msg_to_array(msg: CompressedImage) -> tuple[np.ndarray, str]:
+    """Return (array, encoding) of a CompressedImage (jpeg/png); raises ImageFormatError."""
+    return decode_compressed(msg.format, bytes(msg.data))
+
+
+def array_to_image_msg(array: np.ndarray, encoding: str, header: Header) -> Image:
+    """Return an Image carrying array in encoding, with header (the input's, copied)."""
+    fields = array_to_image_fields(array, encoding)
+    return Image(header=header, height=fields.height, width=fields.width,
+                 encoding=fields.encoding, is_bigendian=int(fields.is_bigendian),
+                 step=fields.step, data=fields.data)
+
+
+def array_to_compressed_msg(array: np.ndarray, encoding: str, header: Header,
+                            fmt: str = 'jpeg') -> CompressedImage:
+    """Return a CompressedImage of array (format string as image_transport writes it)."""
+    format_string, data = encode_compressed(array, encoding, fmt)
+    return CompressedImage(header=header, format=format_string, data=data)

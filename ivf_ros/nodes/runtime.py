@@ -1,0 +1,128 @@
+"""Thread and statistics helpers the nodes share (no rclpy): newest-only worker, rates, latency."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+import threading
+import time
+from typing import Generic, TypeVar
+
+import numpy as np
+
+Item = TypeVar('Item')
+
+
+class LatestWorker(Generic[Item]):
+    """Run handler on the newest submitted item in a thread; older pending items are dropped."""
+
+    def __init__(self, name: str, handler: Callable[[Item], None],
+                 on_error: Callable[[Exception], None]) -> None:
+        self._handler = handler
+        self._on_error = on_error
+        self._condition = threading.Condition()
+        self._pending: Item | None = None
+        self._running = True
+        self.dropped = 0  # items replaced before the worker reached them (never a backlog)
+        self.processed = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Item) -> None:
+        """Queue item, replacing (and counting) one that is still waiting."""
+        with self._condition:
+            if self._pending is not None:
+                self.dropped += 1
+            self._pending = item
+            self._condition.notify()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread after the item in progress (a pending one is discarded)."""
+        with self._condition:
+            self._running = False
+            self._pending = None
+            self._condition.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        """Wait for items and handle them one at a time."""
+        while True:
+            with self._condition:
+                while self._running and self._pending is None:
+                    self._condition.wait()
+                if not self._running:
+                    return
+                item, self._pending = self._pending, None
+            try:
+                self._handler(item)
+                self.processed += 1
+            except Exception as error:  # a bad frame must never kill the worker thread
+                self._on_error(error)
+
+
+class RateMeter:
+    """Events per second over a sliding window of the last few seconds."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self._window_s = window_s
+        self._times: deque[float] = deque(maxlen=1000)
+        self._lock = threading.Lock()
+        self.count = 0
+        self.last_time: float | None = None
+
+    def tick(self, now: float | None = None) -> None:
+        """Record one event."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._times.append(now)
+            self.count += 1
+            self.last_time = now
+
+    def rate(self, now: float | None = None) -> float:
+        """Return events per second over the window ending now."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = [t for t in self._times if now - t <= self._window_s]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
+
+
+class LatencyStats:
+    """Percentiles of the most recent durations, in milliseconds."""
+
+    def __init__(self, size: int = 200) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        """Record one duration in seconds."""
+        with self._lock:
+            self._values.append(seconds * 1e3)
+
+    def percentiles(self, *quantiles: float) -> list[float]:
+        """Return the given percentiles (0-100) in ms; NaN before any sample."""
+        with self._lock:
+            values = np.asarray(self._values, np.float64)
+        if values.size == 0:
+            return [float('nan')] * len(quantiles)
+        return [float(v) for v in np.percentile(values, quantiles)]
+
+
+class Throttle:
+    """Allow one message per key every period seconds (clear logs under floods of bad input)."""
+
+    def __init__(self, period_s: float = 2.0) -> None:
+        self._period_s = period_s
+        self._last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def allow(self, key: str) -> bool:
+        """Return whether a message for key may be logged now."""
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) >= self._period_s:
+            self._last[key] = now
+            return True
+        self.suppressed[key] = self.suppressed.get(key, 0) + 1
+        return False
