@@ -43,6 +43,9 @@ class ModelConfig:
     exposure_threshold: float = 0.8   # max-channel value where the exposure mask is 0.5
     exposure_softness: float = 0.05   # width of the mask's sigmoid ramp
     max_gain: float = 8.0             # cap of the local brightness gain applied to details
+    # Noise suppression: visible detail is soft-thresholded at this multiple of its own mean
+    # absolute value (in a dark frame that mean is mostly sensor noise: a cheap noise level).
+    noise_threshold: float = 1.0
     multiscale: bool = True           # False: fuse at the coarsest scale only (ablation)
     adaptive_weights: bool = True     # False: fixed 0.5 weights everywhere (ablation)
     enhance: bool = True              # False: no enhancement, the raw visible is used (ablation)
@@ -170,9 +173,6 @@ class IVFNet(nn.Module):
         self.infrared_encoder = Encoder(1, channels)
         self.fusion = FusionBlock(channels, self.config.multiscale, self.config.adaptive_weights)
         self.decoder = Decoder(channels)
-        # Noise suppression: the visible detail is soft-thresholded at this multiple (through
-        # softplus) of its mean absolute value, a cheap and exportable noise-level estimate.
-        self.noise_threshold = nn.Parameter(torch.tensor(0.0))
         self.register_buffer('luma_weights', torch.tensor(LUMA).view(1, 3, 1, 1),
                              persistent=False)
         # Padding multiple: the working grid must halve cleanly len(channels) - 1 times.
@@ -203,7 +203,7 @@ class IVFNet(nn.Module):
         """Soft-threshold (n, 1, H, W) detail at a level that follows its own magnitude."""
         # A 1/4 subsample is plenty for a mean and costs 1/16 of a full pass.
         level = detail[..., ::4, ::4].abs().mean(dim=(2, 3), keepdim=True)  # (n, 1, 1, 1)
-        threshold = F.softplus(self.noise_threshold) * level
+        threshold = self.config.noise_threshold * level
         return detail - torch.maximum(torch.minimum(detail, threshold), -threshold)
 
     # -- the three outputs ---------------------------------------------------------------------
