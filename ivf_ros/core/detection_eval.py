@@ -1,0 +1,230 @@
+"""Does fusion help detection? mAP with YOLO labels, or a label-free comparison of inputs.
+
+The detector is any callable ``rgb (h, w, 3) uint8 -> Sequence[Detection]`` (normally
+:meth:`ivf_ros.core.detector.YoloDetector.detect`). mAP uses Ultralytics' own matching
+(``BaseValidator.match_predictions``), ``box_iou`` and ``DetMetrics`` / ``ap_per_class``, so the
+numbers are those ``yolo val`` would print for the same boxes. Inputs compared: the visible image,
+the infrared image (grey as RGB) and each fusion method's output.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+
+from ivf_ros.core.detector import Detection
+
+DetectFunction = Callable[[np.ndarray], Sequence[Detection]]
+FuseFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# COCO-style IoU thresholds 0.50:0.05:0.95, as Ultralytics' validator uses.
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+
+
+class LabelError(ValueError):
+    """A YOLO label file is malformed (wrong column count, non-numbers, out-of-range boxes)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One registered pair and its ground truth: targets (n, 5) = class, x1, y1, x2, y2 pixels."""
+
+    name: str
+    visible: np.ndarray
+    infrared: np.ndarray
+    targets: np.ndarray | None = None  # None: no labels (label-free comparison only)
+
+
+def read_yolo_labels(path: str | Path, width: int, height: int) -> np.ndarray:
+    """Read 'class cx cy w h' (normalised) lines into (n, 5) class, x1, y1, x2, y2 in pixels."""
+    path = Path(path)
+    if not path.is_file():
+        return np.zeros((0, 5))  # Ultralytics: an image without a label file has no objects
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            values = [float(value) for value in fields]
+        except ValueError as error:
+            raise LabelError(f'{path}:{number}: not numbers: {line!r}') from error
+        if len(values) != 5:
+            raise LabelError(f'{path}:{number}: expected 5 values (class cx cy w h), '
+                             f'got {len(values)}')
+        class_id, cx, cy, box_w, box_h = values
+        if class_id < 0 or class_id != int(class_id) or not 0 <= min(cx, cy, box_w, box_h) \
+                or max(cx, cy, box_w, box_h) > 1:
+            raise LabelError(f'{path}:{number}: class must be an integer >= 0 and the box '
+                             f'normalised to [0, 1]: {line!r}')
+        rows.append([class_id, (cx - box_w / 2) * width, (cy - box_h / 2) * height,
+                     (cx + box_w / 2) * width, (cy + box_h / 2) * height])
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def detections_to_arrays(detections: Sequence[Detection]) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray]:
+    """Return (boxes (n, 4) xyxy, scores (n,), classes (n,)) sorted by descending score."""
+    order = sorted(range(len(detections)), key=lambda index: -detections[index].score)
+    boxes = np.array([detections[i].xyxy for i in order], dtype=np.float64).reshape(-1, 4)
+    scores = np.array([detections[i].score for i in order], dtype=np.float64)
+    classes = np.array([detections[i].class_id for i in order], dtype=np.float64)
+    return boxes, scores, classes
+
+
+def input_images(sample: Sample, methods: Mapping[str, FuseFunction]) -> dict[str, np.ndarray]:
+    """Return the RGB images a detector is compared on: visible, infrared, then each method."""
+    images = {'visible': sample.visible,
+              'infrared': cv2.cvtColor(sample.infrared, cv2.COLOR_GRAY2RGB)}
+    for name, fuse in methods.items():
+        images[name] = fuse(sample.visible, sample.infrared)
+    return images
+
+
+# ---------------------------------------------------------------------------------------------
+# mAP with labels
+
+
+@dataclass
+class DetectionScores:
+    """mAP@0.5, mAP@0.5:0.95, mean precision/recall and AP@0.5 per class of one input kind."""
+
+    map50: float
+    map50_95: float
+    precision: float
+    recall: float
+    images: int
+    targets: int
+    ap50_per_class: dict[str, float] = field(default_factory=dict)
+
+
+class MapAccumulator:
+    """Collect per-image matches in Ultralytics' DetMetrics; scores() runs its ap_per_class."""
+
+    def __init__(self, names: Mapping[int, str]) -> None:
+        import torch
+        from ultralytics.engine.validator import BaseValidator
+        from ultralytics.utils.metrics import box_iou, DetMetrics
+
+        self._torch = torch
+        self._box_iou = box_iou
+        self._match = BaseValidator.match_predictions
+        # match_predictions only reads self.iouv: a namespace stands in for a whole validator.
+        self._matcher = SimpleNamespace(iouv=torch.tensor(IOU_THRESHOLDS, dtype=torch.float32))
+        self.metrics = DetMetrics(names=dict(names))
+        self.images = 0
+        self.targets = 0
+
+    def add(self, detections: Sequence[Detection], targets: np.ndarray, name: str) -> None:
+        """Match one image's detections (any order) to its targets (n, 5) and store the stats."""
+        torch = self._torch
+        boxes, scores, classes = detections_to_arrays(detections)
+        target_classes = targets[:, 0]
+        if len(boxes) and len(targets):
+            iou = self._box_iou(torch.from_numpy(targets[:, 1:]), torch.from_numpy(boxes))
+            correct = self._match(self._matcher, torch.from_numpy(classes),
+                                  torch.from_numpy(target_classes), iou).numpy()
+        else:
+            correct = np.zeros((len(boxes), IOU_THRESHOLDS.size), dtype=bool)
+        self.metrics.update_stats({
+            'tp': correct, 'conf': scores, 'pred_cls': classes, 'target_cls': target_classes,
+            'target_img': np.unique(target_classes), 'im_name': name})
+        self.images += 1
+        self.targets += len(targets)
+
+    def scores(self) -> DetectionScores:
+        """Return mAP@0.5 and mAP@0.5:0.95 (Ultralytics' ap_per_class) over the added images."""
+        self.metrics.process()
+        box = self.metrics.box
+        names = self.metrics.names
+        per_class = {names.get(int(class_id), str(int(class_id))): float(box.ap50[index])
+                     for index, class_id in enumerate(box.ap_class_index)}
+        return DetectionScores(float(box.map50), float(box.map), float(box.mp), float(box.mr),
+                               self.images, self.targets, per_class)
+
+
+def map_by_input(detect: DetectFunction, samples: Iterable[Sample], names: Mapping[int, str],
+                 methods: Mapping[str, FuseFunction] | None = None
+                 ) -> dict[str, DetectionScores]:
+    """Return mAP per input kind (visible, infrared, each fusion method) on labelled samples."""
+    accumulators: dict[str, MapAccumulator] = {}
+    for sample in samples:
+        if sample.targets is None:
+            raise LabelError(f'sample {sample.name} has no labels: use label_free_by_input')
+        for kind, image in input_images(sample, methods or {}).items():
+            accumulator = accumulators.setdefault(kind, MapAccumulator(names))
+            accumulator.add(detect(image), sample.targets, sample.name)
+    return {kind: accumulator.scores() for kind, accumulator in accumulators.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Without labels
+
+
+@dataclass
+class LabelFreeStats:
+    """Detections per image and mean confidence, overall and per class name, of one input kind."""
+
+    images: int = 0
+    detections: int = 0
+    confidence_sum: float = 0.0
+    per_class_count: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    per_class_confidence: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, detections: Sequence[Detection]) -> None:
+        """Count one image's detections."""
+        self.images += 1
+        for detection in detections:
+            self.detections += 1
+            self.confidence_sum += detection.score
+            self.per_class_count[detection.class_name] += 1
+            self.per_class_confidence[detection.class_name] += detection.score
+
+    @property
+    def detections_per_image(self) -> float:
+        """Return detections / images."""
+        return self.detections / self.images if self.images else 0.0
+
+    @property
+    def mean_confidence(self) -> float:
+        """Return the mean score over all detections (0 when there are none)."""
+        return self.confidence_sum / self.detections if self.detections else 0.0
+
+    def class_summary(self) -> dict[str, tuple[float, float]]:
+        """Return class name -> (detections per image, mean confidence)."""
+        return {name: (count / self.images, self.per_class_confidence[name] / count)
+                for name, count in sorted(self.per_class_count.items())}
+
+
+def label_free_by_input(detect: DetectFunction, samples: Iterable[Sample],
+                        methods: Mapping[str, FuseFunction] | None = None
+                        ) -> dict[str, LabelFreeStats]:
+    """Return detections per image and mean confidence per input kind (no labels needed)."""
+    stats: dict[str, LabelFreeStats] = {}
+    for sample in samples:
+        for kind, image in input_images(sample, methods or {}).items():
+            stats.setdefault(kind, LabelFreeStats()).add(detect(image))
+    return stats
+
+
+def markdown_summary(results: Mapping[str, DetectionScores | LabelFreeStats]) -> str:
+    """Return a Markdown table of map_by_input or label_free_by_input results."""
+    if all(isinstance(value, DetectionScores) for value in results.values()):
+        lines = ['| input | images | targets | mAP@0.5 ↑ | mAP@0.5:0.95 ↑ | P ↑ | R ↑ |',
+                 '|---|---|---|---|---|---|---|']
+        lines += [f'| {kind} | {s.images} | {s.targets} | {s.map50:.3f} | {s.map50_95:.3f} | '
+                  f'{s.precision:.3f} | {s.recall:.3f} |' for kind, s in results.items()]
+        return '\n'.join(lines)
+    lines = ['| input | images | detections / image | mean confidence | per class (n/img, conf) |',
+             '|---|---|---|---|---|']
+    for kind, stats in results.items():
+        classes = ', '.join(f'{name} {per_image:.2f} @ {confidence:.2f}' for name,
+                            (per_image, confidence) in stats.class_summary().items())
+        lines.append(f'| {kind} | {stats.images} | {stats.detections_per_image:.2f} | '
+                     f'{stats.mean_confidence:.3f} | {classes or "-"} |')
+    return '\n'.join(lines)
