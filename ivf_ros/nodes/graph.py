@@ -6,6 +6,11 @@ The pip-mode twin of `ros2 launch ivf_ros fusion_detect.launch.py`: same YAML, s
     ivf-graph --params-file config/ivf_ros.yaml --namespace car1 \
         --ros-args -r visible/image_raw:=/cam/vis -r infrared/image_raw:=/cam/ir \
         -p use_sim_time:=true -p detection_node:model:=/path/yolo11n.pt
+
+or, with the launch file's argument names:
+
+    ivf-graph --visible-topic /cam/vis --infrared-topic /cam/ir --detector-model yolo11n.pt \
+        --device cpu --use-sim-time
 """
 
 from __future__ import annotations
@@ -36,15 +41,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument('--namespace', default='', help='namespace for both nodes')
     parser.add_argument('--nodes', nargs='+', choices=(FUSION_NODE, DETECTION_NODE),
                         default=[FUSION_NODE, DETECTION_NODE], help='which nodes to run')
+    # The launch file's arguments, for the same command lines in both worlds.
+    parser.add_argument('--visible-topic', help='remap visible/image_raw to this topic')
+    parser.add_argument('--infrared-topic', help='remap infrared/image_raw to this topic')
+    parser.add_argument('--detector-model', help='detection_node model (path or Ultralytics name)')
+    parser.add_argument('--device', help='device of both networks: auto, cpu, cuda:N')
+    parser.add_argument('--use-sim-time', action='store_true', help='use /clock')
     return parser.parse_args(remove_ros_args(argv)[1:])
 
 
-def ros_arguments(argv: list[str], params_file: Path, namespace: str) -> list[str]:
-    """Return argv for rclpy.init: the params file first, so the user's -p overrides win."""
-    extra = ['--ros-args', '--params-file', str(params_file)]
-    if namespace:
-        extra += ['-r', f'__ns:=/{namespace.strip("/")}']
-    return [argv[0], *extra, '--', *argv[1:]]
+def ros_arguments(argv: list[str], options: argparse.Namespace) -> list[str]:
+    """Return argv for rclpy.init: params file, then the user's ROS args, then the options."""
+    extra = ['--ros-args', '--params-file', str(options.params_file)]
+    if options.namespace:
+        extra += ['-r', f'__ns:=/{options.namespace.strip("/")}']
+    overrides = []
+    if options.visible_topic:
+        overrides += ['-r', f'visible/image_raw:={options.visible_topic}']
+    if options.infrared_topic:
+        overrides += ['-r', f'infrared/image_raw:={options.infrared_topic}']
+    if options.detector_model:
+        overrides += ['-p', f'{DETECTION_NODE}:model:={options.detector_model}']
+    if options.device:
+        overrides += ['-p', f'{FUSION_NODE}:device:={options.device}',
+                      '-p', f'{DETECTION_NODE}:device:={options.device}']
+    if options.use_sim_time:
+        overrides += ['-p', 'use_sim_time:=true']
+    tail = ['--ros-args', *overrides, '--'] if overrides else []
+    return [argv[0], *extra, '--', *argv[1:], *tail]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     factories = {FUSION_NODE: FusionNode, DETECTION_NODE: DetectionNode}
     return spin_nodes([factories[name] for name in options.nodes],
-                      args=ros_arguments(argv, options.params_file, options.namespace))
+                      args=ros_arguments(argv, options))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,189 @@
+"""Launch file, setup.py entry points, YAML keys, params.py and ivf-graph all agree."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ivf_ros.core.params import (
+    defaults,
+    load_params_file,
+    NODE_PARAMS,
+    ParameterValueError,
+    ParamKind,
+    spec_by_name,
+)
+
+LAUNCH_ARGUMENTS = {'params_file', 'namespace', 'use_sim_time', 'visible_topic',
+                    'infrared_topic', 'detector_model', 'device', 'use_rviz', 'rviz_config'}
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    """Return every call of a function or class called name."""
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call) and (
+        getattr(node.func, 'id', None) == name or getattr(node.func, 'attr', None) == name)]
+
+
+def _keywords(call: ast.Call) -> dict[str, ast.AST]:
+    """Return a call's keyword arguments."""
+    return {keyword.arg: keyword.value for keyword in call.keywords if keyword.arg}
+
+
+def _literal(node: ast.AST) -> Any:
+    """Return a literal's value, or None when it is an expression."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return None
+
+
+@pytest.fixture(scope='module')
+def launch_tree(repo_root: Path) -> ast.Module:
+    return ast.parse((repo_root / 'launch' / 'fusion_detect.launch.py').read_text())
+
+
+@pytest.fixture(scope='module')
+def launch_arguments(launch_tree: ast.Module) -> dict[str, dict[str, ast.AST]]:
+    arguments = {}
+    for call in _calls(launch_tree, 'DeclareLaunchArgument'):
+        arguments[_literal(call.args[0])] = _keywords(call)
+    return arguments
+
+
+@pytest.fixture(scope='module')
+def launch_nodes(launch_tree: ast.Module) -> dict[str, dict[str, ast.AST]]:
+    return {_literal(_keywords(call)['executable']): _keywords(call)
+            for call in _calls(launch_tree, 'Node')}
+
+
+@pytest.fixture(scope='module')
+def yaml_document(repo_root: Path) -> dict[str, Any]:
+    return yaml.safe_load((repo_root / 'config' / 'ivf_ros.yaml').read_text())
+
+
+def test_launch_arguments_are_the_documented_ones(launch_arguments: dict) -> None:
+    assert set(launch_arguments) == LAUNCH_ARGUMENTS
+    for name, keywords in launch_arguments.items():
+        description = _literal(keywords.get('description', ast.Constant('')))
+        assert description, f'launch argument {name} has no description'
+        assert 'default_value' in keywords, f'launch argument {name} has no default'
+
+
+def test_launch_file_is_declarative(repo_root: Path, launch_tree: ast.Module) -> None:
+    source = (repo_root / 'launch' / 'fusion_detect.launch.py').read_text()
+    assert 'OpaqueFunction' not in source
+    assert not _calls(launch_tree, 'eval') and not _calls(launch_tree, 'exec')
+
+
+def test_launch_executables_are_entry_points(repo_root: Path, launch_nodes: dict) -> None:
+    setup_tree = ast.parse((repo_root / 'setup.py').read_text())
+    entry_points = _literal(_keywords(_calls(setup_tree, 'setup')[0])['entry_points'])
+    scripts = dict(line.replace(' ', '').split('=') for line in entry_points['console_scripts'])
+    for executable, keywords in launch_nodes.items():
+        if _literal(keywords['package']) != 'ivf_ros':
+            continue
+        assert executable in scripts, f'{executable} is not a console script in setup.py'
+        module = scripts[executable].split(':')[0]
+        assert (repo_root / (module.replace('.', '/') + '.py')).is_file()
+        # The node's name in the launch file is the name params.py and the YAML use.
+        assert _literal(keywords['name']) in NODE_PARAMS
+    assert scripts['ivf-graph'] == 'ivf_ros.nodes.graph:main'
+
+
+def test_launch_parameter_overrides_are_declared(launch_nodes: dict) -> None:
+    for keywords in launch_nodes.values():
+        if _literal(keywords['package']) != 'ivf_ros':
+            continue
+        name = _literal(keywords['name'])
+        overrides = [item for item in keywords['parameters'].elts if isinstance(item, ast.Dict)]
+        for override in overrides:
+            for key in override.keys:
+                assert _literal(key) in {*spec_by_name(name), 'use_sim_time'}, (name, key)
+
+
+def test_launch_defaults_match_the_yaml(launch_arguments: dict, yaml_document: dict) -> None:
+    detection = yaml_document['/**/detection_node']['ros__parameters']
+    fusion = yaml_document['/**/fusion_node']['ros__parameters']
+    assert _literal(launch_arguments['detector_model']['default_value']) == detection['model']
+    assert _literal(launch_arguments['device']['default_value']) == detection['device']
+    assert _literal(launch_arguments['device']['default_value']) == fusion['device']
+
+
+def test_yaml_keys_are_the_nodes_and_declare_every_parameter(
+        repo_root: Path, yaml_document: dict) -> None:
+    assert set(yaml_document) == {f'/**/{name}' for name in NODE_PARAMS}
+    for node_name in NODE_PARAMS:
+        section = yaml_document[f'/**/{node_name}']['ros__parameters']
+        assert set(section) == set(spec_by_name(node_name)), node_name
+        # Values validated against the specs; the YAML and the declared defaults agree.
+        assert load_params_file(repo_root / 'config' / 'ivf_ros.yaml', node_name) == \
+            defaults(node_name)
+
+
+def test_specs_are_well_formed() -> None:
+    for node_name, specs in NODE_PARAMS.items():
+        names = [spec.name for spec in specs]
+        assert len(names) == len(set(names)), f'{node_name} declares a parameter twice'
+        for spec in specs:
+            assert spec.description and spec.description[0].isupper(), spec.name
+            assert spec.check(spec.default) == spec.default, spec.name
+            if spec.kind in (ParamKind.INTEGER, ParamKind.DOUBLE) and spec.name != 'autostart':
+                assert spec.min_value is not None, f'{spec.name} needs a range'
+
+
+def test_params_file_errors_are_clear(tmp_path: Path) -> None:
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('detection_node:\n  ros__parameters:\n    cnof: 0.3\n')
+    with pytest.raises(ParameterValueError, match="unknown parameter 'cnof'"):
+        load_params_file(bad, 'detection_node')
+    bad.write_text('/**/detection_node:\n  ros__parameters:\n    conf: 3.0\n')
+    with pytest.raises(ParameterValueError, match=r"'conf'.*outside \[0.0, 1.0\]"):
+        load_params_file(bad, 'detection_node')
+    # Keys for other nodes are ignored; /** applies to every node.
+    bad.write_text('/**:\n  ros__parameters:\n    use_sim_time: true\n'
+                   'other_node:\n  ros__parameters:\n    x: 1\n')
+    assert load_params_file(bad, 'fusion_node') == {'use_sim_time': True}
+
+
+def test_rviz_config_shows_the_four_images(repo_root: Path) -> None:
+    rviz = yaml.safe_load((repo_root / 'config' / 'fusion_detect.rviz').read_text())
+    displays = rviz['Visualization Manager']['Displays']
+    topics = {display['Topic']['Value'] for display in displays
+              if display['Class'] == 'rviz_default_plugins/Image'}
+    assert topics == {'/visible/image_raw', '/infrared/image_raw', '/fused/image',
+                      '/detections/image'}
+
+
+def test_graph_runner_translates_launch_arguments(repo_root: Path) -> None:
+    from ivf_ros.nodes.graph import parse_args, ros_arguments
+
+    argv = ['ivf-graph', '--namespace', 'car1', '--detector-model', '/w/y.pt', '--device', 'cpu',
+            '--use-sim-time', '--ros-args', '-r', 'visible/image_raw:=/cam/vis']
+    options = parse_args(argv)
+    assert options.params_file.name == 'ivf_ros.yaml'
+    args = ros_arguments(argv, options)
+    text = ' '.join(args)
+    assert text.index('--params-file') < text.index('visible/image_raw:=/cam/vis')
+    for expected in ('__ns:=/car1', 'detection_node:model:=/w/y.pt', 'fusion_node:device:=cpu',
+                     'use_sim_time:=true'):
+        assert expected in text
+
+
+def test_launch_description_builds(repo_root: Path) -> None:
+    pytest.importorskip('launch_ros', reason='launch_ros is not installable from PyPI here')
+    import importlib.util
+
+    from launch import LaunchDescription
+
+    spec = importlib.util.spec_from_file_location(
+        'fusion_detect_launch', repo_root / 'launch' / 'fusion_detect.launch.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    assert isinstance(description, LaunchDescription)
+    declared = {argument.name for argument in description.get_launch_arguments()}
+    assert declared == LAUNCH_ARGUMENTS
