@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Benchmark ivf_ros.core.image_codec: print median and p90 milliseconds per operation."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+import time
+
+import numpy as np
+
+from ivf_ros.core.image_codec import (
+    array_to_image_fields,
+    decode_compressed,
+    encode_compressed,
+    image_to_array,
+    thermal_to_uint8,
+    to_rgb8,
+)
+from ivf_ros.core.synthetic import make_night_pair
+
+
+def time_ms(function: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Return (median, p90) wall time of a call in milliseconds, after one warm-up call."""
+    function()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(samples)), float(np.percentile(samples, 90))
+
+
+def cases(width: int, height: int) -> list[tuple[str, Callable[[], object]]]:
+    """Return the (name, call) pairs measured at one image size."""
+    pair = make_night_pair(seed=0, width=width, height=height, thermal_bits=16)
+    rgb, counts = pair.visible, pair.infrared
+    rgb_fields = array_to_image_fields(rgb, 'rgb8')
+    mono16_fields = array_to_image_fields(counts, 'mono16')
+    bgr_fields = array_to_image_fields(rgb[..., ::-1], 'bgr8')
+    jpeg_format, jpeg = encode_compressed(rgb, 'rgb8', 'jpeg')
+    png16_format, png16 = encode_compressed(counts, 'mono16', 'png')
+
+    def fields_to_array(fields: object) -> Callable[[], object]:
+        return lambda: image_to_array(fields.encoding, fields.height, fields.width, fields.step,
+                                      fields.data, fields.is_bigendian)
+
+    return [
+        ('mono16 -> uint8 stretch (thermal_to_uint8)', lambda: thermal_to_uint8(counts)),
+        ('mono16 message -> uint8 (view + stretch)',
+         lambda: thermal_to_uint8(fields_to_array(mono16_fields)())),
+        ('rgb8 message fields -> array (view)', fields_to_array(rgb_fields)),
+        ('bgr8 message fields -> rgb8 array (copy)',
+         lambda: to_rgb8(fields_to_array(bgr_fields)(), 'bgr8')),
+        ('rgb8 array -> message fields (bytes)', lambda: array_to_image_fields(rgb, 'rgb8')),
+        ('mono16 array -> message fields (bytes)',
+         lambda: array_to_image_fields(counts, 'mono16')),
+        (f'jpeg decode ({len(jpeg) // 1024} KiB)', lambda: decode_compressed(jpeg_format, jpeg)),
+        ('jpeg encode (quality 95)', lambda: encode_compressed(rgb, 'rgb8', 'jpeg')),
+        (f'png mono16 decode ({len(png16) // 1024} KiB)',
+         lambda: decode_compressed(png16_format, png16)),
+        # Not a codec, but what tests and the offline demo feed through it.
+        ('synthetic night pair (make_night_pair, 16-bit)',
+         lambda: make_night_pair(seed=0, width=width, height=height, thermal_bits=16)),
+    ]
+
+
+def main() -> None:
+    """Run the benchmark and print a table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--repeats', type=int, default=200, help='timed calls per case')
+    args = parser.parse_args()
+    print(f'{"size":>9}  {"operation":<48} {"median ms":>9} {"p90 ms":>7}')
+    for width, height in ((640, 512), (1280, 1024)):
+        for name, function in cases(width, height):
+            median, p90 = time_ms(function, args.repeats)
+            print(f'{width}x{height:<4}  {name:<48} {median:9.3f} {p90:7.3f}')
+
+
+if __name__ == '__main__':
+    main()
