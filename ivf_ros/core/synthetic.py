@@ -221,23 +221,23 @@ def _render_visible(layout: _Layout, projection: _Projection, placed: list, fram
     # People and cars are nearly background-dark: the reason to fuse with infrared.
     _draw_objects(grey, placed, person=12, car=9, hot=None)
     visible = cv2.merge([cv2.convertScaleAbs(grey, alpha=gain) for gain in _SODIUM_RGB])
-    # Light sources on a quarter-resolution canvas, blurred and scaled up: glare and light
-    # pools cost ~1 ms instead of full-resolution Gaussians.
-    quarter = projection.scaled(4)
-    small_w, small_h = quarter.width, quarter.height
+    # Light sources on a canvas ~160 px wide, blurred and scaled up: glare and light pools are
+    # smooth, and their cost (~1 ms) does not grow with the image as full-resolution blurs do.
+    light_view = projection.scaled(max(1, round(width / 160)))
+    small_w, small_h = light_view.width, light_view.height
     light = np.zeros((small_h, small_w, 3), np.float32)
     # Blown-out cores of the light sources, drawn at full resolution after the glare:
     # (centre, radius, RGB) in full-resolution pixels.
     cores: list[tuple[tuple[int, int], int, tuple[int, int, int]]] = []
     for side, depth in layout.lamps:
-        base_x, base_y = quarter.point(side * 1.25, depth)
-        top_y = base_y - 4.5 * quarter.scale(depth)
-        pool = (int(round(base_x - side * quarter.scale(depth))), int(round(base_y)))
-        cv2.ellipse(light, pool, (max(1, int(2.2 * quarter.scale(depth))),
-                                  max(1, int(0.5 * quarter.scale(depth)))), 0, 0, 360,
+        base_x, base_y = light_view.point(side * 1.25, depth)
+        top_y = base_y - 4.5 * light_view.scale(depth)
+        pool = (int(round(base_x - side * light_view.scale(depth))), int(round(base_y)))
+        cv2.ellipse(light, pool, (max(1, int(2.2 * light_view.scale(depth))),
+                                  max(1, int(0.5 * light_view.scale(depth)))), 0, 0, 360,
                     tuple(40 * g for g in _SODIUM_RGB), -1)
         cv2.circle(light, (int(round(base_x)), int(round(top_y))),
-                   max(1, int(round(0.25 * quarter.scale(depth)))),
+                   max(1, int(round(0.25 * light_view.scale(depth)))),
                    tuple(255 * g for g in _SODIUM_RGB), -1)
         cores.append(((int(round(base_x * width / small_w)), int(round(top_y * height / small_h))),
                       max(1, int(round(0.12 * projection.scale(depth)))), (255, 225, 150)))
@@ -245,7 +245,7 @@ def _render_visible(layout: _Layout, projection: _Projection, placed: list, fram
         if obj.label != 'car':
             continue
         colour = (255.0, 245.0, 225.0) if obj.facing else (200.0, 10.0, 10.0)
-        size = max(1, int(round((x2 - x1) / 4 * 0.09)))
+        size = max(1, int(round((x2 - x1) * small_w / width * 0.09)))
         for lamp_x in (x1 + 0.15 * (x2 - x1), x2 - 0.15 * (x2 - x1)):
             lamp_y = y1 + 0.55 * (y2 - y1)
             cv2.circle(light, (int(round(lamp_x * small_w / width)),
