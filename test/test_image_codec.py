@@ -393,3 +393,26 @@ def test_property_any_layout_round_trips_bit_exactly(encoding: str, height: int,
     fields = array_to_image_fields(decoded, encoding)
     assert fields.data == original.astype(info.dtype.newbyteorder('<')).tobytes()
     assert fields.step * fields.height == len(fields.data)
+    # Display conversions accept every layout the decoder gives (padded, unaligned views).
+    assert to_rgb8(decoded, encoding).shape == (height, width, 3)
+    assert to_mono8(decoded, encoding).shape == (height, width)
+
+
+# Property: the stretch preserves the order of pixel values (a brighter count never maps to a
+# darker grey), uses the full range, and saturates about the requested share of pixels.
+@settings(max_examples=500, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), height=st.integers(1, 40), width=st.integers(2, 40),
+       spread=st.integers(1, 20000), low=st.floats(0, 10), high=st.floats(90, 100))
+def test_property_thermal_stretch_is_monotonic_and_full_range(
+        seed: int, height: int, width: int, spread: int, low: float, high: float) -> None:
+    rng = np.random.default_rng(seed)
+    counts = (7000 + rng.integers(0, spread, size=(height, width), endpoint=True)).astype(
+        np.uint16)
+    out = thermal_to_uint8(counts, low, high)
+    order = np.argsort(counts, axis=None, kind='stable')
+    assert (np.diff(out.ravel()[order].astype(int)) >= 0).all()
+    if counts.min() < counts.max():
+        assert out.max() == 255
+        assert out.min() == 0
+    # Pixels strictly below the low percentile are clipped to 0: no more than low % of them.
+    assert np.mean(counts < np.percentile(counts, low, method='inverted_cdf')) <= low / 100

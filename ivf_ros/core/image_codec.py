@@ -251,13 +251,15 @@ def thermal_to_uint8(array: np.ndarray, low_percentile: float = 1.0,
                                   low_percentile, high_percentile)
     # A flat frame has no contrast to stretch: values at `low` map to 0, anything above to 255.
     scale = 255.0 / max(high - low, 1e-6 if array.dtype.kind == 'f' else 1.0)
-    # Two saturating OpenCV passes (~0.1 ms each at 640x512): subtract clips below `low` to 0,
-    # convertScaleAbs rounds and clips above `high` to 255 (its abs() never sees a negative).
-    if array.dtype.kind == 'f':
-        shifted = cv2.max(array - np.float32(low), 0.0)
+    if array.dtype.kind == 'f' or array.shape[1] <= 4:
+        # Float images, and narrow ones that OpenCV's Python binding would mistake for a
+        # Scalar (shape (n, 1) with n <= 4), take the plain numpy path; it rounds the same way.
+        shifted = np.maximum(array.astype(np.float32) - np.float32(low), np.float32(0.0))
+        stretched = np.rint(np.minimum(shifted * np.float32(scale), 255.0)).astype(np.uint8)
     else:
-        shifted = cv2.subtract(array, low)
-    stretched = cv2.convertScaleAbs(shifted, alpha=scale)
+        # Two saturating OpenCV passes (~0.1 ms each at 640x512): subtract clips below `low`
+        # to 0, convertScaleAbs rounds and clips above `high` to 255 (abs() sees no negative).
+        stretched = cv2.convertScaleAbs(cv2.subtract(array, low), alpha=scale)
     if invalid is not None:
         stretched[invalid] = 0
     return stretched
