@@ -254,8 +254,9 @@ def thermal_to_uint8(array: np.ndarray, low_percentile: float = 1.0,
     if array.dtype.kind == 'f' or array.shape[1] <= 4:
         # Float images, and narrow ones that OpenCV's Python binding would mistake for a
         # Scalar (shape (n, 1) with n <= 4), take the plain numpy path; it rounds the same way.
-        shifted = np.maximum(array.astype(np.float32) - np.float32(low), np.float32(0.0))
-        stretched = np.rint(np.minimum(shifted * np.float32(scale), 255.0)).astype(np.uint8)
+        # float64: float32 extremes (~3e38) minus `low` would overflow.
+        shifted = np.maximum(array.astype(np.float64) - low, 0.0)
+        stretched = np.rint(np.minimum(shifted * scale, 255.0)).astype(np.uint8)
     else:
         # Two saturating OpenCV passes (~0.1 ms each at 640x512): subtract clips below `low`
         # to 0, convertScaleAbs rounds and clips above `high` to 255 (abs() sees no negative).
