@@ -19,7 +19,7 @@ from ivf_ros.core.image_codec import ImageFormatError, to_mono8, to_rgb8
 
 # Output topics of the live graph (fusion_node and detection_node with the launch file's
 # remappings): `process` writes the same names and types so tools cannot tell them apart.
-FUSED_TOPIC = '/fusion/image'
+FUSED_TOPIC = '/fused/image'
 DETECTIONS_TOPIC = '/detections'
 ANNOTATED_TOPIC = '/detections/image'
 
@@ -100,9 +100,9 @@ def play_command(args: argparse.Namespace) -> int:
 
     stats = play_bag(
         args.bag, wait_for_subscribers=args.wait_for_subscribers,
-        wait_timeout_s=args.wait_timeout, ros_args=args.ros_args, rate=args.rate,
-        loop=args.loop, loops=args.loops, start_offset_s=args.start, topics=args.topics,
-        remap=parse_remaps(args.remap), clock_hz=args.clock or 0.0,
+        wait_timeout_s=args.wait_timeout, delay_s=args.delay, ros_args=args.ros_args,
+        rate=args.rate, loop=args.loop, loops=args.loops, start_offset_s=args.start,
+        topics=args.topics, remap=parse_remaps(args.remap), clock_hz=args.clock or 0.0,
         reliability=args.reliability)
     sent, failed = sum(stats.published.values()), sum(stats.failed.values())
     print(f'played {sent} messages in {stats.wall_s:.2f} s ({stats.loops} loop(s)); '
@@ -429,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument('--wait-for-subscribers', type=int, default=0, metavar='N',
                       help='wait until every topic has N subscribers before playing')
     play.add_argument('--wait-timeout', type=float, default=10.0, help='seconds to wait')
+    play.add_argument('--delay', type=float, default=0.0, help='seconds to sleep before playing')
     play.set_defaults(handler=play_command)
 
     record = commands.add_parser('record', help='record topics raw into a bag (Ctrl-C stops)')

@@ -23,6 +23,7 @@ from rosgraph_msgs.msg import Clock
 from ivf_ros.core.bagio import BagError, BagMessage, BagReader, split_stamp
 
 RELIABILITIES = ('reliable', 'best_effort', 'recorded')
+MATCH_SETTLE_S = 0.5
 
 
 def message_class(msgtype: str) -> type:
@@ -115,6 +116,9 @@ class BagPlayer(Node):
         wanted = [self._topic_publishers[topic] for topic in (topics or self.topics)]
         while time.monotonic() < deadline:
             if all(publisher.get_subscription_count() >= count for publisher in wanted):
+                # Our side matched first; give the readers' side time to match us too, or a
+                # best-effort reader misses the first frame.
+                time.sleep(MATCH_SETTLE_S)
                 return True
             time.sleep(0.02)
         return False
@@ -169,7 +173,8 @@ class BagPlayer(Node):
 
 
 def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: float = 10.0,
-             ros_args: list[str] | None = None, **options: Any) -> PlayStats:
+             delay_s: float = 0.0, ros_args: list[str] | None = None,
+             **options: Any) -> PlayStats:
     """Initialise rclpy, play a bag with BagPlayer options, shut down; return the stats."""
     rclpy.init(args=['--ros-args', *ros_args] if ros_args else None)
     try:
@@ -180,6 +185,7 @@ def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: flo
                 player.get_logger().warning(
                     f'not every topic had {wait_for_subscribers} subscriber(s) after '
                     f'{wait_timeout_s:.0f} s: playing anyway')
+            time.sleep(delay_s)
             stats = player.play()
             # Reliable writers keep unacknowledged samples; give readers a moment to take them.
             time.sleep(0.2)
