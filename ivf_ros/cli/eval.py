@@ -108,8 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluation = evaluate_methods(pairs, methods, example_count=args.examples,
                                       metric_names=args.metrics,
                                       progress=not args.no_progress)
-    except (DatasetError, MethodError, RuntimeError) as error:
-        # RuntimeError covers the network's ModelLoadError, which names the checkpoint.
+    except (DatasetError, MethodError) as error:
         print(f'ivf-eval: error: {error}', file=sys.stderr)
         return 2
     command = shlex.join(['ivf-eval'] + list(sys.argv[1:] if argv is None else argv))

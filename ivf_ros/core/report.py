@@ -83,7 +83,10 @@ def _model_method(name: str, checkpoint: Path | None, device: str) -> Method:
         raise MethodError(
             f'cannot evaluate {checkpoint or MODEL_SPEC}: ivf_ros.core.inference is not '
             f'available ({error})') from error
-    model = FusionModel.load(checkpoint, device=device)
+    try:
+        model = FusionModel.load(checkpoint, device=device)
+    except (RuntimeError, ValueError) as error:  # ModelLoadError names the file; bad device
+        raise MethodError(str(error)) from error
     return Method(name, 'model', lambda pair, visible, infrared: model.fuse(visible, infrared)[0],
                   f'{checkpoint or "shipped weights"} on {model.device}')
 
