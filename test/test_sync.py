@@ -205,7 +205,8 @@ def test_concurrent_callbacks_keep_the_books_balanced() -> None:
 
 # Property 1, for ANY arrival (arbitrary order, duplicates, ties, loops back in time, queue
 # overflow, a wrong min_interval hint): a pair is never further apart than slop, a frame is
-# never used twice, items keep their own stamps, and every frame is accounted for.
+# never used twice, items keep their own stamps, output stamps never go backwards between
+# resets, and every frame is accounted for.
 # One integer per event keeps Hypothesis' generation cheap (most of these tests' time):
 # even/odd -> visible/infrared; stamps 0..60 ms (ties, near misses) or a few 0.7 s steps
 # (jumps forwards and more than 1 s back: loops).
@@ -224,12 +225,22 @@ def test_property_never_pairs_beyond_slop_nor_reuses_a_frame(
                             min_interval_s=min_interval_ms / 1000)
     stamps = {}
     pairs: list[MatchedPair] = []
+    timelines: list[int] = []  # resets so far when each pair came out
     for index, (stream, stamp) in enumerate(events):
         stamps[index] = stamp
         add = sync.add_visible if stream == 'v' else sync.add_infrared
-        pairs += add(stamp, (stream, index))
+        out = add(stamp, (stream, index))
+        pairs += out
+        timelines += [sync.stats.resets] * len(out)
     if flush:
-        pairs += sync.flush()
+        out = sync.flush()
+        pairs += out
+        timelines += [sync.stats.resets] * len(out)
+    for earlier, later, same in zip(pairs, pairs[1:], (
+            a == b for a, b in zip(timelines, timelines[1:], strict=False)), strict=False):
+        if same:  # output stamps never go backwards within one timeline
+            assert later.visible_stamp_ns >= earlier.visible_stamp_ns
+            assert later.infrared_stamp_ns >= earlier.infrared_stamp_ns
     used = set()
     for pair in pairs:
         assert abs(pair.visible_stamp_ns - pair.infrared_stamp_ns) <= slop_ms * MS

@@ -16,13 +16,16 @@ Exact semantics:
   3. the pair is final: assuming each stream arrives in stamp order and consecutive frames of
      a stream are at least ``min_interval_s`` apart (0 by default: no assumption), no frame
      still to come can be strictly nearer to ``v`` or to ``i``. With equal stamps this holds at
-     once; otherwise the pair waits for the next frame of the stream whose frame is older, as
-     ApproximateTime waits for a message past its pivot. :meth:`flush` skips this condition.
+     once; otherwise the pair waits until the stream of its older frame has delivered a frame
+     at least ``|v - i|`` after the newer one (usually its next frame: one frame of latency,
+     as ApproximateTime waits for a message past its pivot). A ``min_interval_s`` hint (e.g.
+     0.03 for cameras that never exceed 33 Hz) removes that wait when frames are that far
+     apart. :meth:`flush` skips this condition (end of a bag).
 
   Ready pairs are emitted oldest first; every frame is used at most once.
 * Emitting a pair drops every queued frame older than its members (counted in
-  ``unmatched_visible`` / ``unmatched_infrared``): output stamps never go backwards. A frame
-  arriving older than the last pair of its own stream is dropped (counted) the same way.
+  ``unmatched_visible`` / ``unmatched_infrared``): output stamps never go backwards (until a
+  reset). A frame arriving older than the last pair of its stream is dropped (counted) too.
 * A queue over ``queue_size`` drops its oldest frame (counted in ``dropped_overflow``).
 * Out-of-order arrival is tolerated: a late frame is inserted in stamp order and may still pair
   with any unmatched frame, though condition 3 may then have been judged too early.
@@ -35,7 +38,8 @@ Exact semantics:
   a smaller queue size trims the queues at once (counted as overflow).
 * Thread-safe: one lock guards the state, for multi-threaded executors.
 
-Invariant: received = 2 * matched + unmatched + dropped_overflow + pending, per stream.
+Every frame is accounted for: received_visible + received_infrared = 2 * matched +
+unmatched_visible + unmatched_infrared + dropped_overflow + pending frames of both streams.
 """
 
 from __future__ import annotations
