@@ -18,6 +18,13 @@ exhaust do not flatten the rest of the scene (which a min-max or plain ``>> 8`` 
 Percentiles come from the histogram of a regular subsample (every k-th row and column, at least
 ~32k pixels), then one saturating subtract and one saturating scale map the frame to uint8.
 
+Display conversions: :func:`to_rgb8` and :func:`to_mono8` accept every encoding (grey becomes
+grey RGB, BGR is reordered, alpha dropped, 16-bit and 32FC1 stretched). ``8UC3`` carries no
+channel order; it is read as BGR, OpenCV's order, where generic 3-channel images come from.
+
+Compressed images follow image_transport: colour is stored as BGR and the format string names
+the original encoding (``'rgb8; jpeg compressed bgr8'``), which decoding restores.
+
 Every malformed input raises :class:`ImageFormatError` (a ``ValueError``) naming the problem.
 """
 
