@@ -20,11 +20,17 @@ FORBIDDEN_SUFFIXES = ('_msgs', '_srvs', '_interfaces')
 FORBIDDEN_PREFIXES = ('rosidl_', 'rclpy', 'rcl_')
 
 
+# The adapters depend on the core, never the reverse (nodes import rclpy at module level).
+FORBIDDEN_PACKAGES = ('ivf_ros.nodes', 'ivf_ros.cli')
+
+
 def is_forbidden(module: str) -> bool:
     """Return whether a module name (dotted) belongs to ROS client or message packages."""
     top = module.split('.', 1)[0]
     return (top in FORBIDDEN_EXACT or top.endswith(FORBIDDEN_SUFFIXES)
-            or top.startswith(FORBIDDEN_PREFIXES))
+            or top.startswith(FORBIDDEN_PREFIXES)
+            or any(module == name or module.startswith(name + '.')
+                   for name in FORBIDDEN_PACKAGES))
 
 
 def core_modules() -> list[str]:
@@ -36,14 +42,19 @@ def core_modules() -> list[str]:
     return names
 
 
-def imported_names(tree: ast.AST) -> list[tuple[int, str]]:
+def imported_names(tree: ast.AST, package: str) -> list[tuple[int, str]]:
     """Return (line, module) for every import in a module, however deeply nested or lazy."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom):
+            # Resolve relative imports (`from ..nodes import x`) against the file's package.
+            base = package.split('.')[:len(package.split('.')) - node.level + 1]
+            prefix = '.'.join(base) if node.level else ''
+            module = '.'.join(part for part in (prefix, node.module or '') if part)
+            found += [(node.lineno, module)] + [
+                (node.lineno, f'{module}.{alias.name}') for alias in node.names if node.level]
         elif isinstance(node, ast.Call) and node.args:
             # importlib.import_module('rclpy') and __import__('sensor_msgs.msg') with literals.
             function = node.func
@@ -58,11 +69,29 @@ def imported_names(tree: ast.AST) -> list[tuple[int, str]]:
 
 def test_the_forbidden_name_rule() -> None:
     for name in ('rclpy', 'rclpy.node', 'sensor_msgs.msg', 'vision_msgs', 'builtin_interfaces',
-                 'rosidl_runtime_py', 'message_filters', 'cv_bridge', 'std_srvs.srv'):
+                 'rosidl_runtime_py', 'message_filters', 'cv_bridge', 'std_srvs.srv',
+                 'ivf_ros.nodes.fusion_node', 'ivf_ros.cli'):
         assert is_forbidden(name), name
     for name in ('numpy', 'cv2', 'torch', 'rosbags.typesys', 'ament_index_python.packages',
-                 'ivf_ros.core.image_codec', 'mcap_ros2.reader'):
+                 'ivf_ros.core.image_codec', 'mcap_ros2.reader', 'ivf_ros.nodesmith'):
         assert not is_forbidden(name), name
+
+
+def test_the_scan_sees_lazy_relative_and_dynamic_imports() -> None:
+    source = """
+def late():
+    import rclpy.node
+    from sensor_msgs.msg import Image
+    from ..nodes import fusion_node
+    from . import image_codec
+    importlib.import_module('vision_msgs.msg')
+    __import__('std_msgs')
+"""
+    names = [name for _, name in imported_names(ast.parse(source), 'ivf_ros.core')]
+    assert [name for name in names if is_forbidden(name)] == [
+        'rclpy.node', 'sensor_msgs.msg', 'ivf_ros.nodes', 'ivf_ros.nodes.fusion_node',
+        'vision_msgs.msg', 'std_msgs']
+    assert 'ivf_ros.core.image_codec' in names
 
 
 def test_core_modules_are_discovered() -> None:
@@ -76,8 +105,9 @@ def test_no_core_source_imports_ros_even_lazily() -> None:
     offenders = []
     for path in sorted(CORE.rglob('*.py')):
         tree = ast.parse(path.read_text(encoding='utf-8'), filename=str(path))
+        package = '.'.join(path.relative_to(CORE.parent.parent).parent.parts)
         offenders += [f'{path.relative_to(CORE.parent.parent)}:{line} imports {name}'
-                      for line, name in imported_names(tree) if is_forbidden(name)]
+                      for line, name in imported_names(tree, package) if is_forbidden(name)]
     assert not offenders, 'ivf_ros/core must stay pure (nodes adapt):\n' + '\n'.join(offenders)
 
 
