@@ -11,7 +11,7 @@ import pytest
 from ivf_ros.cli.eval import main
 from ivf_ros.core.baselines import BASELINES
 from ivf_ros.core.datasets import list_pairs, load_pair
-from ivf_ros.core.synthetic import make_night_pair
+from ivf_ros.core.synthetic import LABELS, make_night_pair
 
 # MSRS-style names: two night frames and one day frame, so the split and night filters act.
 NAMES = ('00001N', '00002N', '00003D')
@@ -108,3 +108,29 @@ def test_checkpoint_method(pairs_root: Path, tmp_path: Path) -> None:
                  '--no-figures']) == 0
     rows = _rows(output / 'per_image.csv')
     assert {row['method'] for row in rows} == {'net'} and len(rows) == len(NAMES)
+
+
+def test_detector_and_labels(pairs_root: Path, tmp_path: Path, yolo_config_dir: Path) -> None:
+    # YOLO labels of the synthetic boxes, so mAP is computed (random weights: its value is moot).
+    labels = tmp_path / 'labels'
+    labels.mkdir()
+    for seed, name in enumerate(NAMES):
+        pair = make_night_pair(seed=seed, width=64, height=48)
+        lines = [f'{LABELS.index(box.label)} {(box.x1 + box.x2) / 128} {(box.y1 + box.y2) / 96} '
+                 f'{(box.x2 - box.x1) / 64} {(box.y2 - box.y1) / 48}' for box in pair.boxes]
+        (labels / f'{name}.txt').write_text('\n'.join(lines))
+    output = tmp_path / 'detection'
+    assert main([str(pairs_root), '-m', 'laplacian', '--metrics', 'EN', '--detector',
+                 'yolo11n.yaml', '--detector-conf', '0.001', '--detector-imgsz', '64',
+                 '--labels', str(labels), '--device', 'cpu', '-o', str(output),
+                 '--no-progress', '--no-figures']) == 0
+    report = (output / 'report.md').read_text()
+    assert '## Detection on each output' in report
+    assert 'mAP@0.5:0.95' in report and 'detections / image' in report
+
+
+def test_labels_need_a_detector(pairs_root: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(pairs_root), '--labels', str(tmp_path), '-o', str(tmp_path / 'o'),
+                 '--no-progress']) == 2
+    assert '--labels needs --detector' in capsys.readouterr().err

@@ -27,9 +27,16 @@ from ivf_ros.core.datasets import (
     VALIDATION,
     VISIBLE_DIR,
 )
+from ivf_ros.core.detection_eval import LabelError
 from ivf_ros.core.metrics import METRICS
 from ivf_ros.core.paths import datasets_dir
-from ivf_ros.core.report import evaluate_methods, MethodError, resolve_method, write_report
+from ivf_ros.core.report import (
+    DetectionSetup,
+    evaluate_methods,
+    MethodError,
+    resolve_method,
+    write_report,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help='pairs shown in the image grid')
     parser.add_argument('--device', default='auto', help='device for checkpoints: auto|cpu|cuda:N')
     parser.add_argument('--title', default='Fusion evaluation', help='report title')
+    parser.add_argument('--detector', metavar='WEIGHTS',
+                        help='also run this Ultralytics YOLO model (.pt, or .yaml for random '
+                             'weights) on every output: detections per image, confidences')
+    parser.add_argument('--labels', type=Path, metavar='DIR',
+                        help='YOLO label files <pair name>.txt for mAP@0.5 and mAP@0.5:0.95 '
+                             '(needs --detector)')
+    parser.add_argument('--detector-conf', type=float, default=0.25,
+                        help='detector confidence threshold')
+    parser.add_argument('--detector-imgsz', type=int, default=640, help='detector input size')
     parser.add_argument('--no-figures', action='store_true',
                         help='write the Markdown and CSV files only (no PNGs)')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
@@ -96,6 +112,27 @@ def describe_selection(args: argparse.Namespace) -> str:
     return ('Selection: ' + ', '.join(parts) + '.') if parts else ''
 
 
+def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
+    """Return the detector set-up asked for by --detector/--labels (None without --detector)."""
+    if args.labels is not None and args.detector is None:
+        raise MethodError('--labels needs --detector')
+    if args.detector is None:
+        return None
+    if args.labels is not None and not args.labels.is_dir():
+        raise DatasetError(f'--labels {args.labels} is not a folder')
+    from ivf_ros.core.detector import DetectorLoadError, YoloDetector
+
+    try:
+        detector = YoloDetector(args.detector, conf=args.detector_conf,
+                                imgsz=args.detector_imgsz, device=args.device)
+    except DetectorLoadError as error:
+        raise MethodError(str(error)) from error
+    description = (f'Detector `{args.detector}` (conf >= {args.detector_conf}, imgsz '
+                   f'{args.detector_imgsz}) on the fused images of each method'
+                   + (f'; labels from `{args.labels}`.' if args.labels else '; no labels.'))
+    return DetectionSetup(detector.detect, detector.names, description, args.labels)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ivf-eval; return the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
@@ -105,10 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [method.name for method in methods]
         if len(set(names)) != len(names):
             raise MethodError(f'method names must be unique, got {names} (use LABEL=METHOD)')
+        detection = build_detection(args)
         evaluation = evaluate_methods(pairs, methods, example_count=args.examples,
                                       metric_names=args.metrics,
-                                      progress=not args.no_progress)
-    except (DatasetError, MethodError) as error:
+                                      progress=not args.no_progress, detection=detection)
+    except (DatasetError, MethodError, LabelError) as error:
         print(f'ivf-eval: error: {error}', file=sys.stderr)
         return 2
     command = shlex.join(['ivf-eval'] + list(sys.argv[1:] if argv is None else argv))

@@ -22,6 +22,14 @@ from tqdm import tqdm
 
 from ivf_ros.core.baselines import BASELINES
 from ivf_ros.core.datasets import is_night, load_pair, load_visible, PairedImage, resize_to
+from ivf_ros.core.detection_eval import (
+    DetectFunction,
+    DetectionScores,
+    LabelFreeStats,
+    MapAccumulator,
+    markdown_summary,
+    read_yolo_labels,
+)
 from ivf_ros.core.metrics import evaluate, METRICS
 
 # The pass-through baselines are the inputs themselves: shown for reference, never 'best'.
@@ -117,6 +125,24 @@ def resolve_method(spec: str, device: str = 'auto') -> Method:
 
 
 @dataclass
+class DetectionSetup:
+    """A detector run on every fused image; labels_dir holds YOLO '<pair name>.txt' files."""
+
+    detect: DetectFunction
+    names: dict[int, str]
+    description: str = ''
+    labels_dir: Path | None = None
+
+    def labels_for(self, pair: PairedImage, width: int, height: int) -> np.ndarray:
+        """Return the (n, 5) targets of a pair (labels_dir/name.txt or labels_dir/dataset/...)."""
+        if self.labels_dir is None:
+            raise MethodError('no labels folder was given')
+        flat = self.labels_dir / f'{pair.name}.txt'
+        nested = self.labels_dir / pair.dataset / f'{pair.name}.txt'
+        return read_yolo_labels(flat if flat.is_file() else nested, width, height)
+
+
+@dataclass
 class Evaluation:
     """Per-image metric rows of several methods, plus fused images kept for the grid."""
 
@@ -127,6 +153,11 @@ class Evaluation:
     examples: dict[str, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = field(
         default_factory=dict)
     metric_names: list[str] = field(default_factory=lambda: list(METRICS))
+    detection: DetectionSetup | None = None
+    # method -> detections per image and confidences on its fused images (with a detector).
+    label_free: dict[str, LabelFreeStats] = field(default_factory=dict)
+    # method -> mAP on its fused images (with a detector and labels).
+    detection_scores: dict[str, DetectionScores] = field(default_factory=dict)
 
     def values(self, method: str, metric: str, dataset: str | None = None) -> np.ndarray:
         """Return one metric of one method over all its images (or one dataset's)."""
@@ -140,12 +171,14 @@ class Evaluation:
 
 def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
                      example_count: int = 4, metric_names: list[str] | None = None,
-                     progress: bool = True) -> Evaluation:
+                     progress: bool = True,
+                     detection: DetectionSetup | None = None) -> Evaluation:
     """Fuse every pair with every method and evaluate it; keep example_count pairs for grids."""
     if not pairs:
         raise MethodError('no image pairs to evaluate (check the folder, split and filters)')
     names = list(metric_names or METRICS)
-    result = Evaluation(list(methods), list(pairs), metric_names=names)
+    result = Evaluation(list(methods), list(pairs), metric_names=names, detection=detection)
+    accumulators: dict[str, MapAccumulator] = {}
     # Spread the grid examples over the whole list so several datasets show up.
     example_indices = set(np.linspace(0, len(pairs) - 1, min(example_count, len(pairs)),
                                       dtype=int).tolist()) if example_count > 0 else set()
@@ -164,12 +197,20 @@ def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
                 'night': is_night(pair), FUSE_TIME_COLUMN: fuse_ms}
             row.update(evaluate(visible, infrared, fused, names))
             result.rows.append(row)
+            if detection is not None:
+                detections = detection.detect(fused)
+                result.label_free.setdefault(method.name, LabelFreeStats()).add(detections)
+                if detection.labels_dir is not None:
+                    targets = detection.labels_for(pair, fused.shape[1], fused.shape[0])
+                    accumulators.setdefault(method.name, MapAccumulator(detection.names)).add(
+                        detections, targets, pair.key)
             if index in example_indices:
                 fused_examples[method.name] = fused
             bar.update()
         if index in example_indices:
             result.examples[pair.key] = (visible, infrared, fused_examples)
     bar.close()
+    result.detection_scores = {name: acc.scores() for name, acc in accumulators.items()}
     return result
 
 
@@ -387,6 +428,11 @@ def write_report(evaluation: Evaluation, output: Path, title: str = 'Fusion eval
         lines += ['## Per dataset (means)', '']
         for name in datasets:
             lines += [f'### {name}', '', markdown_table(evaluation, name, with_std=False), '']
+    if evaluation.detection is not None:
+        lines += ['## Detection on each output', '', evaluation.detection.description, '']
+        if evaluation.detection_scores:
+            lines += [markdown_summary(evaluation.detection_scores), '']
+        lines += [markdown_summary(evaluation.label_free), '']
     if figures:
         lines += ['## Figures', '', f'![metrics]({paths["bars"].name})', '']
     if 'grid' in paths:
