@@ -159,7 +159,8 @@ def test_flush_pairs_what_it_can_and_counts_the_rest() -> None:
 @pytest.mark.parametrize('name, value', [
     ('slop_s', -0.001), ('slop_s', float('nan')), ('slop_s', float('inf')), ('slop_s', True),
     ('slop_s', '0.1'), ('queue_size', 0), ('queue_size', -3), ('queue_size', 2.0),
-    ('queue_size', True), ('queue_size', None),
+    ('queue_size', True), ('queue_size', None), ('min_interval_s', -0.01),
+    ('min_interval_s', float('nan')), ('reset_jump_s', -1.0), ('reset_jump_s', None),
 ])
 def test_invalid_settings_raise_value_error(name: str, value: object) -> None:
     sync = PairSynchronizer()
@@ -167,14 +168,21 @@ def test_invalid_settings_raise_value_error(name: str, value: object) -> None:
         setattr(sync, name, value)
     with pytest.raises(ValueError, match=name):
         PairSynchronizer(**{name: value})
-    assert (sync.slop_s, sync.queue_size) == (0.02, 10)
+    assert (sync.slop_s, sync.queue_size, sync.min_interval_s, sync.reset_jump_s) == (
+        0.02, 10, 0.0, 1.0)
 
 
-def test_invalid_constructor_options_and_stamps() -> None:
-    with pytest.raises(ValueError, match='reset_jump_s'):
-        PairSynchronizer(reset_jump_s=-1.0)
-    with pytest.raises(ValueError, match='min_interval_s'):
-        PairSynchronizer(min_interval_s=float('nan'))
+def test_settings_change_at_runtime() -> None:
+    sync = PairSynchronizer()
+    sync.slop_s, sync.queue_size, sync.min_interval_s, sync.reset_jump_s = 0.05, 3, 0.03, 5.0
+    assert (sync.slop_s, sync.queue_size, sync.min_interval_s, sync.reset_jump_s) == (
+        0.05, 3, 0.03, 5.0)
+    # A 2 s jump back is now within the tolerated disorder: no reset.
+    feed(sync, [('v', 10 * S, 'a'), ('v', 8 * S, 'b')])
+    assert sync.stats.resets == 0
+
+
+def test_invalid_stamps() -> None:
     with pytest.raises(ValueError, match='stamp_ns must be an integer'):
         PairSynchronizer().add_visible(0.5, 'x')
 

@@ -34,8 +34,9 @@ Exact semantics:
   ``resets`` is incremented, and pairing starts afresh from that frame. Until the other stream
   sends a frame of the new timeline, its frames stamped more than ``reset_jump_s`` after the
   jump are stale (still in flight from before the loop) and dropped (counted as unmatched).
-* ``slop_s`` and ``queue_size`` are properties settable at runtime (ValueError when invalid);
-  a smaller queue size trims the queues at once (counted as overflow).
+* ``slop_s``, ``queue_size``, ``min_interval_s`` and ``reset_jump_s`` are properties settable
+  at runtime (ValueError when invalid); a smaller queue size trims the queues at once (counted
+  as overflow).
 * Thread-safe: one lock guards the state, for multi-threaded executors.
 
 Every frame is accounted for: received_visible + received_infrared = 2 * matched +
@@ -148,8 +149,10 @@ class PairSynchronizer:
         self._queue_size = 1
         self.slop_s = slop_s
         self.queue_size = queue_size
-        self._reset_jump_ns = self._seconds_to_ns('reset_jump_s', reset_jump_s)
-        self._min_interval_ns = self._seconds_to_ns('min_interval_s', min_interval_s)
+        self._reset_jump_ns = 0
+        self._min_interval_ns = 0
+        self.reset_jump_s = reset_jump_s
+        self.min_interval_s = min_interval_s
 
     @staticmethod
     def _seconds_to_ns(name: str, seconds: float) -> int:
@@ -183,6 +186,28 @@ class PairSynchronizer:
             self._count(dropped_overflow=sum(
                 stream.drop_oldest(max(0, len(stream.stamps) - value))
                 for stream in (self._visible, self._infrared)))
+
+    @property
+    def min_interval_s(self) -> float:
+        """Return the assumed least time between two frames of one stream (0: no assumption)."""
+        return self._min_interval_ns / _NS_PER_S
+
+    @min_interval_s.setter
+    def min_interval_s(self, value: float) -> None:
+        interval_ns = self._seconds_to_ns('min_interval_s', value)
+        with self._lock:
+            self._min_interval_ns = interval_ns
+
+    @property
+    def reset_jump_s(self) -> float:
+        """Return how far back (seconds) a stamp must jump to reset the synchroniser."""
+        return self._reset_jump_ns / _NS_PER_S
+
+    @reset_jump_s.setter
+    def reset_jump_s(self, value: float) -> None:
+        jump_ns = self._seconds_to_ns('reset_jump_s', value)
+        with self._lock:
+            self._reset_jump_ns = jump_ns
 
     @property
     def stats(self) -> SyncStats:
