@@ -114,7 +114,8 @@ def _as_byte_buffer(data: BufferLike) -> np.ndarray:
             data = np.ascontiguousarray(data)
         return data.reshape(-1).view(np.uint8)
     if isinstance(data, (list, tuple)):
-        raise ImageFormatError('image data must be a bytes-like buffer, not a Python list')
+        raise ImageFormatError(
+            f'image data must be a bytes-like buffer, not a Python {type(data).__name__}')
     try:
         return np.frombuffer(data, dtype=np.uint8)
     except (TypeError, ValueError) as error:
@@ -126,7 +127,7 @@ def _check_size(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ImageFormatError(f'image {name} must be an integer, got {value!r}')
     if value <= 0:
-        raise ImageFormatError(f'image {name} is {value}: zero-size images carry no pixels')
+        raise ImageFormatError(f'image {name} is {value}: zero or negative size, no pixels')
     return int(value)
 
 
