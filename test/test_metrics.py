@@ -158,5 +158,5 @@ def test_pairwise_properties(x: np.ndarray, y: np.ndarray) -> None:
     similarity = metrics.ssim_pair(x, y)
     assert similarity == pytest.approx(metrics.ssim_pair(y, x))
     assert -1.0 <= similarity <= 1.0 + 1e-12
-    assert 0.0 <= metrics.qabf(x, y, y) <= QABF_MAX + 1e-12
+    assert 0.0 <= metrics.qabf(x, y, y) <= QABF_MAX + 1e-6  # float32 sigmoids
     assert 0.0 <= metrics.entropy(x) <= 8.0
