@@ -12,9 +12,9 @@ from ivf_ros.core.detector import annotate, Detection, DetectorLoadError, YoloDe
 
 @pytest.fixture(scope='module')
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory, yolo_config_dir: Path) -> Path:
-    from node_helpers.tiny_yolo import build_tiny_yolo
+    from node_helpers.tiny_yolo import cached_tiny_yolo
 
-    return build_tiny_yolo(tmp_path_factory.mktemp('yolo') / 'tiny_yolo11n.pt')
+    return cached_tiny_yolo(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope='module')

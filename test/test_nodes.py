@@ -13,7 +13,7 @@ import re
 
 from diagnostic_msgs.msg import DiagnosticArray
 from node_helpers.harness import ChildProcess, make_header, Probe, write_params
-from node_helpers.tiny_yolo import build_fusion_weights, build_tiny_yolo, TINY_NAMES
+from node_helpers.tiny_yolo import build_fusion_weights, cached_tiny_yolo, TINY_NAMES
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
@@ -40,7 +40,8 @@ def graph(tmp_path_factory: pytest.TempPathFactory, yolo_config_dir: Path
         fusion={'model_path': str(build_fusion_weights(folder / 'fusion.pt')), 'device': 'cpu',
                 'publish_weights': True, 'diagnostics_period': 0.5},
         # Random weights score boxes near zero: conf 0 makes them appear at all.
-        detection={'model': str(build_tiny_yolo(folder / 'tiny_yolo.pt')), 'device': 'cpu',
+        detection={'model': str(cached_tiny_yolo(tmp_path_factory.getbasetemp())),
+                   'device': 'cpu',
                    'conf': 0.0, 'imgsz': 160, 'max_det': 5})
     process = ChildProcess(['-m', 'ivf_ros.nodes.graph', '--params-file', str(params)],
                            folder / 'graph.log')

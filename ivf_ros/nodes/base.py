@@ -109,7 +109,10 @@ def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
             executor.add_node(node)
         for node in nodes:
             node.start()
-        executor.spin()
+        # Short waits: Python only runs the signal handlers between them (an idle graph, e.g.
+        # unconfigured nodes with no timers, would otherwise block Ctrl-C forever).
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -27,3 +27,9 @@ def build_fusion_weights(path: Path) -> Path:
 
     save_weights(IVFNet(), path)
     return path
+
+
+def cached_tiny_yolo(base: Path) -> Path:
+    """Return base/tiny_yolo11n.pt, building it once per test session (base: pytest basetemp)."""
+    path = base / 'tiny_yolo11n.pt'
+    return path if path.is_file() else build_tiny_yolo(path)
