@@ -1,0 +1,113 @@
+"""The nodes' pure helpers: registration, newest-only worker, rates, parameter descriptors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ivf_ros.core.params import FUSION_PARAMS, NODE_PARAMS, spec_by_name
+from ivf_ros.nodes.registration import homography_matrix, register_infrared
+from ivf_ros.nodes.runtime import LatencyStats, LatestWorker, RateMeter, Throttle
+
+
+def test_identity_homography_is_resize_only() -> None:
+    assert homography_matrix([1, 0, 0, 0, 1, 0, 0, 0, 1]) is None
+    assert homography_matrix([2, 0, 0, 0, 2, 0, 0, 0, 2]) is None  # scale-free
+
+
+def test_singular_or_short_homography_is_rejected() -> None:
+    with pytest.raises(ValueError, match='singular'):
+        homography_matrix([0.0] * 9)
+    with pytest.raises(ValueError, match='9'):
+        homography_matrix([1.0, 0.0])
+
+
+def test_register_resizes_then_warps() -> None:
+    infrared = np.zeros((64, 80), np.uint8)
+    infrared[10:20, 10:20] = 255
+    resized = register_infrared(infrared, (128, 160))
+    assert resized.shape == (128, 160) and resized[30, 30] == 255
+    shift = homography_matrix([1, 0, 5, 0, 1, 0, 0, 0, 1])  # 5 px to the right
+    shifted = register_infrared(infrared, (128, 160), shift)
+    assert shifted[30, 30 + 5] == 255 and shifted[30, 21] == 0
+    same = register_infrared(resized, (128, 160))
+    assert same is resized  # already registered: no copy
+
+
+def test_latest_worker_never_builds_a_backlog() -> None:
+    release = threading.Event()
+    handled: list[int] = []
+
+    def handler(item: int) -> None:
+        release.wait(5)
+        handled.append(item)
+
+    worker: LatestWorker[int] = LatestWorker('test', handler, lambda error: None)
+    try:
+        worker.submit(0)
+        time.sleep(0.1)  # the worker is now blocked on item 0
+        for item in range(1, 6):
+            worker.submit(item)
+        release.set()
+        deadline = time.monotonic() + 5
+        while worker.processed < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert handled == [0, 5]  # the newest; 1..4 were replaced and counted
+        assert worker.dropped == 4
+    finally:
+        worker.stop()
+
+
+def test_worker_survives_a_failing_item() -> None:
+    errors: list[Exception] = []
+    done = threading.Event()
+
+    def handler(item: int) -> None:
+        if item == 0:
+            raise ValueError('bad frame')
+        done.set()
+
+    worker: LatestWorker[int] = LatestWorker('test', handler, errors.append)
+    try:
+        worker.submit(0)
+        time.sleep(0.1)
+        worker.submit(1)
+        assert done.wait(5) and isinstance(errors[0], ValueError)
+    finally:
+        worker.stop()
+
+
+def test_rate_latency_and_throttle() -> None:
+    meter = RateMeter(window_s=5.0)
+    for index in range(11):
+        meter.tick(now=100.0 + index * 0.1)
+    assert meter.rate(now=101.0) == pytest.approx(10.0)
+    assert meter.rate(now=200.0) == 0.0
+    stats = LatencyStats()
+    assert np.isnan(stats.percentiles(50)[0])
+    for value in range(1, 101):
+        stats.add(value / 1000)
+    p50, p95 = stats.percentiles(50, 95)
+    assert p50 == pytest.approx(50.5) and p95 == pytest.approx(95.05)
+    throttle = Throttle(period_s=60)
+    assert throttle.allow('a') and not throttle.allow('a') and throttle.allow('b')
+    assert throttle.suppressed == {'a': 1}
+
+
+def test_descriptors_carry_ranges_and_read_only() -> None:
+    pytest.importorskip('rclpy')
+    from ivf_ros.nodes.parameters import descriptor
+
+    conf = descriptor(spec_by_name('detection_node')['conf'])
+    assert conf.floating_point_range[0].from_value == 0.0
+    assert conf.floating_point_range[0].to_value == 1.0
+    imgsz = descriptor(spec_by_name('detection_node')['imgsz'])
+    assert imgsz.integer_range[0].step == 32
+    model_path = descriptor(next(s for s in FUSION_PARAMS if s.name == 'model_path'))
+    assert model_path.read_only and 'shipped' in model_path.description
+    for specs in NODE_PARAMS.values():
+        for spec in specs:
+            assert descriptor(spec).description == spec.description
