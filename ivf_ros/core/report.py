@@ -21,7 +21,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ivf_ros.core.baselines import BASELINES
-from ivf_ros.core.datasets import is_night, load_pair, load_visible, PairedImage, resize_to
+from ivf_ros.core.datasets import (
+    IMAGE_SUFFIXES,
+    is_night,
+    load_pair,
+    load_visible,
+    PairedImage,
+    resize_to,
+)
 from ivf_ros.core.detection_eval import (
     DetectFunction,
     DetectionScores,
@@ -64,12 +71,13 @@ def _baseline_method(name: str) -> Method:
 
 def _folder_method(name: str, folder: Path) -> Method:
     """Read fused images from folder by pair name (any image suffix; grey is replicated)."""
-    suffixes = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+    suffixes = sorted(IMAGE_SUFFIXES)
 
     def fuse(pair: PairedImage, visible: np.ndarray, infrared: np.ndarray) -> np.ndarray:
-        # Result folders are flat (name.png) or mirror the datasets (dataset/name.png).
-        candidates = [folder / f'{pair.name}{suffix}' for suffix in suffixes]
-        candidates += [folder / pair.dataset / f'{pair.name}{suffix}' for suffix in suffixes]
+        # Result folders mirror the datasets (dataset/name.png) or are flat (name.png); the
+        # mirrored form wins because names may repeat across datasets.
+        candidates = [folder / pair.dataset / f'{pair.name}{suffix}' for suffix in suffixes]
+        candidates += [folder / f'{pair.name}{suffix}' for suffix in suffixes]
         for path in candidates:
             if path.is_file():
                 fused = load_visible(path)
@@ -134,12 +142,12 @@ class DetectionSetup:
     labels_dir: Path | None = None
 
     def labels_for(self, pair: PairedImage, width: int, height: int) -> np.ndarray:
-        """Return the (n, 5) targets of a pair (labels_dir/name.txt or labels_dir/dataset/...)."""
+        """Return the (n, 5) targets of a pair: labels_dir/dataset/name.txt, else /name.txt."""
         if self.labels_dir is None:
             raise MethodError('no labels folder was given')
-        flat = self.labels_dir / f'{pair.name}.txt'
         nested = self.labels_dir / pair.dataset / f'{pair.name}.txt'
-        return read_yolo_labels(flat if flat.is_file() else nested, width, height)
+        flat = self.labels_dir / f'{pair.name}.txt'
+        return read_yolo_labels(nested if nested.is_file() else flat, width, height)
 
 
 @dataclass
