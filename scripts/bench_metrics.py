@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Time the fusion metrics and baselines on one visible/infrared pair; prints milliseconds."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+import statistics
+import time
+
+from ivf_ros.core.baselines import BASELINES
+from ivf_ros.core.datasets import load_pair, resize_to, validation_pairs
+from ivf_ros.core.metrics import evaluate, METRICS
+from ivf_ros.core.paths import datasets_dir
+from ivf_ros.core.synthetic import make_night_pair
+
+
+def median_ms(function: Callable[[], object], repeats: int) -> float:
+    """Return the median wall time of function() in milliseconds over repeats runs."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(1000.0 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def main() -> None:
+    """Print per-metric, whole-evaluate and per-baseline times for a width x height pair."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--width', type=int, default=640)
+    parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--repeats', type=int, default=5)
+    args = parser.parse_args()
+    if (datasets_dir() / 'msrs').is_dir():
+        visible, infrared = load_pair(validation_pairs()[0])
+        source = 'MSRS 00004N'
+    else:  # a fresh clone without ../shared: the synthetic night scene
+        pair = make_night_pair(seed=0, width=args.width, height=args.height)
+        visible, infrared, source = pair.visible, pair.infrared, 'synthetic'
+    visible = resize_to(visible, args.height, args.width)
+    infrared = resize_to(infrared, args.height, args.width)
+    fused = BASELINES['laplacian'](visible, infrared)
+    print(f'{source}, {args.width}x{args.height}, median of {args.repeats} runs')
+    evaluate(visible, infrared, fused)  # warm-up: first calls pay for OpenCV's lazy set-up
+    for name in METRICS:
+        milliseconds = median_ms(lambda n=name: evaluate(visible, infrared, fused, [n]),
+                                 args.repeats)
+        print(f'  {name:12s} {milliseconds:8.1f} ms')
+    total = median_ms(lambda: evaluate(visible, infrared, fused), args.repeats)
+    print(f'  {"evaluate()":12s} {total:8.1f} ms (all {len(METRICS)} metrics)')
+    for name, fuse in BASELINES.items():
+        milliseconds = median_ms(lambda f=fuse: f(visible, infrared), args.repeats)
+        print(f'  baseline {name:16s} {milliseconds:8.1f} ms')
+
+
+if __name__ == '__main__':
+    main()
