@@ -9,6 +9,7 @@ import pytest
 
 from ivf_ros.core.baselines import BASELINES
 from ivf_ros.core.detection_eval import (
+    DetectFunction,
     label_free_by_input,
     LabelError,
     map_by_input,
@@ -33,7 +34,7 @@ def _samples(count: int = 3, width: int = 128, height: int = 96) -> list[Sample]
     return samples
 
 
-def _oracle(samples: list[Sample], shift: float = 0.0):  # noqa: ANN202 - a test double
+def _oracle(samples: list[Sample], shift: float = 0.0) -> DetectFunction:
     """Return a detector that finds each sample's ground truth (shifted by shift box widths)."""
     by_shape_and_content = {sample.visible.tobytes()[:4096]: sample for sample in samples}
 
