@@ -9,8 +9,8 @@ warm (bright) in the infrared one, at the same pixels (the two cameras are regis
 Determinism: the layout (road, lamps, objects) depends only on ``seed``; ``frame`` moves the
 objects along smooth bounded paths and scrolls the lane marks (a drive), and seeds the noise.
 The same arguments always give bit-identical images on any machine (numpy's PCG64 and OpenCV's
-integer drawing only; noise comes from random bytes through a Gaussian lookup table, which is
-~5x faster than numpy's normal sampler).
+integer drawing only; noise comes from raw random bytes through a Gaussian lookup table, which
+is ~20x faster than numpy's normal sampler).
 
 Infrared values model raw counts of an uncooled microbolometer: background ~7000-7700 counts,
 people ~8700-8900, engines up to ~8900 (``thermal_bits=16``), so a percentile stretch matters;
@@ -104,10 +104,28 @@ def _gaussian_lut(sigma: float) -> np.ndarray:
     return np.clip(values, -127, 127).astype(np.int8).view(np.uint8)
 
 
+def _uniform_bytes(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Return uniform random bytes of a shape (raw PCG64 words: ~3x faster than rng.bytes)."""
+    count = math.prod(shape)
+    words = rng.bit_generator.random_raw((count + 7) // 8)
+    # Little-endian bytes of the words, so every machine draws the same image.
+    return words.astype('<u8', copy=False).view(np.uint8)[:count].reshape(shape)
+
+
 def _gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
     """Return int8 Gaussian noise (quantised to 256 levels) of a shape."""
-    uniform = np.frombuffer(rng.bytes(math.prod(shape)), dtype=np.uint8).reshape(shape)
-    return cv2.LUT(uniform, _gaussian_lut(sigma)).view(np.int8)
+    return cv2.LUT(_uniform_bytes(rng, shape), _gaussian_lut(sigma)).view(np.int8)
+
+
+def _add_gaussian_noise(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Return a uint8 image plus Gaussian noise, saturated, in uint8 arithmetic only."""
+    noise = _gaussian_lut(sigma).view(np.int8).astype(np.int16)
+    # One uniform byte per sample, split into its positive and negative parts: two uint8 LUTs
+    # and two saturating uint8 passes, ~4x less memory traffic than float noise.
+    uniform = _uniform_bytes(rng, image.shape)
+    positive = cv2.LUT(uniform, np.clip(noise, 0, 127).astype(np.uint8))
+    negative = cv2.LUT(uniform, np.clip(-noise, 0, 127).astype(np.uint8))
+    return cv2.subtract(cv2.add(image, positive), negative)
 
 
 class _Projection:
@@ -220,6 +238,7 @@ def _render_visible(layout: _Layout, projection: _Projection, placed: list, fram
     _draw_road(grey, projection, frame, sky=6, pavement=14, road=20, marks=34)
     # People and cars are nearly background-dark: the reason to fuse with infrared.
     _draw_objects(grey, placed, person=12, car=9, hot=None)
+    # Grey scene lit by sodium lamps, (h, w) -> (h, w, 3).
     visible = cv2.merge([cv2.convertScaleAbs(grey, alpha=gain) for gain in _SODIUM_RGB])
     # Light sources on a canvas ~160 px wide, blurred and scaled up: glare and light pools are
     # smooth, and their cost (~1 ms) does not grow with the image as full-resolution blurs do.
@@ -254,14 +273,18 @@ def _render_visible(layout: _Layout, projection: _Projection, placed: list, fram
                           max(1, int(round((x2 - x1) * 0.04))),
                           (255, 255, 245) if obj.facing else (255, 60, 40)))
     sigma = max(1.0, small_w / 60)
-    # A tight halo plus a wide veil, as scattered light in a lens looks.
-    glare = cv2.addWeighted(cv2.GaussianBlur(light, (0, 0), sigma), 1.5,
-                            cv2.GaussianBlur(light, (0, 0), sigma * 4), 2.5, 0.0)
-    glare = cv2.resize(glare, (width, height), interpolation=cv2.INTER_LINEAR)
-    # Sensor noise per channel (chroma noise is what dark colour images show), added to the
-    # float light layer so the uint8 image is saturated once.
-    glare += _gaussian_noise(rng, glare.shape, 3.0)
-    visible = cv2.add(visible, glare, dtype=cv2.CV_8U)
+    # A tight halo plus a wide veil, as scattered light in a lens looks. The veil is blurred
+    # at half the canvas size (same look, a quarter of the pixels and half the taps).
+    half_size = (max(1, small_w // 2), max(1, small_h // 2))
+    veil = cv2.resize(cv2.GaussianBlur(cv2.resize(light, half_size, interpolation=cv2.INTER_AREA),
+                                       (0, 0), sigma * 2), (small_w, small_h),
+                      interpolation=cv2.INTER_LINEAR)
+    glare = cv2.addWeighted(cv2.GaussianBlur(light, (0, 0), sigma), 1.5, veil, 2.5, 0.0)
+    # Saturate to uint8 before scaling up: a quarter of the bytes to interpolate.
+    glare = cv2.resize(cv2.convertScaleAbs(glare), (width, height),
+                       interpolation=cv2.INTER_LINEAR)
+    # Sensor noise per channel: chroma noise is what dark colour images show.
+    visible = _add_gaussian_noise(cv2.add(visible, glare), rng, 3.0)
     for centre, radius, colour in cores:
         cv2.circle(visible, centre, radius, colour, -1)
     return visible
