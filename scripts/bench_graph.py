@@ -187,18 +187,23 @@ def latencies(camera: Camera, key: str, warmup_s: float, start: float) -> list[f
             if stamp / 1e9 > start + warmup_s]
 
 
-def bench_graph(options: argparse.Namespace) -> None:
-    """Run both phases and print the numbers."""
-    folder = Path(tempfile.mkdtemp(prefix='ivf_bench_'))
-    params = folder / 'params.yaml'
-    model = options.detector or detector_weights()
+def resolve_fusion_model(options: argparse.Namespace, folder: Path) -> None:
+    """Replace --fusion-model fresh by untrained weights of the current architecture."""
     if options.fusion_model == 'fresh':
-        # The current architecture with initial weights: same cost as trained weights.
+        # Same cost as trained weights; meaningless pictures.
         from ivf_ros.core.inference import save_weights
         from ivf_ros.core.model import IVFNet
 
         options.fusion_model = str(folder / 'fresh_fusion.pt')
         save_weights(IVFNet(), options.fusion_model)
+
+
+def bench_graph(options: argparse.Namespace) -> None:
+    """Run both phases and print the numbers."""
+    folder = Path(tempfile.mkdtemp(prefix='ivf_bench_'))
+    params = folder / 'params.yaml'
+    model = options.detector or detector_weights()
+    resolve_fusion_model(options, folder)
     params.write_text(yaml.safe_dump({
         '/**/fusion_node': {'ros__parameters': {
             'device': options.device, 'model_path': options.fusion_model}},
@@ -283,23 +288,31 @@ def count_objects(options: argparse.Namespace) -> None:
     if not REBUILT_YOLO.is_file() or not root.is_dir():
         print(f'--counts needs {REBUILT_YOLO} and {root}')
         return
+    from ivf_ros.core.baselines import BASELINES
+
     pairs = night_pairs(root)
+    resolve_fusion_model(options, Path(tempfile.mkdtemp(prefix='ivf_counts_')))
     detector = YoloDetector(REBUILT_YOLO, conf=options.conf, imgsz=640, classes=list(COUNTED),
                             device=options.device)
     fusion = FusionModel.load(options.fusion_model or None, device=options.device)
-    counts = {source: dict.fromkeys(COUNTED, 0) for source in ('visible', 'infrared', 'fused')}
+    sources = ['visible', 'infrared', 'fused (ivf_ros network)',
+               *(f'fused ({name} baseline)' for name in options.baselines)]
+    counts = {source: dict.fromkeys(COUNTED, 0) for source in sources}
     images_with = {source: 0 for source in counts}
     for pair in tqdm(pairs, desc='night pairs', unit='pair'):
         visible, infrared = load_pair(pair)
         inputs = {'visible': visible,
                   'infrared': np.repeat(infrared[:, :, None], 3, axis=2),
-                  'fused': fusion.run(visible, infrared).fused}
+                  'fused (ivf_ros network)': fusion.run(visible, infrared).fused}
+        for name in options.baselines:
+            inputs[f'fused ({name} baseline)'] = BASELINES[name](visible, infrared)
         for source, rgb in inputs.items():
             detections = detector.detect(rgb)
             images_with[source] += bool(detections)
             for detection in detections:
                 counts[source][detection.class_name] += 1
-    print(f'\nYOLO11n (COCO, conf {options.conf}) on {len(pairs)} night pairs of {root}:')
+    print(f'\nYOLO11n (COCO, conf {options.conf}) on {len(pairs)} night pairs of {root}, '
+          f'fusion weights {fusion.source}:')
     print(f'| input | {" | ".join(COUNTED)} | images with any |')
     print('|---|' + '---|' * (len(COUNTED) + 1))
     for source, per_class in counts.items():
@@ -326,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--counts', action='store_true',
                         help='count people/cars on the night pairs instead')
     parser.add_argument('--conf', type=float, default=0.25, help='--counts confidence')
+    parser.add_argument('--baselines', nargs='*', default=['clahe_laplacian'],
+                        help='--counts: classical fusions (ivf_ros.core.baselines) to compare')
     options = parser.parse_args(argv)
     if options.counts:
         count_objects(options)

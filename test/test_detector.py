@@ -98,3 +98,12 @@ def test_unreadable_weights_name_the_path(tmp_path: Path) -> None:
     corrupt.write_bytes(b'not a checkpoint')
     with pytest.raises(DetectorLoadError, match='corrupt.pt'):
         YoloDetector(corrupt, device='cpu')
+
+
+def test_unavailable_device_is_a_load_error(tiny_weights: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip('CUDA is available here')
+    with pytest.raises(DetectorLoadError, match='CUDA is not available'):
+        YoloDetector(tiny_weights, device='cuda:0')

@@ -46,17 +46,6 @@ def is_offline() -> bool:
     return os.environ.get('YOLO_OFFLINE', '').strip().lower() in _TRUTHY
 
 
-def resolve_device(device: str) -> str:
-    """Return a torch device string for 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'."""
-    import torch
-
-    if device == 'auto':
-        return 'cuda:0' if torch.cuda.is_available() else 'cpu'
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise DetectorLoadError(f'device {device!r} requested but CUDA is not available')
-    return device
-
-
 def resolve_weights(model: str | Path) -> str:
     """Return what Ultralytics should load for model, or raise DetectorLoadError naming it."""
     text = str(model).strip()
@@ -88,7 +77,13 @@ class YoloDetector:
                  imgsz: int = 640, classes: Sequence[str] | None = None, max_det: int = 100,
                  device: str = 'auto', half: bool = False) -> None:
         self.weights = resolve_weights(model)
-        self.device = resolve_device(device)
+        # One device policy for both networks: the fusion inference API's.
+        from ivf_ros.core.inference import resolve_device
+
+        try:
+            self.device = str(resolve_device(device))
+        except ValueError as error:
+            raise DetectorLoadError(f'YOLO {self.weights}: {error}') from error
         # float16 only helps (and only works reliably) on CUDA.
         self.half = bool(half) and self.device.startswith('cuda')
         try:
