@@ -161,6 +161,29 @@ def test_type_support_hash(vision_msgs_msg: ModuleType, ros_node: object) -> Non
 
 
 @pytest.mark.ros
+def test_detection2d_array_publish_subscribe(
+        vision_msgs_msg: ModuleType, ros_node: object) -> None:
+    # Through the rmw (C type support, Fast DDS), as the detection node publishes them.
+    from rclpy.executors import SingleThreadedExecutor
+
+    received = []
+    ros_node.create_subscription(
+        vision_msgs_msg.Detection2DArray, 'detections_probe', received.append, 10)
+    publisher = ros_node.create_publisher(
+        vision_msgs_msg.Detection2DArray, 'detections_probe', 10)
+    executor = SingleThreadedExecutor(context=ros_node.context)
+    executor.add_node(ros_node)
+    sent = make_detections(vision_msgs_msg)
+    deadline = time.monotonic() + 10.0
+    while not received and time.monotonic() < deadline:
+        if publisher.get_subscription_count():
+            publisher.publish(sent)
+        executor.spin_once(timeout_sec=0.1)
+    executor.shutdown()
+    assert received and received[0] == sent
+
+
+@pytest.mark.ros
 def test_detection2d_array_cdr_round_trip(vision_msgs_msg: ModuleType) -> None:
     from rclpy.serialization import deserialize_message, serialize_message
 
