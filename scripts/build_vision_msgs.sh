@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the vision_msgs stand-in (scripts/vision_msgs) into VENV/opt/vision_msgs with colcon from PyPI.
+# Build the vision_msgs stand-in (scripts/vision_msgs) into VENV/opt/vision_msgs with colcon (PyPI).
 #
 # Usage: bash scripts/build_vision_msgs.sh VENV
 #
