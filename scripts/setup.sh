@@ -41,17 +41,9 @@ if changed requirements requirements.txt; then
     done_step requirements
 fi
 
-# vision_msgs: use the environment's own when it has one; otherwise build the wire-compatible copy.
-if [ -f scripts/build_vision_msgs.sh ] && \
-        changed vision_msgs scripts/build_vision_msgs.sh $(find scripts/vision_msgs -type f | sort); then
-    if env -u PYTHONPATH "$VENV/bin/python" -c 'import vision_msgs.msg' 2>/dev/null; then
-        log "vision_msgs is already importable: using it"
-    else
-        log "building the vision_msgs interface package (no vision_msgs in this environment)"
-        bash scripts/build_vision_msgs.sh "$VENV"
-    fi
-    done_step vision_msgs
-fi
+# vision_msgs: the script uses the environment's own when it has one (a sourced ROS install) and
+# otherwise builds the wire-compatible copy; it checks for itself and returns at once when current.
+bash scripts/build_vision_msgs.sh "$VENV"
 
 if changed package setup.py setup.cfg package.xml resource/ivf_ros \
         $(find launch config models -type f | sort); then
