@@ -310,6 +310,17 @@ def test_jpeg_round_trip_is_close(encoding: str) -> None:
     assert np.abs(decoded.astype(int) - original.astype(int)).mean() < 3
 
 
+def test_compressed_data_is_read_from_any_buffer_type() -> None:
+    original = random_image('mono8', 8, 8)
+    fmt, data = encode_compressed(original, 'mono8', 'png')
+    # rclpy stores CompressedImage.data as array.array('B'): no bytes() copy needed.
+    for buffer in (data, bytearray(data), memoryview(data), pyarray.array('B', data),
+                   np.frombuffer(data, np.uint8)):
+        decoded, encoding = decode_compressed(fmt, buffer)
+        assert encoding == 'mono8'
+        np.testing.assert_array_equal(decoded, original)
+
+
 def test_compressed_colour_order_follows_the_format_string() -> None:
     red = np.zeros((16, 16, 3), np.uint8)
     red[..., 0] = 255
