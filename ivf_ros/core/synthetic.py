@@ -132,18 +132,15 @@ class _Projection:
     """Map (lateral, depth) road coordinates to pixels with a simple pinhole-like model."""
 
     def __init__(self, layout: _Layout, width: int, height: int) -> None:
+        self.layout = layout
         self.width, self.height = width, height
         self.horizon_y = layout.horizon * height
         self.vanish_x = layout.vanish_x * width
 
     def scaled(self, factor: int) -> _Projection:
         """Return the same projection for an image `factor` times smaller."""
-        smaller = _Projection.__new__(_Projection)
-        smaller.width = max(2, self.width // factor)
-        smaller.height = max(2, self.height // factor)
-        smaller.horizon_y = self.horizon_y * smaller.height / self.height
-        smaller.vanish_x = self.vanish_x * smaller.width / self.width
-        return smaller
+        return _Projection(self.layout, max(2, self.width // factor),
+                           max(2, self.height // factor))
 
     def point(self, lateral: float, depth: float) -> tuple[float, float]:
         """Return the pixel of a ground point; depth 0 is the horizon, 1 the image bottom."""
