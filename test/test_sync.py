@@ -61,6 +61,33 @@ def test_min_interval_lets_pairs_out_without_waiting() -> None:
         assert [(p.visible, p.infrared) for p in pairs] == [(f'v{k}', f'i{k}')]
 
 
+def test_cameras_at_different_rates_pair_each_slow_frame_with_its_nearest() -> None:
+    # A 30 Hz colour camera and a 9 Hz thermal camera (a common export-limited rate).
+    sync = PairSynchronizer(slop_s=0.02, queue_size=10)
+    visible = [('v', k * S // 30, k) for k in range(90)]
+    infrared = [('i', k * S // 9 + 3 * MS, k) for k in range(27)]
+    events = sorted(visible + infrared, key=lambda event: event[1])
+    pairs = feed(sync, events) + sync.flush()
+    assert [p.infrared for p in pairs] == list(range(27))
+    for pair in pairs:
+        nearest = min(range(90), key=lambda k: abs(k * S // 30 - pair.infrared_stamp_ns))
+        assert pair.visible == nearest
+    assert sync.stats.dropped_overflow == 0
+    assert sync.stats.unmatched_visible + sync.pending[0] == 90 - 27
+    assert_accounted(sync)
+
+
+def test_clocks_further_apart_than_slop_show_up_in_the_counters() -> None:
+    sync = PairSynchronizer(slop_s=0.01, queue_size=5)
+    # The infrared driver stamps ~0.5 s late, half a frame off: nothing pairs, all counted.
+    events = sorted([('v', k * 33 * MS, k) for k in range(30)]
+                    + [('i', k * 33 * MS + 516 * MS, k) for k in range(30)],
+                    key=lambda event: event[1])
+    assert feed(sync, events) == []
+    assert sync.stats.matched == 0 and sync.stats.dropped_overflow == 50
+    assert_accounted(sync)
+
+
 def test_nearest_partner_wins_and_frames_are_used_once() -> None:
     sync = PairSynchronizer(slop_s=0.02)
     pairs = feed(sync, [('v', 0, 'v0'), ('v', 10 * MS, 'v1'), ('i', 12 * MS, 'i0'),
