@@ -111,3 +111,29 @@ def test_descriptors_carry_ranges_and_read_only() -> None:
     for specs in NODE_PARAMS.values():
         for spec in specs:
             assert descriptor(spec).description == spec.description
+
+
+def test_image_messages_round_trip() -> None:
+    pytest.importorskip('rclpy')
+    from std_msgs.msg import Header
+
+    from ivf_ros.nodes.ros_image import (
+        array_to_compressed_msg,
+        array_to_image_msg,
+        compressed_msg_to_array,
+        image_msg_to_array,
+    )
+
+    header = Header(frame_id='visible_camera')
+    header.stamp.sec = 7
+    rgb = np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    msg = array_to_image_msg(rgb, 'rgb8', header)
+    assert (msg.width, msg.height, msg.step, msg.encoding) == (16, 12, 48, 'rgb8')
+    assert msg.header.stamp.sec == 7 and msg.header.frame_id == 'visible_camera'
+    array, encoding = image_msg_to_array(msg)
+    assert encoding == 'rgb8' and np.array_equal(array, rgb)
+    thermal = np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 300
+    compressed = array_to_compressed_msg(thermal, 'mono16', header, 'png')
+    assert compressed.header.stamp.sec == 7 and 'png' in compressed.format
+    decoded, encoding = compressed_msg_to_array(compressed)
+    assert np.array_equal(decoded, thermal) and encoding in ('mono16', '16UC1')

@@ -100,6 +100,8 @@ def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
     # Our own handlers: the context must stay valid while the nodes release their resources.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGTERM, _interrupt)
+    # A shell starting us in the background leaves SIGINT ignored: restore Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     nodes: list[IvfLifecycleNode] = []
     executor = MultiThreadedExecutor()
     try:
