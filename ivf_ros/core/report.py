@@ -177,6 +177,26 @@ class Evaluation:
         return list(dict.fromkeys(pair.dataset for pair in self.pairs))
 
 
+def _middle_out(items: list[int]) -> list[int]:
+    """Return items ordered from the middle outwards (a dataset's typical frame comes first)."""
+    middle = len(items) // 2
+    return [items[k] for k in sorted(range(len(items)), key=lambda k: abs(k - middle))]
+
+
+def pick_examples(pairs: Sequence[PairedImage], count: int) -> set[int]:
+    """Return count pair indices for the grid: one per dataset in turn, each from its middle."""
+    by_dataset: dict[str, list[int]] = {}
+    for index, pair in enumerate(pairs):
+        by_dataset.setdefault(pair.dataset, []).append(index)
+    queues = [_middle_out(indices) for indices in by_dataset.values()]
+    chosen: list[int] = []
+    while len(chosen) < min(count, len(pairs)):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return set(chosen)
+
+
 def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
                      example_count: int = 4, metric_names: list[str] | None = None,
                      progress: bool = True,
@@ -187,9 +207,7 @@ def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
     names = list(metric_names or METRICS)
     result = Evaluation(list(methods), list(pairs), metric_names=names, detection=detection)
     accumulators: dict[str, MapAccumulator] = {}
-    # Spread the grid examples over the whole list so several datasets show up.
-    example_indices = set(np.linspace(0, len(pairs) - 1, min(example_count, len(pairs)),
-                                      dtype=int).tolist()) if example_count > 0 else set()
+    example_indices = pick_examples(pairs, example_count)
     bar = tqdm(total=len(pairs) * len(methods), desc='evaluating', unit='img',
                disable=not progress)
     for index, pair in enumerate(pairs):
