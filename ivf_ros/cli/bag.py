@@ -96,14 +96,15 @@ def info_command(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- play
 def play_command(args: argparse.Namespace) -> int:
     """Publish a bag over DDS with its timing (rclpy)."""
-    from ivf_ros.nodes.bag_player import parse_remaps, play_bag
+    from ivf_ros.nodes.bag_player import Pacing, parse_remaps, play_bag
 
+    pacing = Pacing(args.pace, args.pace_trigger, args.pace_lag) if args.pace else None
     stats = play_bag(
         args.bag, wait_for_subscribers=args.wait_for_subscribers,
         wait_timeout_s=args.wait_timeout, delay_s=args.delay, ros_args=args.ros_args,
         rate=args.rate, loop=args.loop, loops=args.loops, start_offset_s=args.start,
         topics=args.topics, remap=parse_remaps(args.remap), clock_hz=args.clock or 0.0,
-        reliability=args.reliability)
+        reliability=args.reliability, pacing=pacing)
     sent, failed = sum(stats.published.values()), sum(stats.failed.values())
     print(f'played {sent} messages in {stats.wall_s:.2f} s ({stats.loops} loop(s)); '
           f'{failed} publish failures')
@@ -430,6 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help='wait until every topic has N subscribers before playing')
     play.add_argument('--wait-timeout', type=float, default=10.0, help='seconds to wait')
     play.add_argument('--delay', type=float, default=0.0, help='seconds to sleep before playing')
+    play.add_argument('--pace', metavar='OUTPUT_TOPIC',
+                      help='lockstep: hold each --pace-trigger frame until the graph has '
+                           'published on OUTPUT_TOPIC (e.g. /detections) for all but '
+                           '--pace-lag earlier frames; nothing is dropped on a slow machine')
+    play.add_argument('--pace-trigger', default=bagio.VISIBLE_TOPIC,
+                      help='the input topic with one message per pair')
+    play.add_argument('--pace-lag', type=int, default=1,
+                      help='outputs allowed in flight (1: the synchroniser holds one pair)')
     play.set_defaults(handler=play_command)
 
     record = commands.add_parser('record', help='record topics raw into a bag (Ctrl-C stops)')

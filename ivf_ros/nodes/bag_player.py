@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import importlib
 from pathlib import Path
+import threading
 import time
 from typing import Any
 
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import (
@@ -56,6 +58,20 @@ class PlayStats:
     failed: dict[str, int] = field(default_factory=dict)
     loops: int = 0
     wall_s: float = 0.0
+    # topic -> (bag log time, wall-clock publish time) in ns, for latency measurements.
+    sent: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    paced_wait_s: float = 0.0
+    pace_timeouts: int = 0
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """Lockstep replay: hold each trigger frame until the graph is at most lag outputs behind."""
+
+    output_topic: str           # e.g. /detections: one message per processed pair
+    trigger_topic: str          # e.g. /camera/visible/image_raw: one message per pair
+    lag: int = 1                # approximate-time pairing releases a pair on the next frame
+    timeout_s: float = 30.0
 
 
 class BagPlayer(Node):
@@ -64,7 +80,8 @@ class BagPlayer(Node):
     def __init__(self, bag: str | Path, rate: float = 1.0, loop: bool = False, loops: int = 0,
                  start_offset_s: float = 0.0, topics: list[str] | None = None,
                  remap: dict[str, str] | None = None, clock_hz: float = 0.0,
-                 reliability: str = 'reliable', node_name: str = 'ivf_bag_player') -> None:
+                 reliability: str = 'reliable', pacing: Pacing | None = None,
+                 node_name: str = 'ivf_bag_player') -> None:
         super().__init__(node_name)
         if rate <= 0:
             raise BagError(f'--rate must be > 0, got {rate}')
@@ -91,7 +108,55 @@ class BagPlayer(Node):
             Clock, '/clock', QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)) \
             if self.clock_period_s else None
         self.stats = PlayStats({topic: 0 for topic in self.topics},
-                               {topic: 0 for topic in self.topics})
+                               {topic: 0 for topic in self.topics},
+                               sent={topic: [] for topic in self.topics})
+        self.pacing = pacing
+        self._outputs = 0
+        self._loop_base = (0, 0)  # (triggers, outputs) when the current loop started
+        self._output_event = threading.Event()
+        if pacing is not None:
+            if pacing.trigger_topic not in self.topics:
+                raise BagError(f'pace trigger {pacing.trigger_topic} is not played')
+            self._pace_subscription = None
+            self._executor = SingleThreadedExecutor()
+            self._executor.add_node(self)
+            self._spinner = threading.Thread(target=self._executor.spin, daemon=True)
+            self._spinner.start()
+
+    def _subscribe_pace_topic(self, timeout_s: float) -> None:
+        """Count the pace topic's messages (raw: any type); waits for it to appear."""
+        assert self.pacing is not None
+        deadline = time.monotonic() + timeout_s
+        while self._pace_subscription is None and time.monotonic() < deadline:
+            types = dict(self.get_topic_names_and_types()).get(self.pacing.output_topic)
+            if types:
+                self._pace_subscription = self.create_subscription(
+                    message_class(types[0]), self.pacing.output_topic, self._on_output,
+                    QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
+                return
+            time.sleep(0.05)
+        raise BagError(f'no publisher of {self.pacing.output_topic} after {timeout_s:.0f} s')
+
+    def _on_output(self, _raw: bytes) -> None:
+        self._outputs += 1
+        self._output_event.set()
+
+    def _wait_for_graph(self, triggers_sent: int) -> int:
+        """Block until outputs >= triggers_sent - lag; return the nanoseconds waited."""
+        assert self.pacing is not None
+        started = time.monotonic_ns()
+        deadline = time.monotonic() + self.pacing.timeout_s
+        # Per loop: a loop's last pair is never released (the restart resets the pairing).
+        triggers_sent -= self._loop_base[0]
+        while self._outputs - self._loop_base[1] < triggers_sent - self.pacing.lag:
+            if time.monotonic() > deadline:
+                self.stats.pace_timeouts += 1
+                break
+            self._output_event.wait(0.05)
+            self._output_event.clear()
+        waited = time.monotonic_ns() - started
+        self.stats.paced_wait_s += waited / 1e9
+        return waited
 
     def _qos(self, topic: str, reliability: str) -> QoSProfile:
         """Return the publisher QoS: reliable by default, so every camera subscription matches."""
@@ -133,6 +198,8 @@ class BagPlayer(Node):
 
     def play(self) -> PlayStats:
         """Play the bag (all loops) in the calling thread; return what was published."""
+        if self.pacing is not None and self._pace_subscription is None:
+            self._subscribe_pace_topic(self.pacing.timeout_s)
         started = time.monotonic()
         while self.loops == 0 or self.stats.loops < self.loops:
             self._play_once()
@@ -144,6 +211,8 @@ class BagPlayer(Node):
         start_ns = self._reader.start_ns + self.start_offset_ns if self.start_offset_ns else None
         first: BagMessage | None = None
         wall_start = bag_start = 0
+        trigger = self.pacing.trigger_topic if self.pacing else ''
+        self._loop_base = (self.stats.published.get(trigger, 0), self._outputs)
         next_clock = 0.0
         for message in self._reader.messages(self.topics, start_ns=start_ns):
             if first is None:
@@ -151,6 +220,9 @@ class BagPlayer(Node):
                 first = message
                 bag_start = message.log_time_ns
                 wall_start = time.monotonic_ns()
+            if self.pacing is not None and message.topic == self.pacing.trigger_topic:
+                # Lockstep: the bag's timeline pauses while the graph catches up.
+                wall_start += self._wait_for_graph(self.stats.published[message.topic])
             due = wall_start + (message.log_time_ns - bag_start) / self.rate
             # Sleep to the message's time, ticking /clock meanwhile (bag time jumps back on loop).
             while (now := time.monotonic_ns()) < due:
@@ -161,6 +233,7 @@ class BagPlayer(Node):
             self.publish_clock(message.log_time_ns)
             try:
                 self._topic_publishers[message.topic].publish(message.raw)
+                self.stats.sent[message.topic].append((message.log_time_ns, time.time_ns()))
                 self.stats.published[message.topic] += 1
             except RCLError:
                 # Fast DDS can refuse a publish under a flood: count it, never stop playback.
@@ -168,6 +241,8 @@ class BagPlayer(Node):
 
     def destroy_node(self) -> None:
         """Close the bag and destroy the node."""
+        if self.pacing is not None:
+            self._executor.shutdown()
         self._reader.__exit__(None, None, None)
         super().destroy_node()
 
