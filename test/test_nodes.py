@@ -27,7 +27,8 @@ NO_CLASSES = Parameter('classes', Parameter.Type.STRING_ARRAY, [])
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 
 WIDTH, HEIGHT = 160, 128
-OUTPUTS = {'fused/image': Image, 'fusion/weights': Image, 'detections': Detection2DArray,
+OUTPUTS = {'fused/image': Image, 'fusion/weights': Image, 'enhanced/image': Image,
+           'detections': Detection2DArray,
            'detections/image': Image, '/diagnostics': DiagnosticArray}
 
 
@@ -38,11 +39,11 @@ def graph(tmp_path_factory: pytest.TempPathFactory, yolo_config_dir: Path
     params = write_params(
         folder / 'params.yaml',
         fusion={'model_path': str(build_fusion_weights(folder / 'fusion.pt')), 'device': 'cpu',
-                'publish_weights': True, 'diagnostics_period': 0.5},
+                'publish_weights': True, 'publish_enhanced': True, 'diagnostics_period': 0.5},
         # Random weights score boxes near zero: conf 0 makes them appear at all.
         detection={'model': str(cached_tiny_yolo(tmp_path_factory.getbasetemp())),
                    'device': 'cpu',
-                   'conf': 0.0, 'imgsz': 160, 'max_det': 5})
+                   'conf': 0.0, 'imgsz': 160, 'max_det': 5, 'diagnostics_period': 0.5})
     process = ChildProcess(['-m', 'ivf_ros.nodes.graph', '--params-file', str(params)],
                            folder / 'graph.log')
     try:
@@ -82,11 +83,11 @@ def send_good_pair(probe: Probe, timeout: float = 20.0) -> int:
     raise AssertionError('no good pair came back fused and detected')
 
 
-def latest_status(probe: Probe) -> dict[str, str]:
-    """Return the newest fusion_node diagnostic values (plus the message under 'message')."""
+def latest_status(probe: Probe, name: str = 'fusion_node: fusion') -> dict[str, str]:
+    """Return a node's newest diagnostic values (plus the message under 'message')."""
     for array in reversed(probe.received['/diagnostics']):
         for status in array.status:
-            if status.name.endswith('fusion_node: fusion'):
+            if status.name.endswith(name):
                 return {'message': status.message,
                         **{kv.key: kv.value for kv in status.values}}
     return {}
@@ -133,11 +134,28 @@ def test_night_pairs_from_a_publisher_process(graph: ChildProcess, probe: Probe,
             hypothesis = detection.results[0].hypothesis
             assert hypothesis.class_id in TINY_NAMES or hypothesis.class_id.startswith('class')
             assert 0.0 <= hypothesis.score <= 1.0
+    enhanced = [msg for msg in probe.received['enhanced/image'] if msg.header.stamp.sec < 60]
+    assert enhanced and {(m.width, m.height, m.encoding) for m in enhanced} == {
+        (WIDTH, HEIGHT, 'rgb8')}
     annotated = probe.received['detections/image']
     assert annotated and annotated[-1].width == WIDTH and annotated[-1].encoding == 'rgb8'
     status = wait_status(probe, lambda s: int(s.get('fused frames', 0)) >= 3)
     assert status['device'] == 'cpu'
     assert float(status['latency p50 [ms]']) > 0
+    assert probe.wait_for(lambda: int(latest_status(probe, 'detection_node: detection').get(
+        'images detected', 0)) >= 3, 10)
+
+
+def test_output_encoding_changes_at_runtime(probe: Probe) -> None:
+    assert probe.set_parameters('fusion_node', {'output_encoding': 'bgr8'})[0].successful
+    try:
+        stamp = send_good_pair(probe)
+        fused = next(m for m in probe.received['fused/image']
+                     if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec == stamp)
+        assert fused.encoding == 'bgr8'
+        assert not probe.set_parameters('fusion_node', {'output_encoding': 'yuv'})[0].successful
+    finally:
+        assert probe.set_parameters('fusion_node', {'output_encoding': 'rgb8'})[0].successful
 
 
 def test_unknown_encoding_is_reported_and_skipped(graph: ChildProcess, probe: Probe) -> None:

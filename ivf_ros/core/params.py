@@ -130,6 +130,10 @@ _HALF = ParamSpec(
     'half', ParamKind.BOOL, False, 'Run the network in float16 (CUDA only; ignored on CPU).',
     read_only=True)
 
+_DIAGNOSTICS_PERIOD = ParamSpec(
+    'diagnostics_period', ParamKind.DOUBLE, 1.0, 'Seconds between /diagnostics messages.',
+    min_value=0.1, max_value=60.0, read_only=True)
+
 FUSION_PARAMS: tuple[ParamSpec, ...] = (
     _AUTOSTART,
     ParamSpec('model_path', ParamKind.STRING, '',
@@ -156,9 +160,7 @@ FUSION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('publish_weights', ParamKind.BOOL, False,
               'Also publish the infrared weight map (mono8, 255 = all infrared) on '
               'fusion/weights.', read_only=True),
-    ParamSpec('diagnostics_period', ParamKind.DOUBLE, 1.0,
-              'Seconds between /diagnostics messages.', min_value=0.1, max_value=60.0,
-              read_only=True),
+    _DIAGNOSTICS_PERIOD,
 )
 
 DETECTION_PARAMS: tuple[ParamSpec, ...] = (
@@ -180,6 +182,7 @@ DETECTION_PARAMS: tuple[ParamSpec, ...] = (
     _HALF,
     ParamSpec('publish_annotated', ParamKind.BOOL, True,
               'Also publish the image with boxes drawn on detections/image.', read_only=True),
+    _DIAGNOSTICS_PERIOD,
 )
 
 NODE_PARAMS: dict[str, tuple[ParamSpec, ...]] = {

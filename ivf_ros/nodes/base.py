@@ -8,7 +8,9 @@ import signal
 import traceback
 from typing import Any, NoReturn
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
@@ -51,6 +53,45 @@ class IvfLifecycleNode(LifecycleNode):
         self.params: dict[str, ParamValue] = declare_parameters(self, self.specs)
         add_validation(self, self.specs, self._apply_parameters, self.check_parameter)
         self._throttle = Throttle(period_s=2.0)
+
+    def diagnostic_status(self) -> DiagnosticStatus | None:
+        """Return the node's health for /diagnostics (None: nothing to report)."""
+        return None
+
+    def make_status(self, task: str, message: str, problems: list[str], hardware_id: str,
+                    values: dict[str, str]) -> DiagnosticStatus:
+        """Return a DiagnosticStatus named '<node>: <task>', WARN when there are problems."""
+        return DiagnosticStatus(
+            level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
+            name=f'{self.get_fully_qualified_name()}: {task}',
+            message='; '.join(problems) if problems else message, hardware_id=hardware_id,
+            values=[KeyValue(key=key, value=value) for key, value in values.items()])
+
+    def start_diagnostics(self) -> None:
+        """Publish diagnostic_status() on /diagnostics every diagnostics_period seconds."""
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics_timer = self.create_timer(
+            float(self.params['diagnostics_period']), self._publish_diagnostics)
+
+    def stop_diagnostics(self) -> None:
+        """Stop publishing /diagnostics."""
+        if getattr(self, '_diagnostics_timer', None) is not None:
+            self.destroy_timer(self._diagnostics_timer)
+        if getattr(self, '_diagnostics_pub', None) is not None:
+            self.destroy_publisher(self._diagnostics_pub)
+        self._diagnostics_timer = self._diagnostics_pub = None
+
+    def _publish_diagnostics(self) -> None:
+        """Publish the current status."""
+        status = self.diagnostic_status()
+        if status is None or self._diagnostics_pub is None:
+            return
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        try:
+            self._diagnostics_pub.publish(array)
+        except RCLError:
+            pass  # diagnostics are best effort: the next period reports again
 
     def check_parameter(self, name: str, value: ParamValue) -> None:
         """Reject a runtime value the spec allows but the node cannot take (ValueError)."""

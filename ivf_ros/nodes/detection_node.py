@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
@@ -63,8 +64,11 @@ class DetectionNode(IvfLifecycleNode):
         self._detections_pub = None
         self._annotated_pub = None
         self.rate = RateMeter()
-        self.latency = LatencyStats()
+        self.input_rate = RateMeter()
+        self.latency = LatencyStats()  # image taken by the worker -> detections published
         self.bad_input = 0
+        self.last_bad_input = ''
+        self.detect_errors = 0
         self.publish_errors = 0
 
     @logged_transition
@@ -90,6 +94,7 @@ class DetectionNode(IvfLifecycleNode):
             self._annotated_pub = self.create_lifecycle_publisher(
                 Image, 'detections/image', QoSProfile(depth=5),
                 qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self.start_diagnostics()
         self.get_logger().info(
             f'YOLO {self.detector.weights} on {self.detector.device} '
             f'({len(self.detector.names)} classes, keeping {self.detector.classes or "all"})')
@@ -137,6 +142,7 @@ class DetectionNode(IvfLifecycleNode):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
         self._detections_pub = self._annotated_pub = None
+        self.stop_diagnostics()
         self.detector = None
         if 'torch' in sys.modules:
             import torch
@@ -164,6 +170,7 @@ class DetectionNode(IvfLifecycleNode):
 
     def _on_image(self, msg: Image) -> None:
         """Queue the newest image for the worker."""
+        self.input_rate.tick()
         if self.worker is not None:
             self.worker.submit(msg)
 
@@ -178,7 +185,8 @@ class DetectionNode(IvfLifecycleNode):
             rgb = to_rgb8(array, encoding)
         except (ImageFormatError, ValueError) as error:
             self.bad_input += 1
-            self.warn_throttled('bad_input', f'image dropped: {error}')
+            self.last_bad_input = f'image dropped: {error}'
+            self.warn_throttled('bad_input', self.last_bad_input)
             return
         detections = detector.detect(np.ascontiguousarray(rgb))
         self._publish(self._detections_pub, detections_to_msg(detections, msg.header))
@@ -200,7 +208,30 @@ class DetectionNode(IvfLifecycleNode):
 
     def _on_worker_error(self, error: Exception) -> None:
         """Log a frame YOLO could not process; the worker goes on."""
+        self.detect_errors += 1
         self.warn_throttled('detect', f'detection failed ({type(error).__name__}): {error}')
+
+    def diagnostic_status(self) -> DiagnosticStatus:
+        """Return the node's health: rates, latency, drops, bad input, device."""
+        p50, p95 = self.latency.percentiles(50, 95)
+        problems = []
+        if self.bad_input:
+            problems.append(f'bad input: {self.last_bad_input}')
+        if self.detect_errors:
+            problems.append(f'{self.detect_errors} images failed in YOLO')
+        device = self.detector.device if self.detector is not None else 'none'
+        values = {
+            'input rate [Hz]': f'{self.input_rate.rate():.2f}',
+            'detection rate [Hz]': f'{self.rate.rate():.2f}',
+            'latency p50 [ms]': f'{p50:.2f}', 'latency p95 [ms]': f'{p95:.2f}',
+            'images detected': str(self.rate.count),
+            'dropped stale images': str(self.worker.dropped if self.worker else 0),
+            'bad images': str(self.bad_input), 'last bad input': self.last_bad_input,
+            'detection errors': str(self.detect_errors),
+            'publish errors': str(self.publish_errors), 'device': device,
+            'model': self.detector.weights if self.detector is not None else 'none',
+        }
+        return self.make_status('detection', 'detecting', problems, device, values)
 
 
 def main(args: list[str] | None = None) -> int:

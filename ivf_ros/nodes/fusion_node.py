@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Protocol
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
@@ -86,8 +86,6 @@ class FusionNode(IvfLifecycleNode):
         self.worker: LatestWorker[MatchedPair] | None = None
         self._inputs: list[Any] = []
         self._outputs: dict[str, Any] = {}
-        self._diagnostics_pub = None
-        self._diagnostics_timer = None
         self._homography = homography_matrix(self.params['homography'])
         self._reset_counters()
 
@@ -128,9 +126,7 @@ class FusionNode(IvfLifecycleNode):
                 self._outputs[key] = self.create_lifecycle_publisher(
                     Image, topic, QoSProfile(depth=5),
                     qos_overriding_options=QoSOverridingOptions.with_default_policies())
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._diagnostics_timer = self.create_timer(
-            float(self.params['diagnostics_period']), self._publish_diagnostics)
+        self.start_diagnostics()
         self.get_logger().info(f'fusion model loaded on {self.model.device}')
         return super().on_configure(state)
 
@@ -182,12 +178,7 @@ class FusionNode(IvfLifecycleNode):
         for publisher in self._outputs.values():
             self.destroy_lifecycle_publisher(publisher)
         self._outputs.clear()
-        if self._diagnostics_timer is not None:
-            self.destroy_timer(self._diagnostics_timer)
-            self._diagnostics_timer = None
-        if self._diagnostics_pub is not None:
-            self.destroy_publisher(self._diagnostics_pub)
-            self._diagnostics_pub = None
+        self.stop_diagnostics()
         self.model, self.sync, self.worker = None, None, None
         if 'torch' in sys.modules:
             import torch
@@ -366,23 +357,7 @@ class FusionNode(IvfLifecycleNode):
             'publish errors': str(self.publish_errors),
             'device': self.model.device if self.model is not None else 'none',
         }
-        return DiagnosticStatus(
-            level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
-            name=f'{self.get_fully_qualified_name()}: fusion',
-            message='; '.join(problems) if problems else 'fusing',
-            hardware_id=values['device'],
-            values=[KeyValue(key=key, value=value) for key, value in values.items()])
-
-    def _publish_diagnostics(self) -> None:
-        """Publish the status on /diagnostics."""
-        if self._diagnostics_pub is None:
-            return
-        array = DiagnosticArray(status=[self.diagnostic_status()])
-        array.header.stamp = self.get_clock().now().to_msg()
-        try:
-            self._diagnostics_pub.publish(array)
-        except RCLError:
-            self.publish_errors += 1
+        return self.make_status('fusion', 'fusing', problems, values['device'], values)
 
 
 def main(args: list[str] | None = None) -> int:
