@@ -201,7 +201,7 @@ def test_mono16_infrared_of_another_size_is_registered(graph: ChildProcess,
 
 def test_missing_infrared_stream_is_diagnosed(graph: ChildProcess, probe: Probe) -> None:
     visible, _ = night()
-    for _ in range(30):  # 3 s of visible frames only, at 10 Hz
+    for _ in range(60):  # up to 6 s of visible frames only, at 10 Hz
         probe.publish_visible(probe.next_stamp(), visible)
         if 'no infrared frames' in latest_status(probe).get('message', ''):
             break
