@@ -14,6 +14,7 @@ from ivf_ros.core.model import IVFNet, ModelConfig
 from ivf_ros.core.paths import share_file
 
 WEIGHTS_FORMAT = 'ivf_fusion/1'
+MAX_CUDA_GRAPHS = 4  # input sizes kept captured at once
 
 
 class ModelLoadError(RuntimeError):
@@ -92,7 +93,7 @@ class FusionModel:
     """Fuse a visible RGB and an infrared image with the trained network."""
 
     def __init__(self, network: IVFNet, device: str = 'auto', half: bool = False,
-                 source: str = '<memory>') -> None:
+                 source: str = '<memory>', cuda_graphs: bool = True) -> None:
         self.torch_device = resolve_device(device)
         self.device = str(self.torch_device)
         if half and self.torch_device.type != 'cuda':
@@ -104,16 +105,20 @@ class FusionModel:
         self.network = network.eval().to(self.torch_device, self.dtype)
         for parameter in self.network.parameters():
             parameter.requires_grad_(False)
+        # CUDA graphs: a frame costs one replay instead of ~150 kernel launches from Python.
+        self.cuda_graphs = cuda_graphs and self.torch_device.type == 'cuda'
+        self._graphs: dict[tuple, tuple] = {}
         if self.torch_device.type == 'cuda':
             torch.backends.cudnn.benchmark = True
         self._warm_up()
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = 'auto',
-             half: bool = False) -> FusionModel:
+             half: bool = False, cuda_graphs: bool = True) -> FusionModel:
         """Load weights (None: the shipped models/ivf_fusion.pt) onto a device."""
         path = Path(path) if path is not None else default_weights_path()
-        return cls(load_network(path), device=device, half=half, source=str(path))
+        return cls(load_network(path), device=device, half=half, source=str(path),
+                   cuda_graphs=cuda_graphs)
 
     def _warm_up(self) -> None:
         """Run one small pass so the first real frame does not pay for lazy initialisation."""
@@ -143,32 +148,68 @@ class FusionModel:
             raise FusionInputError(f'image too small: {infrared.shape}')
         return infrared
 
-    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
-        """(h, w[, c]) uint8 -> (1, c, h, w) in [0, 1] on the device, in the model dtype."""
-        tensor = torch.from_numpy(np.ascontiguousarray(image))   # zero-copy when contiguous
-        tensor = tensor.to(self.torch_device, non_blocking=True)  # uint8 transfer: 4x smaller
+    def _upload(self, image: np.ndarray) -> torch.Tensor:
+        """(h, w[, c]) uint8 host array -> (h, w, c) uint8 device tensor (zero-copy on CPU)."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image))
         if tensor.ndim == 2:
             tensor = tensor.unsqueeze(-1)
-        return tensor.permute(2, 0, 1).unsqueeze(0).to(self.dtype).div_(255.0)
+        return tensor.to(self.torch_device, non_blocking=True)  # uint8: 4x less to transfer
 
-    @staticmethod
-    def _to_uint8(image: torch.Tensor) -> np.ndarray:
-        """(1, 3, h, w) in [0, 1] -> (h, w, 3) uint8 on the host."""
-        scaled = image[0].permute(1, 2, 0).mul(255.0).add_(0.5).clamp_(0, 255)
-        return scaled.to(torch.uint8).cpu().numpy()
+    def _pipeline(self, visible_u8: torch.Tensor, infrared_u8: torch.Tensor,
+                  paths: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Preprocess, infer, postprocess on the device: uint8 HWC in, uint8 HWC out."""
+        # preprocess: (h, w, c) uint8 -> (1, c, h, w) in [0, 1]
+        visible = visible_u8.permute(2, 0, 1).unsqueeze(0).to(self.dtype).div(255.0)
+        infrared = infrared_u8.permute(2, 0, 1).unsqueeze(0).to(self.dtype).div(255.0)
+        outputs = self.network.forward_all(visible, infrared, outputs=paths)
+        # postprocess: (1, 3, h, w) in [0, 1] -> (h, w, 3) uint8; weights (h, w) float32
+        result = {'weights': outputs['weights'][0, 0].float()}
+        for name in paths:
+            scaled = outputs[name][0].permute(1, 2, 0).mul(255.0).add(0.5).clamp(0, 255)
+            result[name] = scaled.to(torch.uint8)
+        return result
+
+    def _graphed(self, visible_u8: torch.Tensor, infrared_u8: torch.Tensor,
+                 paths: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Replay a CUDA graph of the pipeline (one per input size): no per-kernel launches."""
+        key = (tuple(visible_u8.shape), paths)
+        entry = self._graphs.get(key)
+        if entry is None:
+            if len(self._graphs) >= MAX_CUDA_GRAPHS:
+                self._graphs.pop(next(iter(self._graphs)))
+            static_visible, static_infrared = visible_u8.clone(), infrared_u8.clone()
+            stream = torch.cuda.Stream(self.torch_device)
+            stream.wait_stream(torch.cuda.current_stream(self.torch_device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm up cuDNN autotuning outside the capture
+                    self._pipeline(static_visible, static_infrared, paths)
+            torch.cuda.current_stream(self.torch_device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_outputs = self._pipeline(static_visible, static_infrared, paths)
+            entry = (graph, static_visible, static_infrared, static_outputs)
+            self._graphs[key] = entry
+        graph, static_visible, static_infrared, static_outputs = entry
+        static_visible.copy_(visible_u8)
+        static_infrared.copy_(infrared_u8)
+        graph.replay()
+        return static_outputs
 
     @torch.inference_mode()
     def run(self, visible_rgb: np.ndarray, infrared: np.ndarray,
             with_enhanced: bool = False) -> FusionResult:
         """Fuse one pair: (h, w, 3) uint8 RGB + (h, w) uint8 infrared -> FusionResult."""
         infrared = self._check(visible_rgb, infrared)
-        visible_t = self._to_tensor(visible_rgb)                 # (1, 3, h, w)
-        infrared_t = self._to_tensor(infrared)                   # (1, 1, h, w)
-        fused, weights, enhanced = self.network(visible_t, infrared_t)
+        visible_u8, infrared_u8 = self._upload(visible_rgb), self._upload(infrared)
+        paths = ('fused', 'enhanced') if with_enhanced else ('fused',)
+        if self.cuda_graphs:
+            outputs = self._graphed(visible_u8, infrared_u8, paths)
+        else:
+            outputs = self._pipeline(visible_u8, infrared_u8, paths)
         return FusionResult(
-            fused=self._to_uint8(fused),
-            weights=weights[0, 0].float().cpu().numpy(),
-            enhanced=self._to_uint8(enhanced) if with_enhanced else None,
+            fused=outputs['fused'].cpu().numpy(),
+            weights=outputs['weights'].cpu().numpy(),
+            enhanced=outputs['enhanced'].cpu().numpy() if with_enhanced else None,
         )
 
     def fuse(self, visible_rgb: np.ndarray, infrared: np.ndarray
@@ -181,6 +222,7 @@ class FusionModel:
     def enhance(self, visible_rgb: np.ndarray) -> np.ndarray:
         """Return the enhanced visible image (h, w, 3) uint8 (visible branch + decoder only)."""
         self._check(visible_rgb, np.zeros(visible_rgb.shape[:2], np.uint8))
-        visible_t = self._to_tensor(visible_rgb)
-        enhanced = self.network.forward_all(visible_t, None, outputs=('enhanced',))['enhanced']
-        return self._to_uint8(enhanced)
+        visible = self._upload(visible_rgb).permute(2, 0, 1).unsqueeze(0).to(self.dtype) / 255.0
+        enhanced = self.network.forward_all(visible, None, outputs=('enhanced',))['enhanced']
+        scaled = enhanced[0].permute(1, 2, 0).mul(255.0).add(0.5).clamp(0, 255)
+        return scaled.to(torch.uint8).cpu().numpy()

@@ -46,6 +46,9 @@ class ModelConfig:
     # Noise suppression: visible detail is soft-thresholded at this multiple of its own mean
     # absolute value (in a dark frame that mean is mostly sensor noise: a cheap noise level).
     noise_threshold: float = 1.0
+    curve_iterations: int = 8         # Zero-DCE++ uses 8
+    fusion_gain_exponent: float = 0.5  # fused visible base = balanced * gain ** this
+    detail_boost: float = 1.0         # gain on the fused image's full-resolution details
     multiscale: bool = True           # False: fuse at the coarsest scale only (ablation)
     adaptive_weights: bool = True     # False: fixed 0.5 weights everywhere (ablation)
     enhance: bool = True              # False: no enhancement, the raw visible is used (ablation)
@@ -143,7 +146,12 @@ class FusionBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Shared U-Net style decoder: multi-scale features -> low-resolution RGB image."""
+    """Shared U-Net style decoder: multi-scale features -> working-grid trunk features.
+
+    Two light 3x3 heads read the trunk: ``render`` draws an RGB image (reconstructed infrared,
+    fused image, and the visible image as the enhancement renders it), ``curve`` gives the
+    per-pixel, per-channel Zero-DCE curve parameters that enhance the visible image.
+    """
 
     def __init__(self, channels: list[int]) -> None:
         super().__init__()
@@ -151,15 +159,47 @@ class Decoder(nn.Module):
         for index in range(len(channels) - 1, 0, -1):
             ups.append(conv_block(channels[index] + channels[index - 1], channels[index - 1]))
         self.ups = nn.ModuleList(ups)
-        self.head = nn.Conv2d(channels[0], 3, 3, padding=1)
+        self.image_head = nn.Conv2d(channels[0], 3, 3, padding=1)
+        self.curve_head = nn.Conv2d(channels[0], 1, 3, padding=1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Return the decoded image (n, 3, h, w) in [0, 1] on the working grid."""
+        """Return the trunk features (n, c_0, h, w) on the working grid."""
         x = features[-1]
         for up, skip in zip(self.ups, reversed(features[:-1]), strict=True):
             x = F.interpolate(x, size=skip.shape[-2:], mode='bilinear', align_corners=False)
             x = up(torch.cat([x, skip], dim=1))
-        return torch.sigmoid(self.head(x))
+        return x
+
+    def render(self, trunk: torch.Tensor) -> torch.Tensor:
+        """Return the decoded image (n, 3, h, w) in [0, 1]."""
+        return torch.sigmoid(self.image_head(trunk))
+
+    def curve(self, trunk: torch.Tensor) -> torch.Tensor:
+        """Return luminance-curve parameters (n, 1, h, w) in [-1, 1]."""
+        return torch.tanh(self.curve_head(trunk))
+
+
+def apply_curve(image: torch.Tensor, alpha: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Zero-DCE light-enhancement curve LE(x) = x + alpha x (1 - x), applied repeatedly."""
+    # Monotonic and range-preserving for alpha in [-1, 1]: it cannot invent structure or clip.
+    for _ in range(iterations):
+        image = image + alpha * image * (1.0 - image)
+    return image
+
+
+class ColourBalance(nn.Module):
+    """Grey-world white balance of partial, learnt strength (night lamps cast yellow/green)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.strength_logit = nn.Parameter(torch.tensor(0.0))   # sigmoid -> strength 0.5
+
+    def forward(self, visible_low: torch.Tensor) -> torch.Tensor:
+        """Return per-image channel gains (n, 3, 1, 1) that move channel means towards grey."""
+        means = visible_low.mean(dim=(2, 3), keepdim=True) + EPS  # (n, 3, 1, 1)
+        grey = means.mean(dim=1, keepdim=True)
+        gains = (grey / means) ** torch.sigmoid(self.strength_logit)
+        return gains.clamp(0.5, 2.0)
 
 
 class IVFNet(nn.Module):
@@ -173,6 +213,7 @@ class IVFNet(nn.Module):
         self.infrared_encoder = Encoder(1, channels)
         self.fusion = FusionBlock(channels, self.config.multiscale, self.config.adaptive_weights)
         self.decoder = Decoder(channels)
+        self.colour = ColourBalance()
         self.register_buffer('luma_weights', torch.tensor(LUMA).view(1, 3, 1, 1),
                              persistent=False)
         # Padding multiple: the working grid must halve cleanly len(channels) - 1 times.
@@ -210,7 +251,7 @@ class IVFNet(nn.Module):
     def forward_all(self, visible: torch.Tensor, infrared: torch.Tensor | None = None,
                     outputs: tuple[str, ...] = ('enhanced', 'infrared', 'fused')
                     ) -> dict[str, torch.Tensor]:
-        """Run the requested paths ('enhanced', 'infrared', 'fused'); return a dict of tensors.
+        """Run the requested paths ('enhanced', 'infrared', 'fused', ...); return tensors.
 
         visible (n, 3, H, W) and infrared (n, 1, H, W) are float in [0, 1]. Full-resolution
         outputs are cropped back to (H, W); '*_low' entries live on the padded working grid.
@@ -230,48 +271,80 @@ class IVFNet(nn.Module):
             infrared_low = F.avg_pool2d(infrared_p, factor)       # (n, 1, h, w)
             ir_features = self.infrared_encoder(infrared_low)
             result['infrared_low'] = infrared_low
-        # One decoder call over a stacked batch: visible [, fused] [, infrared] features.
+        # One decoder-trunk call over a stacked batch: visible [, fused] [, infrared] features.
         stacks = [vis_features]
         if fuse:
             fused_features, logits = self.fusion(vis_features, ir_features, mask)
             stacks.append(fused_features)
         if reconstruct:
             stacks.append(ir_features)
-        decoded = self.decoder([torch.cat(level, dim=0) for level in zip(*stacks, strict=True)])
-        parts = list(decoded.split(visible.shape[0], dim=0))     # each (n, 3, h, w)
+        trunk = self.decoder([torch.cat(level, dim=0) for level in zip(*stacks, strict=True)])
+        batch = visible.shape[0]
+        vis_trunk, rest = trunk[:batch], trunk[batch:]
+        parts = list(self.decoder.render(rest).split(batch, dim=0)) if rest.numel() else []
 
-        decoded_visible = parts.pop(0)
-        result['decoded_visible_low'] = decoded_visible
-        if self.config.enhance:
-            # Bright regions keep their input value: the enhancement never pushes lamps to clip.
-            enhanced_low = visible_low + (1.0 - mask) * (decoded_visible - visible_low)
-        else:
-            enhanced_low = visible_low
         luma_low = self._luma(visible_low)                        # (n, 1, h, w)
-        enhanced_luma_low = self._luma(enhanced_low)
-        gain_low = ((enhanced_luma_low + EPS) / (luma_low + EPS)).clamp(0.0, self.config.max_gain)
+        if self.config.enhance:
+            alpha = self.decoder.curve(vis_trunk)                 # (n, 1, h, w)
+            # The curve brightens the luma; colour follows as a ratio (hue and saturation kept,
+            # chroma noise not amplified beyond the gain) after a partial white balance.
+            curved = apply_curve(luma_low, alpha, self.config.curve_iterations)
+            tone = curved / (luma_low + EPS)
+            # Bright regions keep gain 1: the enhancement never pushes lamps to clip.
+            tone = tone + mask * (1.0 - tone)
+            balanced_low = visible_low * self.colour(visible_low)
+            result['curve_alpha'] = alpha
+        else:
+            tone = torch.ones_like(luma_low)
+            balanced_low = visible_low
+        enhanced_low = (balanced_low * tone).clamp(0.0, 1.0)     # (n, 3, h, w)
         result['enhanced_low'] = enhanced_low
+        if 'rendered' in outputs or fuse:
+            rendered_visible = self.decoder.render(vis_trunk)    # (n, 3, h, w)
+            result['rendered_visible_low'] = rendered_visible
 
         # Everything below runs at full resolution: one upsampling call, then per-pixel ops.
-        low_maps = [enhanced_low, luma_low, gain_low, enhanced_luma_low]  # channels 0-2, 3, 4, 5
+        # Each branch of the output upsamples: its RGB base (3), its luma (1), its detail gain (1).
+        def branch(base_low: torch.Tensor) -> list[torch.Tensor]:
+            base_luma = self._luma(base_low)
+            gain = ((base_luma + EPS) / (luma_low + EPS)).clamp(0.0, self.config.max_gain)
+            return [base_low, base_luma, gain]
+
+        low_maps = [luma_low]                                     # channel 0
+        want_enhanced = 'enhanced' in outputs
+        if want_enhanced:
+            low_maps += branch(enhanced_low)                      # channels 1-3, 4, 5
         if fuse:
+            # The fused image's visible base is tone-mapped more gently than the enhanced
+            # output (gain ** exponent): it keeps closer to both sources' contrast.
+            base_low = (balanced_low * tone.pow(self.config.fusion_gain_exponent)).clamp(0.0, 1.0)
             fused_low = parts.pop(0)
+            # The decoder supplies what the infrared adds: where the weights pick the visible
+            # features, rendered fused = rendered visible and the fused luma is the base luma.
+            base_maps = branch(base_low)
+            fused_luma_low = base_maps[1] + self._luma(fused_low - rendered_visible)
             result['fused_low'] = fused_low
             result['weight_logits_low'] = logits[0]
-            low_maps += [self._luma(fused_low), logits[0]]        # channels 6, 7
+            low_maps += base_maps + [fused_luma_low, logits[0]]  # base 5, luma, gain, fused, logit
         if fuse or reconstruct:
             low_maps.append(infrared_low)                         # last channel
         up = F.interpolate(torch.cat(low_maps, dim=1), size=size, mode='bilinear',
                            align_corners=False)                   # (n, k, Hp, Wp)
-        enhanced_up, luma_up, gain_up = up[:, 0:3], up[:, 3:4], up[:, 4:5]
-        # Visible detail above the working grid's band, denoised, brightened with the local gain.
-        vis_detail = self.noise_shrink(self._luma(visible_p) - luma_up) * gain_up
-        enhanced = (enhanced_up + vis_detail).clamp(0.0, 1.0)    # (n, 3, Hp, Wp)
-        result['enhanced'] = enhanced[..., :height, :width]
+        # Visible detail above the working grid's band, soft-thresholded against noise.
+        detail = self.noise_shrink(self._luma(visible_p) - up[:, 0:1])  # (n, 1, Hp, Wp)
+        offset = 1
+        if want_enhanced:
+            # Details brighten with the local gain (Retinex: the reflectance is kept).
+            enhanced = (up[:, 1:4] + detail * up[:, 5:6]).clamp(0.0, 1.0)
+            result['enhanced'] = enhanced[..., :height, :width]  # (n, 3, H, W)
+            offset = 6
         if fuse or reconstruct:
             ir_detail = infrared_p - up[:, -1:]                   # (n, 1, Hp, Wp)
         if fuse:
-            fused_luma_up, logit_up = up[:, 6:7], up[:, 7:8]
+            base_up, base_luma_up = up[:, offset:offset + 3], up[:, offset + 3:offset + 4]
+            base_gain_up = up[:, offset + 4:offset + 5]
+            fused_luma_up, logit_up = up[:, offset + 5:offset + 6], up[:, offset + 6:offset + 7]
+            vis_detail = detail * base_gain_up * self.config.detail_boost
             if self.config.adaptive_weights:
                 # Full-resolution scale of the fusion: the upsampled scale-1 logit, sharpened by
                 # which source carries more detail at this pixel.
@@ -279,12 +352,16 @@ class IVFNet(nn.Module):
                 weight = torch.sigmoid(logit_up + self.fusion.detail_gain * energy_gap)
             else:
                 weight = torch.full_like(ir_detail, 0.5)
-            fused_luma = fused_luma_up + torch.lerp(vis_detail, ir_detail, weight)
-            # Chroma of the enhanced visible image: its offsets from its own luma are kept
-            # (adding one value to R, G and B changes Y only, never Cb or Cr).
-            fused = (enhanced_up - up[:, 5:6] + fused_luma).clamp(0.0, 1.0)
+            boosted_ir = ir_detail * self.config.detail_boost
+            fused_luma = fused_luma_up + torch.lerp(vis_detail, boosted_ir, weight)
+            # Chroma of the visible base: its offsets from its own luma are kept (adding one
+            # value to R, G and B changes Y only, never Cb or Cr).
+            fused = (base_up - base_luma_up + fused_luma).clamp(0.0, 1.0)
             result['fused'] = fused[..., :height, :width]         # (n, 3, H, W)
             result['weights'] = weight[..., :height, :width]      # (n, 1, H, W)
+            if 'fused_base' in outputs:
+                fused_base = (base_up + vis_detail).clamp(0.0, 1.0)
+                result['fused_base'] = fused_base[..., :height, :width]
         if reconstruct:
             infrared_rec_low = self._luma(parts.pop(0))           # (n, 1, h, w)
             result['infrared_rec_low'] = infrared_rec_low

@@ -1,0 +1,85 @@
+"""ivf-train: three-stage training of the fusion network on paired visible/infrared folders."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import shutil
+import sys
+import time
+
+from ivf_ros.core.datasets import all_pairs, is_validation, list_pairs, PairedImage
+from ivf_ros.core.inference import resolve_device
+from ivf_ros.core.paths import datasets_dir, share_file
+from ivf_ros.core.training import load_config, PairBank, STAGES, Trainer
+
+
+def gather_pairs(folders: list[Path]) -> list[PairedImage]:
+    """Pairs of paired folders (vi/ + ir/) or roots of them; the validation split is excluded."""
+    pairs: list[PairedImage] = []
+    for folder in folders:
+        found = list_pairs(folder) if (folder / 'vi').is_dir() else all_pairs(folder)
+        pairs.extend(pair for pair in found if not is_validation(pair))
+    return pairs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog='ivf-train', description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--stage', default='all', choices=['1', '2', '3', 'all'],
+                        help='stage to train (2 and 3 start from the previous stage weights)')
+    parser.add_argument('--data', type=Path, nargs='+', default=None,
+                        help='paired folders or roots of them (default: ../shared/datasets, '
+                             'training split; MSRS night pairs are always held out)')
+    parser.add_argument('--config', type=Path, default=None,
+                        help='training config (default: the package config/train.yaml)')
+    parser.add_argument('--output', type=Path, default=Path('runs/train'),
+                        help='folder for checkpoints, CSV logs, loss plots and weights')
+    parser.add_argument('--device', default='auto', help='auto, cpu or cuda:N')
+    parser.add_argument('--seed', type=int, default=None, help='override the config seed')
+    parser.add_argument('--steps-scale', type=float, default=1.0,
+                        help='multiply every stage length (quick trials: 0.1)')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue from OUTPUT/checkpoint.pt')
+    parser.add_argument('--no-progress', action='store_true', help='hide the progress bars')
+    parser.add_argument('--export', type=Path, default=None,
+                        help='copy the final weights here (e.g. models/ivf_fusion.pt)')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ivf-train."""
+    args = build_parser().parse_args(argv)
+    config = load_config(args.config or share_file('config', 'train.yaml'))
+    if args.seed is not None:
+        config.seed = args.seed
+    for stage_config in config.stages.values():
+        stage_config.steps = max(1, round(stage_config.steps * args.steps_scale))
+        stage_config.warmup = min(stage_config.warmup, stage_config.steps // 4 + 1)
+    folders = args.data or [datasets_dir()]
+    pairs = gather_pairs(folders)
+    if not pairs:
+        print(f'ivf-train: no training pairs under {[str(f) for f in folders]}', file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+    stages = list(STAGES) if args.stage == 'all' else [int(args.stage)]
+    print(f'ivf-train: {len(pairs)} pairs, stages {stages}, device {device}, '
+          f'seed {config.seed}, output {args.output}')
+    started = time.perf_counter()
+    bank = PairBank(pairs, device, config.max_side, config.crop,
+                    show_progress=not args.no_progress)
+    trainer = Trainer(config, bank, args.output, device,
+                      show_progress=not args.no_progress)
+    weights = trainer.run(stages, resume=args.resume)
+    print(f'ivf-train: done in {time.perf_counter() - started:.1f} s, weights {weights}')
+    if args.export is not None:
+        args.export.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights, args.export)
+        print(f'ivf-train: exported {args.export}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Export the fusion network to ONNX and check ONNX Runtime against torch.
+
+Usage: ``python -m ivf_ros.core.export_onnx [--weights models/ivf_fusion.pt]
+[--output models/ivf_fusion.onnx] [--width 640 --height 512]``. Inputs ``visible`` (1, 3, H, W)
+and ``infrared`` (1, 1, H, W), float32 in [0, 1]; outputs ``fused`` (1, 3, H, W), ``weights``
+(1, 1, H, W) (infrared share) and ``enhanced`` (1, 3, H, W). The graph is exported for one fixed
+input size (the internal padding is computed from it); export again for another camera size.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ivf_ros.core.inference import default_weights_path, load_network
+from ivf_ros.core.model import IVFNet
+from ivf_ros.core.paths import share_file
+
+INPUT_NAMES = ['visible', 'infrared']
+OUTPUT_NAMES = ['fused', 'weights', 'enhanced']
+
+
+def export(network: IVFNet, path: str | Path, height: int = 512, width: int = 640,
+           opset: int = 17) -> Path:
+    """Write network.forward as ONNX for (height, width) inputs; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network = network.float().cpu().eval()
+    visible = torch.rand(1, 3, height, width)
+    infrared = torch.rand(1, 1, height, width)
+    with torch.inference_mode():
+        torch.onnx.export(network, (visible, infrared), str(path), input_names=INPUT_NAMES,
+                          output_names=OUTPUT_NAMES, opset_version=opset, dynamo=False)
+    return path
+
+
+def parity(network: IVFNet, path: str | Path, height: int = 512, width: int = 640,
+           seed: int = 0) -> float:
+    """Return the max abs difference of ONNX Runtime and torch outputs on a random pair."""
+    import onnxruntime
+
+    generator = torch.Generator().manual_seed(seed)
+    visible = torch.rand(1, 3, height, width, generator=generator)
+    infrared = torch.rand(1, 1, height, width, generator=generator)
+    with torch.inference_mode():
+        expected = [tensor.numpy() for tensor in network.float().cpu().eval()(visible, infrared)]
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    actual = session.run(OUTPUT_NAMES, {'visible': visible.numpy(),
+                                        'infrared': infrared.numpy()})
+    return max(float(np.abs(a - b).max()) for a, b in zip(actual, expected, strict=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export the shipped (or given) weights and print the parity check."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--weights', type=Path, default=None)
+    parser.add_argument('--output', type=Path, default=None)
+    parser.add_argument('--width', type=int, default=640)
+    parser.add_argument('--height', type=int, default=512)
+    args = parser.parse_args(argv)
+    weights = args.weights or default_weights_path()
+    output = args.output or share_file('models', 'ivf_fusion.onnx')
+    network = load_network(weights)
+    export(network, output, args.height, args.width)
+    difference = parity(network, output, args.height, args.width)
+    print(f'exported {output} ({output.stat().st_size / 1e6:.2f} MB) from {weights}; '
+          f'ONNX Runtime vs torch max abs diff {difference:.2e}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

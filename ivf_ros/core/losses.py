@@ -1,0 +1,198 @@
+"""Loss terms of the three training stages (weights come from config/train.yaml)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from ivf_ros.core.model import luminance
+
+LossTerms = dict[str, torch.Tensor]
+
+
+# -- building blocks ---------------------------------------------------------------------------
+def sobel_magnitude(image: torch.Tensor) -> torch.Tensor:
+    """Return |grad| (L1 of the Sobel responses) of (n, 1, h, w) as (n, 1, h, w)."""
+    kernel_x = image.new_tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
+    kernels = torch.stack([kernel_x, kernel_x.t()]).unsqueeze(1)   # (2, 1, 3, 3)
+    responses = F.conv2d(F.pad(image, (1, 1, 1, 1), mode='replicate'), kernels)
+    return responses.abs().sum(dim=1, keepdim=True)
+
+
+def _gaussian_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    """Return a (1, 1, size, size) normalised Gaussian window."""
+    coords = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2.0
+    profile = torch.exp(-(coords ** 2) / (2.0 * sigma ** 2))
+    profile = profile / profile.sum()
+    return (profile[:, None] * profile[None, :]).view(1, 1, size, size)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Return the mean SSIM of (n, 1, h, w) images in [0, 1] (Wang et al. 2004 constants)."""
+    size = min(window, x.shape[-1], x.shape[-2])
+    size -= 1 - size % 2                                            # odd window for tiny inputs
+    kernel = _gaussian_window(size, sigma, x)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_x = F.conv2d(x, kernel)
+    mu_y = F.conv2d(y, kernel)
+    var_x = F.conv2d(x * x, kernel) - mu_x ** 2
+    var_y = F.conv2d(y * y, kernel) - mu_y ** 2
+    cov = F.conv2d(x * y, kernel) - mu_x * mu_y
+    numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    denominator = (mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)
+    return (numerator / denominator).mean()
+
+
+def chroma(rgb: torch.Tensor) -> torch.Tensor:
+    """Return the (Cb, Cr) chroma of (n, 3, h, w) RGB as (n, 2, h, w) (BT.601, no offset)."""
+    luma = luminance(rgb)
+    return torch.cat([0.564 * (rgb[:, 2:3] - luma), 0.713 * (rgb[:, 0:1] - luma)], dim=1)
+
+
+# -- stage 1: visible enhancement without references --------------------------------------------
+def exposure_loss(enhanced: torch.Tensor, level: float, patch: int = 16) -> torch.Tensor:
+    """Zero-DCE exposure control: 16x16 patch means of the luma pulled towards `level`."""
+    means = F.avg_pool2d(luminance(enhanced), patch)
+    return (means - level).abs().mean()
+
+
+def colour_constancy_loss(enhanced: torch.Tensor) -> torch.Tensor:
+    """Grey-world colour constancy: the channel means of each image should agree."""
+    means = enhanced.mean(dim=(2, 3))                                # (n, 3)
+    red, green, blue = means[:, 0], means[:, 1], means[:, 2]
+    return ((red - green) ** 2 + (red - blue) ** 2 + (green - blue) ** 2).mean()
+
+
+def illumination_smoothness_loss(alpha: torch.Tensor) -> torch.Tensor:
+    """Zero-DCE total variation (squared) of the curve-parameter maps (n, 3, h, w)."""
+    tv_y = (alpha[..., 1:, :] - alpha[..., :-1, :]).pow(2).mean()
+    tv_x = (alpha[..., :, 1:] - alpha[..., :, :-1]).pow(2).mean()
+    return tv_x + tv_y
+
+
+def spatial_consistency_loss(enhanced_low: torch.Tensor,
+                             visible_low: torch.Tensor) -> torch.Tensor:
+    """Zero-DCE spatial consistency: neighbour differences of the luma kept through enhancement.
+
+    On the working grid one cell is a 4x4 full-resolution region, Zero-DCE's pooling size.
+    """
+    enhanced, original = luminance(enhanced_low), luminance(visible_low)   # (n, 1, h, w)
+    loss = enhanced.new_zeros(())
+    for dim in (-1, -2):
+        d_enhanced = enhanced.diff(dim=dim)
+        d_original = original.diff(dim=dim)
+        loss = loss + (d_original - d_enhanced).pow(2).mean()
+    return 2.0 * loss  # both neighbours of each cell, as the four-direction original
+
+
+def render_loss(rendered_low: torch.Tensor, enhanced_low: torch.Tensor) -> torch.Tensor:
+    """L1 of the decoder's rendered visible image to the (fixed) enhanced image."""
+    return (rendered_low - enhanced_low.detach()).abs().mean()
+
+
+def noise_loss(enhanced: torch.Tensor, visible_low: torch.Tensor) -> torch.Tensor:
+    """Edge-aware total variation: gradients of the output where the source is flat."""
+    luma = luminance(enhanced)                                       # (n, 1, H, W)
+    guide = F.interpolate(luminance(visible_low), size=luma.shape[-2:], mode='bilinear',
+                          align_corners=False)
+    # Flatness from the (already low-pass) source: scale-free through its own mean gradient.
+    guide_grad = sobel_magnitude(guide)
+    flat = torch.exp(-guide_grad / (guide_grad.mean(dim=(2, 3), keepdim=True) + 1e-4))
+    return (sobel_magnitude(luma) * flat).mean()
+
+
+# -- stage 2: infrared reconstruction ----------------------------------------------------------
+def l1_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Return the mean absolute error."""
+    return (prediction - target).abs().mean()
+
+
+def ssim_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Return 1 - SSIM."""
+    return 1.0 - ssim(prediction, target)
+
+
+def gradient_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Return the L1 distance of the Sobel magnitudes."""
+    return l1_loss(sobel_magnitude(prediction), sobel_magnitude(target))
+
+
+# -- stage 3: fusion ---------------------------------------------------------------------------
+def intensity_loss(fused: torch.Tensor, enhanced: torch.Tensor,
+                   infrared: torch.Tensor) -> torch.Tensor:
+    """L1 to the per-pixel max of the enhanced luma and the infrared (warm targets kept)."""
+    return l1_loss(luminance(fused), torch.maximum(luminance(enhanced), infrared))
+
+
+def texture_loss(fused: torch.Tensor, enhanced: torch.Tensor,
+                 infrared: torch.Tensor) -> torch.Tensor:
+    """L1 of the fused gradient to the max of the sources' gradients."""
+    target = torch.maximum(sobel_magnitude(luminance(enhanced)), sobel_magnitude(infrared))
+    return l1_loss(sobel_magnitude(luminance(fused)), target)
+
+
+def colour_consistency_loss(fused: torch.Tensor, enhanced: torch.Tensor) -> torch.Tensor:
+    """L1 of the (Cb, Cr) chroma of the fused and the enhanced visible images."""
+    return l1_loss(chroma(fused), chroma(enhanced))
+
+
+def fusion_ssim_loss(fused: torch.Tensor, enhanced: torch.Tensor,
+                     infrared: torch.Tensor) -> torch.Tensor:
+    """1 - mean SSIM of the fused luma with each source."""
+    luma = luminance(fused)
+    return 1.0 - 0.5 * (ssim(luma, luminance(enhanced)) + ssim(luma, infrared))
+
+
+# -- per-stage assembly ------------------------------------------------------------------------
+def stage1_terms(outputs: Mapping[str, torch.Tensor], exposure_level: float) -> LossTerms:
+    """Stage 1 terms from the network outputs of visible-only crops."""
+    if 'curve_alpha' not in outputs:
+        # No-enhancement ablation: the decoder only learns to render the visible image.
+        return {'render': render_loss(outputs['rendered_visible_low'], outputs['enhanced_low'])}
+    return {
+        'exposure': exposure_loss(outputs['enhanced'], exposure_level),
+        'colour': colour_constancy_loss(outputs['enhanced']),
+        'smoothness': illumination_smoothness_loss(outputs['curve_alpha']),
+        'spatial': spatial_consistency_loss(outputs['enhanced_low'], outputs['visible_low']),
+        'noise': noise_loss(outputs['enhanced'], outputs['visible_low']),
+        'render': render_loss(outputs['rendered_visible_low'], outputs['enhanced_low']),
+    }
+
+
+def stage2_terms(outputs: Mapping[str, torch.Tensor]) -> LossTerms:
+    """Stage 2 terms: the decoded infrared against the working-grid infrared input."""
+    prediction, target = outputs['infrared_rec_low'], outputs['infrared_low']
+    return {
+        'l1': l1_loss(prediction, target),
+        'ssim': ssim_loss(prediction, target),
+        'gradient': gradient_loss(prediction, target),
+    }
+
+
+def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor) -> LossTerms:
+    """Stage 3 terms: the fused image against its enhanced visible base and the infrared."""
+    fused, enhanced = outputs['fused'], outputs['fused_base'].detach()
+    return {
+        'intensity': intensity_loss(fused, enhanced, infrared),
+        'texture': texture_loss(fused, enhanced, infrared),
+        'colour': colour_consistency_loss(fused, enhanced),
+        'ssim': fusion_ssim_loss(fused, enhanced, infrared),
+    }
+
+
+STAGE_TERMS: dict[int, Callable[..., LossTerms]] = {
+    1: stage1_terms, 2: stage2_terms, 3: stage3_terms}
+
+
+def weighted_total(terms: Mapping[str, torch.Tensor],
+                   weights: Mapping[str, float]) -> torch.Tensor:
+    """Return sum(weight * term); a term without a weight is a configuration error."""
+    missing = set(terms) - set(weights)
+    if missing:
+        raise KeyError(f'no weight for loss terms {sorted(missing)} in the training config')
+    total = torch.zeros((), device=next(iter(terms.values())).device)
+    for name, value in terms.items():
+        total = total + float(weights[name]) * value
+    return total

@@ -1,0 +1,353 @@
+"""Three-stage training of the fusion network (config/train.yaml holds every weight and schedule).
+
+Stage 1 trains the visible encoder and the shared decoder on dark visible crops with reference-
+free losses. Stage 2 trains the infrared encoder through the *frozen* decoder: the decoder then
+already renders good enhanced images, and freezing it makes the infrared encoder map into the
+feature space the decoder understands (so stage 3 can mix the two branches' features), while the
+enhancement learnt in stage 1 cannot be undone. Stage 3 trains the fusion block only.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+import math
+from pathlib import Path
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+import yaml
+
+from ivf_ros.core import losses
+from ivf_ros.core.datasets import is_night, load_pair, PairedImage, resize_to
+from ivf_ros.core.inference import save_weights
+from ivf_ros.core.model import IVFNet, ModelConfig
+
+STAGES = (1, 2, 3)
+# Which sub-modules each stage trains; everything else is frozen.
+TRAINABLE = {
+    1: ('visible_encoder', 'decoder', 'colour'),
+    2: ('infrared_encoder',),
+    3: ('fusion',),
+}
+CHECKPOINT = 'checkpoint.pt'
+
+
+class TrainingConfigError(ValueError):
+    """The training configuration is malformed."""
+
+
+@dataclass
+class StageConfig:
+    """Schedule and loss weights of one stage."""
+
+    steps: int
+    batch: int
+    lr: float
+    losses: dict[str, float]
+    data: str = 'all'            # 'night' (dark frames only) or 'all'
+    warmup: int = 50
+    exposure_level: float = 0.5  # stage 1 target mean brightness
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the data."""
+
+    seed: int = 0
+    crop: int = 256
+    max_side: int = 800          # larger frames are downscaled once at load (LLVIP 1280x1024)
+    checkpoint_every: int = 200
+    log_every: int = 10
+    model: dict[str, Any] = field(default_factory=dict)
+    stages: dict[int, StageConfig] = field(default_factory=dict)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read config/train.yaml into a TrainConfig, naming the first problem found."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise TrainingConfigError(f'cannot read training config {path}: {error}') from error
+    if not isinstance(raw, dict) or 'stages' not in raw:
+        raise TrainingConfigError(f'{path}: expected a mapping with a stages: section')
+    stages = {}
+    for stage in STAGES:
+        section = raw['stages'].get(stage, raw['stages'].get(str(stage)))
+        if section is None:
+            raise TrainingConfigError(f'{path}: stage {stage} is missing')
+        try:
+            stages[stage] = StageConfig(**section)
+        except TypeError as error:
+            raise TrainingConfigError(f'{path}: stage {stage}: {error}') from error
+        if stages[stage].data not in ('night', 'all'):
+            raise TrainingConfigError(f'{path}: stage {stage}: data must be night or all')
+    top = {key: value for key, value in raw.items() if key != 'stages'}
+    try:
+        return TrainConfig(**top, stages=stages)
+    except TypeError as error:
+        raise TrainingConfigError(f'{path}: {error}') from error
+
+
+class PairBank:
+    """All training pairs held as uint8 tensors on the training device; samples crops."""
+
+    def __init__(self, pairs: list[PairedImage], device: torch.device, max_side: int,
+                 crop: int, show_progress: bool = True) -> None:
+        if not pairs:
+            raise ValueError('no training pairs')
+        self.device = device
+        self.images: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.night: list[int] = []
+        for index, pair in enumerate(tqdm(pairs, desc='loading pairs', leave=False,
+                                               disable=not show_progress)):
+            visible, infrared = load_pair(pair)
+            scale = max_side / max(visible.shape[:2])
+            if scale < 1.0:
+                height = round(visible.shape[0] * scale)
+                width = round(visible.shape[1] * scale)
+                visible = resize_to(visible, height, width)
+                infrared = resize_to(infrared, height, width)
+            self.add(visible, infrared)
+            if is_night(pair):
+                self.night.append(index)
+        smallest = min(min(vis.shape[-2:]) for vis, _ in self.images)
+        self.crop = min(crop, smallest)
+
+    def add(self, visible: np.ndarray, infrared: np.ndarray) -> None:
+        """Add one (h, w, 3) uint8 RGB + (h, w) uint8 pair."""
+        vis = torch.from_numpy(np.ascontiguousarray(visible)).permute(2, 0, 1)   # (3, h, w)
+        ir = torch.from_numpy(np.ascontiguousarray(infrared)).unsqueeze(0)      # (1, h, w)
+        self.images.append((vis.to(self.device), ir.to(self.device)))
+
+    @classmethod
+    def from_arrays(cls, arrays: list[tuple[np.ndarray, np.ndarray]], device: torch.device,
+                    crop: int, night: bool = True) -> PairBank:
+        """Build a bank from in-memory pairs (tests, synthetic data)."""
+        bank = cls.__new__(cls)
+        bank.device, bank.images = device, []
+        for visible, infrared in arrays:
+            bank.add(visible, infrared)
+        bank.night = list(range(len(bank.images))) if night else []
+        bank.crop = min(crop, min(min(vis.shape[-2:]) for vis, _ in bank.images))
+        return bank
+
+    def sample(self, batch: int, generator: torch.Generator, night_only: bool
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return random flipped crops: visible (b, 3, c, c), infrared (b, 1, c, c) in [0, 1]."""
+        pool = self.night if night_only and self.night else list(range(len(self.images)))
+        crop = self.crop
+        visibles, infrareds = [], []
+        picks = torch.randint(len(pool), (batch,), generator=generator).tolist()
+        for pick in picks:
+            vis, ir = self.images[pool[pick]]
+            top = int(torch.randint(vis.shape[1] - crop + 1, (1,), generator=generator))
+            left = int(torch.randint(vis.shape[2] - crop + 1, (1,), generator=generator))
+            vis = vis[:, top:top + crop, left:left + crop]
+            ir = ir[:, top:top + crop, left:left + crop]
+            if bool(torch.rand((), generator=generator) < 0.5):
+                vis, ir = vis.flip(-1), ir.flip(-1)
+            if bool(torch.rand((), generator=generator) < 0.2):
+                vis, ir = vis.flip(-2), ir.flip(-2)
+            visibles.append(vis)
+            infrareds.append(ir)
+        visible = torch.stack(visibles).float().div_(255.0)
+        infrared = torch.stack(infrareds).float().div_(255.0)
+        return visible, infrared
+
+
+def set_trainable(model: IVFNet, stage: int) -> list[torch.nn.Parameter]:
+    """Freeze everything except the stage's modules; return the trainable parameters."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    trainable = []
+    for name in TRAINABLE[stage]:
+        for parameter in getattr(model, name).parameters():
+            parameter.requires_grad_(True)
+            trainable.append(parameter)
+    return trainable
+
+
+def stage_outputs(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torch.Tensor
+                  ) -> dict[str, torch.Tensor]:
+    """Run the forward path a stage needs."""
+    paths = {1: ('enhanced', 'rendered'), 2: ('infrared',), 3: ('fused', 'fused_base')}[stage]
+    return model.forward_all(visible, infrared if stage > 1 else None, outputs=paths)
+
+
+def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torch.Tensor,
+                stage_config: StageConfig, amp: bool = False) -> dict[str, torch.Tensor]:
+    """Return the stage's unweighted loss terms (forward in bf16 under AMP, losses in fp32)."""
+    with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp):
+        outputs = stage_outputs(model, stage, visible, infrared)
+    # SSIM and variance terms cancel catastrophically in bf16: always compute them in fp32.
+    outputs = {name: value.float() for name, value in outputs.items()}
+    if stage == 1:
+        return losses.stage1_terms(outputs, stage_config.exposure_level)
+    if stage == 2:
+        return losses.stage2_terms(outputs)
+    return losses.stage3_terms(outputs, infrared)
+
+
+def learning_rate(stage_config: StageConfig, step: int) -> float:
+    """Linear warm-up then cosine decay to 5 % of the base rate."""
+    if step < stage_config.warmup:
+        return stage_config.lr * (step + 1) / stage_config.warmup
+    progress = (step - stage_config.warmup) / max(1, stage_config.steps - stage_config.warmup)
+    return stage_config.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def plot_losses(csv_path: Path, png_path: Path, stage: int) -> None:
+    """Draw the loss curves of a stage's CSV log into a PNG."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return
+    steps = [int(row['step']) for row in rows]
+    names = [name for name in rows[0] if name not in ('step', 'lr', 'elapsed_s')]
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for name in names:
+        values = [max(float(row[name]), 1e-8) for row in rows]
+        axis.plot(steps, values, label=name, linewidth=2.0 if name == 'total' else 1.0)
+    axis.set_yscale('log')
+    axis.set_xlabel('step')
+    axis.set_ylabel('loss (unweighted terms, weighted total)')
+    axis.set_title(f'ivf_ros training, stage {stage}')
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+
+
+class Trainer:
+    """Run stages with checkpoints, resume, CSV logs, loss plots and AMP on CUDA."""
+
+    def __init__(self, config: TrainConfig, bank: PairBank, output: Path,
+                 device: torch.device, model: IVFNet | None = None,
+                 show_progress: bool = True) -> None:
+        self.config = config
+        self.bank = bank
+        self.output = Path(output)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.device = device
+        torch.manual_seed(config.seed)
+        self.model = (model or IVFNet(ModelConfig.from_dict(config.model))).to(device)
+        self.completed: list[int] = []
+        self.show_progress = show_progress
+        self.amp = device.type == 'cuda'
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _save_checkpoint(self, stage: int, step: int, optimizer: torch.optim.Optimizer,
+                         generator: torch.Generator, elapsed: float) -> None:
+        """Write the resumable state atomically (a crash never leaves a half file)."""
+        state = {
+            'stage': stage, 'step': step, 'completed': list(self.completed),
+            'model_config': self.model.config.to_dict(),
+            'model': self.model.state_dict(), 'optimizer': optimizer.state_dict(),
+            'generator': generator.get_state(), 'elapsed_s': elapsed,
+        }
+        temporary = self.output / (CHECKPOINT + '.tmp')
+        torch.save(state, str(temporary))
+        temporary.replace(self.output / CHECKPOINT)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """Restore the model from output/checkpoint.pt; return the state, or None if absent."""
+        path = self.output / CHECKPOINT
+        if not path.is_file():
+            return None
+        state = torch.load(str(path), map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state['model'])
+        self.completed = list(state['completed'])
+        return state
+
+    def load_weights(self, path: Path) -> None:
+        """Initialise the model from a weights file (e.g. the previous stage's)."""
+        payload = torch.load(str(path), map_location=self.device, weights_only=True)
+        self.model.load_state_dict(payload['state_dict'])
+
+    # -- one stage -----------------------------------------------------------------------------
+    def train_stage(self, stage: int, resume_state: dict[str, Any] | None = None) -> Path:
+        """Train one stage; return the path of its weights file."""
+        stage_config = self.config.stages[stage]
+        trainable = set_trainable(self.model, stage)
+        optimizer = torch.optim.Adam(trainable, lr=stage_config.lr)
+        generator = torch.Generator(device='cpu').manual_seed(self.config.seed * 10 + stage)
+        start, elapsed_before = 0, 0.0
+        csv_path = self.output / f'stage{stage}_log.csv'
+        if resume_state is not None and resume_state['stage'] == stage:
+            optimizer.load_state_dict(resume_state['optimizer'])
+            generator.set_state(resume_state['generator'])
+            start, elapsed_before = resume_state['step'], resume_state['elapsed_s']
+        elif csv_path.exists():
+            csv_path.unlink()
+        self.model.train()
+        started = time.perf_counter()
+        writer_handle = csv_path.open('a', newline='')
+        writer = None
+        progress = tqdm(range(start, stage_config.steps), desc=f'stage {stage}',
+                        initial=start, total=stage_config.steps, disable=not self.show_progress)
+        for step in progress:
+            for group in optimizer.param_groups:
+                group['lr'] = learning_rate(stage_config, step)
+            visible, infrared = self.bank.sample(stage_config.batch, generator,
+                                                 night_only=stage_config.data == 'night')
+            terms = stage_terms(self.model, stage, visible, infrared, stage_config, self.amp)
+            total = losses.weighted_total(terms, stage_config.losses)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            done = step + 1
+            if done % self.config.log_every == 0 or done == stage_config.steps:
+                elapsed = elapsed_before + time.perf_counter() - started
+                row = {'step': done, 'total': float(total.detach())}
+                row.update({name: float(value.detach()) for name, value in terms.items()})
+                row.update({'lr': optimizer.param_groups[0]['lr'], 'elapsed_s': round(elapsed, 2)})
+                if writer is None:
+                    writer = csv.DictWriter(writer_handle, fieldnames=list(row))
+                    if writer_handle.tell() == 0:
+                        writer.writeheader()
+                writer.writerow(row)
+                writer_handle.flush()
+                progress.set_postfix(loss=f"{row['total']:.4f}")
+            if done % self.config.checkpoint_every == 0 and done < stage_config.steps:
+                self._save_checkpoint(stage, done, optimizer, generator,
+                                      elapsed_before + time.perf_counter() - started)
+        writer_handle.close()
+        elapsed = elapsed_before + time.perf_counter() - started
+        self.completed.append(stage)
+        self._save_checkpoint(stage, stage_config.steps, optimizer, generator, elapsed)
+        plot_losses(csv_path, self.output / f'stage{stage}_loss.png', stage)
+        weights = self.output / f'stage{stage}.pt'
+        save_weights(self.model, weights, {'stage': stage, 'seed': self.config.seed,
+                                           'train_seconds': round(elapsed, 1)})
+        self.model.eval()
+        return weights
+
+    def run(self, stages: list[int], resume: bool = False) -> Path:
+        """Train the given stages in order (resuming from output/ if asked); return weights."""
+        state = self.load_checkpoint() if resume else None
+        weights = None
+        for stage in stages:
+            if state is not None and stage in state['completed']:
+                continue
+            if stage > 1 and (state is None or state['stage'] != stage) \
+                    and stage - 1 not in self.completed:
+                previous = self.output / f'stage{stage - 1}.pt'
+                if not previous.is_file():
+                    raise FileNotFoundError(
+                        f'stage {stage} starts from stage {stage - 1}: {previous} is missing')
+                self.load_weights(previous)
+            weights = self.train_stage(stage, state)
+            state = None
+        return weights if weights is not None else self.output / f'stage{stages[-1]}.pt'

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Train the paper's ablations and print one table on the validation split (MSRS night).
+
+Variants: full model; no stage 1 (no enhancement is learnt: the decoder only renders the raw
+visible image); single scale (features fused at the coarsest scale only); fixed 0.5 weights
+instead of adaptive ones (stage 3 then has nothing to learn and is skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+import subprocess
+import sys
+
+import yaml
+
+from ivf_ros.core.paths import share_file
+
+VARIANTS: dict[str, dict] = {
+    'full': {},
+    'no_stage1': {'model': {'enhance': False}},
+    'single_scale': {'model': {'multiscale': False}},
+    'fixed_0.5': {'model': {'adaptive_weights': False}},
+}
+COLUMNS = ('EN', 'SD', 'SF', 'AG', 'MI', 'SCD', 'VIF', 'Qabf', 'SSIM', 'PSNR', 'CC',
+           'brightness', 'noise')
+
+
+def variant_config(base: dict, name: str) -> dict:
+    """Return the training config of one ablation variant."""
+    config = yaml.safe_load(yaml.safe_dump(base))
+    config['model'].update(VARIANTS[name].get('model', {}))
+    if name == 'no_stage1':
+        # Only the render term is defined without the curve; keep its weight.
+        config['stages'][1]['losses'] = {'render': 1.0}
+    return config
+
+
+def main() -> int:
+    """Train every variant (in parallel), evaluate them with ivf-eval, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--config', type=Path, default=share_file('config', 'train.yaml'))
+    parser.add_argument('--output', type=Path, default=Path('runs/ablations'))
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--steps-scale', type=float, default=1.0)
+    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    base = yaml.safe_load(args.config.read_text())
+    args.output.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for name in args.variants:
+        folder = args.output / name
+        folder.mkdir(parents=True, exist_ok=True)
+        config_path = folder / 'train.yaml'
+        config_path.write_text(yaml.safe_dump(variant_config(base, name)))
+        stages = ['1', '2'] if name == 'fixed_0.5' else ['all']
+        command = [sys.executable, '-m', 'ivf_ros.cli.train', '--config', str(config_path),
+                   '--output', str(folder), '--device', args.device, '--no-progress',
+                   '--steps-scale', str(args.steps_scale)]
+        # Stages run in order inside one shell so a variant's stages never overlap.
+        script = ' && '.join(' '.join(command + ['--stage', stage]) for stage in stages)
+        log = (folder / 'train.log').open('w')
+        jobs.append((name, subprocess.Popen(script, shell=True, stdout=log, stderr=log)))
+    failed = [name for name, job in jobs if job.wait() != 0]
+    if failed:
+        print(f'ablations: training failed for {failed} (see their train.log)', file=sys.stderr)
+        return 1
+    methods = []
+    for name in args.variants:
+        last = 'stage2.pt' if name == 'fixed_0.5' else 'stage3.pt'
+        methods.append(f'{name}={args.output / name / last}')
+    subprocess.run([sys.executable, '-m', 'ivf_ros.cli.eval', '--split', 'validation',
+                    '--no-progress', '-o', str(args.output / 'eval'), '--device', args.device,
+                    '-m', 'clahe_laplacian', *methods], check=True)
+    with (args.output / 'eval' / 'summary.csv').open() as handle:
+        rows = list(csv.DictReader(handle))
+    print('| variant | ' + ' | '.join(COLUMNS) + ' |')
+    print('|---' * (len(COLUMNS) + 1) + '|')
+    for row in rows:
+        values = ' | '.join(f"{float(row[f'{column}_mean']):.3f}" for column in COLUMNS)
+        print(f"| {row['method']} | {values} |")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
