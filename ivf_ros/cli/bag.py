@@ -222,26 +222,27 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
     from ivf_ros.core.sync import PairSynchronizer
     from ivf_ros.nodes.registration import homography_matrix
 
-    homography = homography_matrix(options.homography)
-    model = FusionModel.load(options.model, device=options.device)
-    detector = None
-    if options.detector:
-        from ivf_ros.core.detector import YoloDetector
-
-        detector = YoloDetector(options.detector, conf=options.conf, iou=options.iou,
-                                imgsz=options.imgsz, classes=options.classes or None,
-                                device=options.device)
-        detector.warmup()  # the first frame must not carry Ultralytics' lazy set-up
     stats = ProcessStats()
     synchronizer = PairSynchronizer(options.slop_s, options.queue_size)
     video = _VideoSink(options.mp4) if options.mp4 else None
     png_dir = Path(options.png_dir) if options.png_dir else None
     if png_dir:
         png_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     with BagReader(bag) as reader:
+        # Cheap checks first: a wrong topic fails before seconds of model loading.
         visible_topic, infrared_topic = camera_topics(
             reader, options.visible_topic, options.infrared_topic)
+        homography = homography_matrix(options.homography)
+        model = FusionModel.load(options.model, device=options.device)
+        detector = None
+        if options.detector:
+            from ivf_ros.core.detector import YoloDetector
+
+            detector = YoloDetector(options.detector, conf=options.conf, iou=options.iou,
+                                    imgsz=options.imgsz, classes=options.classes or None,
+                                    device=options.device)
+            detector.warmup()  # the first frame must not carry Ultralytics' lazy set-up
+        started = time.perf_counter()  # throughput excludes loading the models
         inputs = [visible_topic, infrared_topic]
         copied = sorted(reader.topics) if options.keep_inputs else []
         total = reader.counts.get(visible_topic, 0)
