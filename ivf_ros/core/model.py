@@ -42,7 +42,7 @@ class ModelConfig:
     downscale: int = 4                # full resolution -> working grid
     exposure_threshold: float = 0.8   # max-channel value where the exposure mask is 0.5
     exposure_softness: float = 0.05   # width of the mask's sigmoid ramp
-    max_gain: float = 8.0             # cap of the local brightness gain applied to details
+    max_gain: float = 20.0            # cap of the luma gain applied at full resolution
     # Noise suppression: visible detail is soft-thresholded at this multiple of its own mean
     # absolute value (in a dark frame that mean is mostly sensor noise: a cheap noise level).
     noise_threshold: float = 1.0
@@ -322,20 +322,24 @@ class IVFNet(nn.Module):
             # The decoder supplies what the infrared adds: where the weights pick the visible
             # features, rendered fused = rendered visible and the fused luma is the base luma.
             base_maps = branch(base_low)
-            fused_luma_low = base_maps[1] + self._luma(fused_low - rendered_visible)
+            infrared_gain_low = self._luma(fused_low - rendered_visible)  # (n, 1, h, w)
             result['fused_low'] = fused_low
             result['weight_logits_low'] = logits[0]
-            low_maps += base_maps + [fused_luma_low, logits[0]]  # base 5, luma, gain, fused, logit
+            low_maps += base_maps + [infrared_gain_low, logits[0]]  # base 5, luma, gain, ir, logit
         if fuse or reconstruct:
             low_maps.append(infrared_low)                         # last channel
         up = F.interpolate(torch.cat(low_maps, dim=1), size=size, mode='bilinear',
                            align_corners=False)                   # (n, k, Hp, Wp)
         # Visible detail above the working grid's band, soft-thresholded against noise.
-        detail = self.noise_shrink(self._luma(visible_p) - up[:, 0:1])  # (n, 1, Hp, Wp)
+        luma_up = up[:, 0:1]
+        detail = self.noise_shrink(self._luma(visible_p) - luma_up)  # (n, 1, Hp, Wp)
+        denoised_luma = luma_up + detail
         offset = 1
         if want_enhanced:
-            # Details brighten with the local gain (Retinex: the reflectance is kept).
-            enhanced = (up[:, 1:4] + detail * up[:, 5:6]).clamp(0.0, 1.0)
+            # The full-resolution luma times the upsampled gain (Retinex: reflectance kept; a
+            # ratio leaves no dark halo where the gain changes fast, beside lamps), plus the
+            # chroma offsets of the low-resolution enhanced image.
+            enhanced = (up[:, 1:4] - up[:, 4:5] + denoised_luma * up[:, 5:6]).clamp(0.0, 1.0)
             result['enhanced'] = enhanced[..., :height, :width]  # (n, 3, H, W)
             offset = 6
         if fuse or reconstruct:
@@ -343,7 +347,8 @@ class IVFNet(nn.Module):
         if fuse:
             base_up, base_luma_up = up[:, offset:offset + 3], up[:, offset + 3:offset + 4]
             base_gain_up = up[:, offset + 4:offset + 5]
-            fused_luma_up, logit_up = up[:, offset + 5:offset + 6], up[:, offset + 6:offset + 7]
+            infrared_gain_up = up[:, offset + 5:offset + 6]
+            logit_up = up[:, offset + 6:offset + 7]
             vis_detail = detail * base_gain_up * self.config.detail_boost
             if self.config.adaptive_weights:
                 # Full-resolution scale of the fusion: the upsampled scale-1 logit, sharpened by
@@ -353,14 +358,16 @@ class IVFNet(nn.Module):
             else:
                 weight = torch.full_like(ir_detail, 0.5)
             boosted_ir = ir_detail * self.config.detail_boost
-            fused_luma = fused_luma_up + torch.lerp(vis_detail, boosted_ir, weight)
+            visible_luma = denoised_luma * base_gain_up                 # (n, 1, Hp, Wp)
+            fused_luma = (visible_luma + infrared_gain_up
+                          + weight * (boosted_ir - vis_detail))
             # Chroma of the visible base: its offsets from its own luma are kept (adding one
             # value to R, G and B changes Y only, never Cb or Cr).
             fused = (base_up - base_luma_up + fused_luma).clamp(0.0, 1.0)
             result['fused'] = fused[..., :height, :width]         # (n, 3, H, W)
             result['weights'] = weight[..., :height, :width]      # (n, 1, H, W)
             if 'fused_base' in outputs:
-                fused_base = (base_up + vis_detail).clamp(0.0, 1.0)
+                fused_base = (base_up - base_luma_up + visible_luma).clamp(0.0, 1.0)
                 result['fused_base'] = fused_base[..., :height, :width]
         if reconstruct:
             infrared_rec_low = self._luma(parts.pop(0))           # (n, 1, h, w)

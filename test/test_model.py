@@ -1,0 +1,102 @@
+"""The fusion network: shapes for any size, determinism, exposure handling, budget, ablations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ivf_ros.core.model import apply_curve, count_parameters, IVFNet, ModelConfig
+
+
+def make_pair(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    visible = torch.rand(1, 3, height, width, generator=generator) * 0.2  # a dark frame
+    infrared = torch.rand(1, 1, height, width, generator=generator)
+    return visible, infrared
+
+
+@pytest.mark.parametrize('height, width', [(479, 641), (5, 7), (33, 17), (2, 3), (64, 64)])
+def test_every_output_has_the_input_size(height: int, width: int) -> None:
+    torch.manual_seed(0)
+    network = IVFNet().eval()
+    visible, infrared = make_pair(height, width)
+    with torch.inference_mode():
+        outputs = network.forward_all(visible, infrared)
+    assert outputs['enhanced'].shape == (1, 3, height, width)
+    assert outputs['fused'].shape == (1, 3, height, width)
+    assert outputs['weights'].shape == (1, 1, height, width)
+    assert outputs['infrared_rec'].shape == (1, 1, height, width)
+    for name in ('enhanced', 'fused', 'weights', 'infrared_rec'):
+        assert outputs[name].dtype == torch.float32
+        assert 0.0 <= float(outputs[name].min()) and float(outputs[name].max()) <= 1.0
+
+
+def test_forward_returns_fused_weights_enhanced_for_a_batch() -> None:
+    network = IVFNet().eval()
+    visible = torch.rand(2, 3, 40, 56)
+    infrared = torch.rand(2, 1, 40, 56)
+    fused, weights, enhanced = network(visible, infrared)
+    assert fused.shape == (2, 3, 40, 56) and enhanced.shape == (2, 3, 40, 56)
+    assert weights.shape == (2, 1, 40, 56)
+
+
+def test_same_seed_same_network_and_outputs() -> None:
+    visible, infrared = make_pair(48, 80)
+    results = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        network = IVFNet().eval()
+        with torch.inference_mode():
+            results.append(network(visible, infrared))
+    for first, second in zip(*results, strict=True):
+        assert torch.equal(first, second)
+
+
+def test_curve_is_monotonic_and_stays_in_range() -> None:
+    x = torch.linspace(0, 1, 101).view(1, 1, 1, 101)
+    for alpha in (-1.0, -0.3, 0.0, 0.5, 1.0):
+        y = apply_curve(x, torch.full_like(x, alpha), 8)
+        assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+        assert bool((y.diff(dim=-1) >= -1e-6).all())
+
+
+def test_bright_regions_are_not_brightened_and_leave_no_halo() -> None:
+    torch.manual_seed(0)
+    network = IVFNet().eval()
+    with torch.no_grad():
+        network.decoder.curve_head.bias.fill_(2.0)  # a curve that brightens hard everywhere
+    visible = torch.full((1, 3, 64, 64), 0.05)
+    visible[..., :32, :] = 0.97                     # a street lamp in the top half
+    outputs = network.forward_all(visible, None, outputs=('enhanced',))
+    assert float(outputs['exposure_mask'][..., :6, :].min()) > 0.95
+    enhanced = outputs['enhanced']
+    assert float((enhanced[..., 4:28, 4:60] - 0.97).abs().max()) < 0.05  # lamp kept, no clip
+    assert float(enhanced[..., 40:60, 4:60].mean()) > 0.2                # dark part brightened
+    # Beside the lamp the dark side must not turn black (a detail x gain halo).
+    assert float(enhanced[..., 32:36, 4:60].min()) > 0.1
+
+
+def test_budget_params_and_macs_at_640x512() -> None:
+    network = IVFNet().eval()
+    assert count_parameters(network) <= 500_000
+    visible, infrared = make_pair(512, 640)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        network(visible, infrared)
+    assert counter.get_total_flops() / 2 <= 4e9
+
+
+@pytest.mark.parametrize('change', [
+    {'multiscale': False}, {'adaptive_weights': False}, {'enhance': False}])
+def test_ablation_variants_run(change: dict) -> None:
+    network = IVFNet(ModelConfig(**change)).eval()
+    fused, weights, enhanced = network(*make_pair(37, 45))
+    assert fused.shape == (1, 3, 37, 45) and weights.shape == (1, 1, 37, 45)
+    if change == {'adaptive_weights': False}:
+        assert torch.allclose(weights, torch.full_like(weights, 0.5))
+
+
+def test_config_round_trip_ignores_unknown_keys() -> None:
+    config = ModelConfig(channels=[8, 12, 16, 24], noise_threshold=0.3)
+    values = config.to_dict() | {'from_a_newer_version': 1}
+    assert ModelConfig.from_dict(values) == config
