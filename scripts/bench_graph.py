@@ -6,7 +6,8 @@ A camera node in this process publishes 640x512 synthetic night pairs stamped wi
 clock; the graph runs in a child process. Phase 1 runs fusion_node with a model that costs
 nothing: the node's own overhead (decode, sync, register, encode, publish; from /diagnostics, and
 stamp-to-fused latency including DDS both ways). Phase 2 runs fusion_node with the network.
-Phase 3 runs the full graph: delivered detection FPS and camera-stamp-to-detection latency.
+Phases 3 and 4 run the full graph, a process per node (as ros2 launch does) and in one ivf-graph
+process: delivered detection FPS and camera-stamp-to-detection latency.
 Prints numbers; asserts nothing.
 
     python scripts/bench_graph.py [--device auto] [--rate 10] [--seconds 20]
@@ -89,7 +90,8 @@ class Camera:
                                  array_to_image_msg(pair.infrared, 'mono8', _header(0))))
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self.node)
-        threading.Thread(target=self._executor.spin, daemon=True).start()
+        self._spinner = threading.Thread(target=self._executor.spin, daemon=True)
+        self._spinner.start()
 
     def _arrived(self, key: str, msg: Any) -> None:
         now = time.time()
@@ -100,6 +102,15 @@ class Camera:
         for status in msg.status:
             if status.name.endswith('fusion_node: fusion'):
                 self.status = {kv.key: kv.value for kv in status.values}
+
+    def wait_for(self, predicate: Any, timeout: float) -> bool:
+        """Poll predicate until true or timeout."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def wait_for_subscribers(self, topic: str, count: int, timeout: float) -> bool:
         """Wait until topic has count subscriptions."""
@@ -133,6 +144,7 @@ class Camera:
         import rclpy
 
         self._executor.shutdown()
+        self._spinner.join(5)
         self.node.destroy_node()
         rclpy.try_shutdown()
 
@@ -215,34 +227,43 @@ def bench_graph(options: argparse.Namespace) -> None:
           f'fusion {options.fusion_model or "shipped"}; logs in {folder}')
     camera = Camera(options.width, options.height)
     try:
-        phases = (('node overhead (null model)', ['fusion_node'], True),
-                  ('fusion only', ['fusion_node'], False),
-                  ('fusion + detection', ['fusion_node', 'detection_node'], False))
-        for index, (phase, nodes, null_model) in enumerate(phases):
+        # Each phase: its processes (node lists), and whether the fusion network is nulled.
+        phases = (('node overhead (null model)', [['fusion_node']], True),
+                  ('fusion only', [['fusion_node']], False),
+                  ('fusion + detection, a process each (as ros2 launch runs them)',
+                   [['fusion_node'], ['detection_node']], False),
+                  ('fusion + detection in one ivf-graph process',
+                   [['fusion_node', 'detection_node']], False))
+        for index, (phase, processes, null_model) in enumerate(phases):
             if options.phases and index + 1 not in options.phases:
                 continue
             for key in camera.arrivals:
                 camera.arrivals[key].clear()
             camera.status = {}
-            graph = start_graph(params, nodes, folder / f'phase{index + 1}.log', null_model)
+            graphs = [start_graph(params, nodes, folder / f'phase{index + 1}_{number}.log',
+                                  null_model) for number, nodes in enumerate(processes)]
+            detecting = any('detection_node' in nodes for nodes in processes)
             try:
-                wanted = 2 if len(nodes) == 2 else 1  # detection_node + this camera
-                if not (camera.wait_for_subscribers('/visible/image_raw', 1, 180)
-                        and camera.wait_for_subscribers('/fused/image', wanted, 180)):
-                    print(f'{phase}: graph did not start, see {folder}')
+                # Ready: the new fusion_node reports (configured), both nodes subscribed.
+                ready = (camera.wait_for(lambda: bool(camera.status), 180)
+                         and camera.wait_for_subscribers('/visible/image_raw', 1, 60)
+                         and camera.wait_for_subscribers('/fused/image', 1 + detecting, 180))
+                if not ready:
+                    print(f'\n== {phase} ==\n  the graph did not start: see {folder}')
                     continue
                 time.sleep(1.0)
                 sent, start = camera.run(options.rate, options.seconds)
                 time.sleep(max(options.diagnostics_wait, 0))
             finally:
-                stop_graph(graph)
-            report(phase, camera, sent, start, options)
+                for graph in graphs:
+                    stop_graph(graph)
+            report(phase, camera, sent, start, options, detecting)
     finally:
         camera.close()
 
 
 def report(phase: str, camera: Camera, sent: list[int], start: float,
-           options: argparse.Namespace) -> None:
+           options: argparse.Namespace, detecting: bool) -> None:
     """Print one phase's numbers."""
     warmup = options.warmup
     kept = [s for s in sent if s / 1e9 > start + warmup]
@@ -254,7 +275,7 @@ def report(phase: str, camera: Camera, sent: list[int], start: float,
           'warm-up)')
     print(f'  fused delivered     : {len(fused)} ({len(fused) / span:.2f} FPS), '
           f'stamp->fused p50/p95 {percentiles(fused)}')
-    if phase.endswith('detection'):
+    if detecting:
         detected = latencies(camera, 'detections', warmup, start)
         print(f'  detections delivered: {len(detected)} ({len(detected) / span:.2f} FPS), '
               f'stamp->detections p50/p95 {percentiles(detected)}')
@@ -334,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--fusion-model', default='',
                         help="fusion weights ('' = shipped; 'fresh' = untrained, same cost)")
     parser.add_argument('--diagnostics-wait', type=float, default=1.5)
-    parser.add_argument('--phases', type=int, nargs='+', choices=(1, 2, 3),
-                        help='1 null-model overhead, 2 fusion only, 3 full graph (default all)')
+    parser.add_argument('--phases', type=int, nargs='+', choices=(1, 2, 3, 4),
+                        help='1 null-model overhead, 2 fusion only, 3 both nodes in two '
+                             'processes, 4 both in one ivf-graph (default: all)')
     parser.add_argument('--counts', action='store_true',
                         help='count people/cars on the night pairs instead')
     parser.add_argument('--conf', type=float, default=0.25, help='--counts confidence')
