@@ -428,7 +428,8 @@ class BagReader:
     def decode(self, message: BagMessage) -> Any:
         """Deserialize a raw message with the bag's own type definitions."""
         try:
-            return self._reader.deserialize(message.raw, message.msgtype)
+            # A writable buffer: decoded image arrays are then writable views (torch wants that).
+            return self._reader.deserialize(bytearray(message.raw), message.msgtype)
         except AnyReaderError as error:
             raise BagError(
                 f'malformed {message.msgtype} on {message.topic} in {self.path}: {error}'
