@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 import functools
 import signal
+import sys
 import traceback
 from typing import Any, NoReturn
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 
-from ivf_ros.core.params import ParamSpec, ParamValue
+from ivf_ros.core.params import ParameterValueError, ParamSpec, ParamValue
 from ivf_ros.nodes.parameters import add_validation, declare_parameters
 from ivf_ros.nodes.runtime import Throttle
 
@@ -147,7 +149,12 @@ def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
     executor = MultiThreadedExecutor()
     try:
         for factory in factories:
-            node = factory()
+            try:
+                node = factory()
+            except (ParameterValueError, ParameterException) as error:
+                # A -p override of the wrong type or out of range: say which, no traceback.
+                print(f'invalid parameter: {error}', file=sys.stderr)
+                return 2
             nodes.append(node)
             executor.add_node(node)
         for node in nodes:
