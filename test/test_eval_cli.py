@@ -134,3 +134,25 @@ def test_labels_need_a_detector(pairs_root: Path, tmp_path: Path,
     assert main([str(pairs_root), '--labels', str(tmp_path), '-o', str(tmp_path / 'o'),
                  '--no-progress']) == 2
     assert '--labels needs --detector' in capsys.readouterr().err
+
+
+def test_best_marks_follow_each_metric_direction() -> None:
+    from ivf_ros.core.datasets import PairedImage
+    from ivf_ros.core.report import best_methods, Evaluation, markdown_table, Method
+
+    def method(name: str) -> Method:
+        return Method(name, 'baseline', lambda pair, visible, infrared: visible)
+
+    pair = PairedImage('x', Path('d/vi/x.png'), Path('d/ir/x.png'))
+    evaluation = Evaluation([method('visible'), method('a'), method('b')], [pair],
+                            metric_names=['EN', 'LOE', 'brightness'])
+    for name, en, loe in (('visible', 9.0, 0.0), ('a', 6.0, 300.0), ('b', 7.0, 500.0)):
+        evaluation.rows.append({'method': name, 'dataset': 'd', 'image': 'x', 'night': True,
+                                'fuse_ms': 1.0, 'EN': en, 'LOE': loe, 'brightness': en})
+    # The visible input has the highest EN and the lowest LOE but is never 'best'.
+    assert best_methods(evaluation, 'EN') == {'b'}
+    assert best_methods(evaluation, 'LOE') == {'a'}
+    assert best_methods(evaluation, 'brightness') == set()  # neither direction is better
+    table = markdown_table(evaluation, with_std=False)
+    assert '| b | 1 | **7.000** | 500.0 | 7.0 |' in table
+    assert '| a | 1 | 6.000 | **300.0** | 6.0 |' in table
