@@ -97,3 +97,16 @@ def test_autostart_false_waits_for_a_lifecycle_manager(graph: ChildProcess,
     assert probe.wait_for(lambda: probe.node.count_subscribers('/fused/image') == 0, 10)
     assert change_state(probe, 'detection_node', Transition.TRANSITION_CLEANUP)
     assert probe.wait_for(lambda: probe.node.count_publishers('/detections') == 0, 10)
+
+
+def test_out_of_range_override_exits_with_one_clear_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, '-m', 'ivf_ros.nodes.graph', '--nodes', 'detection_node',
+         '--ros-args', '-p', 'detection_node:conf:=3.0'],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert 'invalid parameter' in result.stderr and 'conf' in result.stderr
+    assert 'Traceback' not in result.stderr
