@@ -1,7 +1,5 @@
 """Launch the visible-infrared fusion node and the YOLO detection node (optionally RViz)."""
 
-# ruff sees the repository's launch/ folder as first-party `launch`; the ROS package is not.
-# ruff: noqa: I001
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
