@@ -1,6 +1,5 @@
 """Launch the visible-infrared fusion node and the YOLO detection node (optionally RViz)."""
 
-
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
