@@ -1,0 +1,106 @@
+"""Training: frozen parts stay frozen, checkpoints/resume, logs and plots, the ivf-train CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from ivf_ros.cli.train import main as train_main
+from ivf_ros.core.synthetic import make_night_pair
+from ivf_ros.core.training import (
+    load_config,
+    PairBank,
+    StageConfig,
+    TrainConfig,
+    Trainer,
+    TrainingConfigError,
+)
+
+SMALL_MODEL = {'channels': [8, 8, 12, 16]}
+
+
+def tiny_config(steps: int = 2) -> TrainConfig:
+    def stage(losses: dict[str, float]) -> StageConfig:
+        return StageConfig(steps=steps, batch=2, lr=1e-3, warmup=1, losses=losses)
+
+    return TrainConfig(seed=0, crop=32, checkpoint_every=1, log_every=1, model=SMALL_MODEL,
+                       stages={
+                           1: stage({'exposure': 10, 'colour': 5, 'smoothness': 100,
+                                     'spatial': 1, 'noise': 1, 'render': 1}),
+                           2: stage({'l1': 1, 'ssim': 1, 'gradient': 1}),
+                           3: stage({'intensity': 1, 'texture': 1, 'colour': 1, 'ssim': 1})})
+
+
+def tiny_bank() -> PairBank:
+    pairs = [make_night_pair(seed=s, width=48, height=40) for s in range(2)]
+    return PairBank.from_arrays([(p.visible, p.infrared) for p in pairs], torch.device('cpu'),
+                                crop=32)
+
+
+def test_stage3_changes_only_the_fusion_block(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                      show_progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train_stage(3)
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(name.startswith('fusion.') for name in changed)
+
+
+def test_all_stages_write_logs_plots_weights_and_resume(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                      show_progress=False)
+    trainer.run([1, 2])
+    for name in ('stage1.pt', 'stage2.pt', 'stage1_log.csv', 'stage1_loss.png',
+                 'checkpoint.pt'):
+        assert (tmp_path / name).is_file(), name
+    resumed = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                      show_progress=False)
+    weights = resumed.run([1, 2, 3], resume=True)   # 1 and 2 are done: only 3 trains
+    assert weights.name == 'stage3.pt' and resumed.completed == [1, 2, 3]
+
+
+def test_same_seed_same_weights(tmp_path: Path) -> None:
+    states = []
+    for run in range(2):
+        trainer = Trainer(tiny_config(), tiny_bank(), tmp_path / str(run), torch.device('cpu'),
+                          show_progress=False)
+        trainer.train_stage(1)
+        states.append(trainer.model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_cli_trains_on_a_paired_folder(tmp_path: Path) -> None:
+    folder = tmp_path / 'pairs'
+    for sub in ('vi', 'ir'):
+        (folder / sub).mkdir(parents=True)
+    for seed in range(2):
+        pair = make_night_pair(seed=seed, width=48, height=40)
+        cv2.imwrite(str(folder / 'vi' / f'{seed}.png'), pair.visible[..., ::-1])
+        cv2.imwrite(str(folder / 'ir' / f'{seed}.png'), pair.infrared)
+    config = tmp_path / 'train.yaml'
+    config.write_text(
+        'seed: 0\ncrop: 32\ncheckpoint_every: 1\nlog_every: 1\n'
+        f'model: {{channels: {SMALL_MODEL["channels"]}}}\nstages:\n'
+        '  1: {steps: 1, batch: 1, lr: 0.001, losses: {exposure: 1, colour: 1, smoothness: 1,'
+        ' spatial: 1, noise: 1, render: 1}}\n'
+        '  2: {steps: 1, batch: 1, lr: 0.001, losses: {l1: 1, ssim: 1, gradient: 1}}\n'
+        '  3: {steps: 1, batch: 1, lr: 0.001, losses: {intensity: 1, texture: 1, colour: 1,'
+        ' ssim: 1}}\n')
+    export = tmp_path / 'out.pt'
+    code = train_main(['--stage', 'all', '--data', str(folder), '--config', str(config),
+                       '--output', str(tmp_path / 'run'), '--device', 'cpu', '--no-progress',
+                       '--export', str(export)])
+    assert code == 0 and export.is_file()
+    assert np.isfinite(torch.load(export, weights_only=True)['state_dict']['fusion.detail_gain'])
+
+
+def test_config_errors_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('stages: {1: {steps: 1, batch: 1, lr: 0.1, losses: {}}}\n')
+    with pytest.raises(TrainingConfigError, match='stage 2 is missing'):
+        load_config(bad)
