@@ -55,6 +55,7 @@ class IvfLifecycleNode(LifecycleNode):
         self.params: dict[str, ParamValue] = declare_parameters(self, self.specs)
         add_validation(self, self.specs, self._apply_parameters, self.check_parameter)
         self._throttle = Throttle(period_s=2.0)
+        self.publish_errors = 0
 
     def diagnostic_status(self) -> DiagnosticStatus | None:
         """Return the node's health for /diagnostics (None: nothing to report)."""
@@ -105,6 +106,16 @@ class IvfLifecycleNode(LifecycleNode):
         """Store accepted values, then let the node apply them."""
         self.params.update(changed)
         self.on_parameters_changed(changed)
+
+    def publish_counted(self, publisher: Any, msg: Any, what: str) -> None:
+        """Publish, counting (not raising) the occasional RCLError under floods."""
+        if publisher is None:
+            return
+        try:
+            publisher.publish(msg)
+        except RCLError as error:
+            self.publish_errors += 1
+            self.warn_throttled('publish', f'publishing {what} failed: {error}')
 
     def warn_throttled(self, key: str, message: str) -> None:
         """Log a warning at most every 2 s per key, saying how many were suppressed."""

@@ -16,7 +16,6 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -69,7 +68,6 @@ class DetectionNode(IvfLifecycleNode):
         self.bad_input = 0
         self.last_bad_input = ''
         self.detect_errors = 0
-        self.publish_errors = 0
 
     @logged_transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -189,22 +187,15 @@ class DetectionNode(IvfLifecycleNode):
             self.warn_throttled('bad_input', self.last_bad_input)
             return
         detections = detector.detect(np.ascontiguousarray(rgb))
-        self._publish(self._detections_pub, detections_to_msg(detections, msg.header))
+        self.publish_counted(
+            self._detections_pub, detections_to_msg(detections, msg.header), 'detections')
         if self._annotated_pub is not None:
             annotated = detector.annotate(rgb, detections)
-            self._publish(self._annotated_pub, array_to_image_msg(annotated, 'rgb8', msg.header))
+            self.publish_counted(self._annotated_pub,
+                                 array_to_image_msg(annotated, 'rgb8', msg.header),
+                                 'detections/image')
         self.rate.tick()
         self.latency.add(time.perf_counter() - started)
-
-    def _publish(self, publisher: Any, msg: Any) -> None:
-        """Publish, counting (not raising) the occasional RCLError under floods."""
-        if publisher is None:
-            return
-        try:
-            publisher.publish(msg)
-        except RCLError as error:
-            self.publish_errors += 1
-            self.warn_throttled('publish', f'publishing failed: {error}')
 
     def _on_worker_error(self, error: Exception) -> None:
         """Log a frame YOLO could not process; the worker goes on."""

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -99,7 +98,6 @@ class FusionNode(IvfLifecycleNode):
         self.bad_input: dict[str, int] = {}
         self.last_bad_input = ''
         self.time_jumps = 0
-        self.publish_errors = 0
         self.fusion_errors = 0
         self._last_stamp_ns: dict[str, int] = {}
         self._size_warned: set[tuple[Any, ...]] = set()
@@ -295,15 +293,8 @@ class FusionNode(IvfLifecycleNode):
                 'a calibrated rig)')
 
     def _publish(self, key: str, msg: Image) -> None:
-        """Publish, counting (not raising) the occasional RCLError under floods."""
-        publisher = self._outputs.get(key)
-        if publisher is None:
-            return
-        try:
-            publisher.publish(msg)
-        except RCLError as error:
-            self.publish_errors += 1
-            self.warn_throttled('publish', f'publishing {key} failed: {error}')
+        """Publish on one of the enabled outputs (fused, enhanced, weights)."""
+        self.publish_counted(self._outputs.get(key), msg, key)
 
     def _on_worker_error(self, error: Exception) -> None:
         """Count and log a pair the model could not fuse; the worker goes on."""
