@@ -149,15 +149,17 @@ def test_backward_jump_as_a_looping_bag_resets() -> None:
         events += [('v', k * 33 * MS, ('v', k)), ('i', k * 33 * MS + 2 * MS, ('i', k))]
     first_loop = feed(sync, events)
     assert len(first_loop) == 39 and sync.pending == (1, 1)
-    # The bag starts over: visible jumps back first; an infrared frame of the old timeline
-    # is still in flight, then infrared jumps back too.
+    # The bag starts over: visible jumps back first, which ends the old timeline and so emits
+    # its last pair; an infrared frame of the old timeline is still in flight, then infrared
+    # jumps back too.
     second = feed(sync, [('v', 0, ('v', 0)), ('i', 39 * 33 * MS + 5 * MS, 'stale'),
                          ('i', 2 * MS, ('i', 0)), ('v', 33 * MS, ('v', 1))])
-    assert second == [MatchedPair(0, 2 * MS, ('v', 0), ('i', 0))]
+    assert second == [MatchedPair(39 * 33 * MS, 39 * 33 * MS + 2 * MS, ('v', 39), ('i', 39)),
+                      MatchedPair(0, 2 * MS, ('v', 0), ('i', 0))]
     stats = sync.stats
     assert stats.resets == 1
-    # The last frame of each stream before the loop, and the stale one, are counted.
-    assert (stats.unmatched_visible, stats.unmatched_infrared) == (1, 2)
+    # Only the stale infrared frame is counted.
+    assert (stats.unmatched_visible, stats.unmatched_infrared) == (0, 1)
     assert_accounted(sync)
 
 
@@ -264,9 +266,12 @@ def test_property_never_pairs_beyond_slop_nor_reuses_a_frame(
     for index, (stream, stamp) in enumerate(events):
         stamps[index] = stamp
         add = sync.add_visible if stream == 'v' else sync.add_infrared
+        resets_before = sync.stats.resets
         out = add(stamp, (stream, index))
         pairs += out
-        timelines += [sync.stats.resets] * len(out)
+        # A resetting call returns only the old timeline's last pairs: the new timeline holds
+        # one frame then, which cannot pair yet.
+        timelines += [resets_before] * len(out)
     if flush:
         out = sync.flush()
         pairs += out

@@ -30,7 +30,10 @@ Exact semantics:
 * Out-of-order arrival is tolerated: a late frame is inserted in stamp order and may still pair
   with any unmatched frame, though condition 3 may then have been judged too early.
 * A stamp more than ``reset_jump_s`` (1 s) older than the newest stamp of its stream (a bag
-  looping, a simulator restarting) resets: queued frames are dropped (counted as unmatched),
+  looping, a simulator restarting) resets: the old timeline has ended, so the pairs still
+  waiting for a later frame are emitted first (as by :meth:`flush`; they come before any pair of
+  the new timeline in the same returned list), then the other queued frames are dropped
+  (counted as unmatched),
   ``resets`` is incremented, and pairing starts afresh from that frame. Until the other stream
   sends a frame of the new timeline, its frames stamped more than ``reset_jump_s`` after the
   jump are stale (still in flight from before the loop) and dropped (counted as unmatched).
@@ -264,7 +267,11 @@ class PairSynchronizer:
         unmatched_key = 'unmatched_visible' if is_visible else 'unmatched_infrared'
         with self._lock:
             self._count(**{'received_visible' if is_visible else 'received_infrared': 1})
+            before_reset: list[MatchedPair] = []
             if stream.newest_ns is not None and stamp_ns < stream.newest_ns - self._reset_jump_ns:
+                # The old timeline has ended: its pairs still waiting for a later frame are
+                # final now (as at flush()); emit them before dropping what cannot pair.
+                before_reset = self._match(final_only=False)
                 self._reset_locked()
                 self._reset_stamp_ns = stamp_ns
             elif (stream.newest_ns is None and self._reset_stamp_ns is not None
@@ -282,7 +289,7 @@ class PairSynchronizer:
             stream.insert(stamp_ns, item)
             if len(stream.stamps) > self._queue_size:
                 self._count(dropped_overflow=stream.drop_oldest(1))
-            return self._match(final_only=True)
+            return before_reset + self._match(final_only=True)
 
     def _is_final(self, stamp_ns: int, distance_ns: int, other: _Stream) -> bool:
         """Return whether no future frame of `other` can be strictly nearer than distance_ns."""
