@@ -60,8 +60,8 @@ def test_tiny_demo_without_detector_weights(tmp_path: Path, fusion_weights: Path
     assert code == 0, printed.err
     assert 'No detector weights' in printed.out and 'synthetic' in printed.out
     summary = json.loads((output / 'summary.json').read_text())
-    # The approximate-time pairing holds the last pair until a next frame that never comes.
-    assert summary['pairs_played'] == 4 and summary['fused_received'] >= 3
+    # The last pair waits for a next frame that never comes until the node's idle flush.
+    assert summary['pairs_played'] == 4 and summary['fused_received'] == 4
     assert summary['detector'] is None and summary['throughput_fps'] > 0
     sheet = cv2.imread(str(output / 'contact_sheet.png'))
     assert sheet.shape[1] > 5 * demo.TILE_WIDTH and sheet.shape[0] > 2 * 100

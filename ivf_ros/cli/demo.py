@@ -455,9 +455,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         stats = play_bag(input_bag, wait_for_subscribers=1, wait_timeout_s=30.0,
                          pacing=pacing)
         play_s = time.perf_counter() - play_started
-        # The last processed pair is still in flight; the very last pair waits for a next frame
-        # that never comes (approximate-time pairing), as with `ros2 bag play`.
-        time.sleep(1.0 + min(10.0, 2.0 * play_s / max(1, args.frames)))
+        # The last processed pair is still in flight, and the very last pair waits for a next
+        # frame that never comes until fusion_node's idle_flush (1 s of quiet) emits it.
+        time.sleep(2.5 + min(10.0, 2.0 * play_s / max(1, args.frames)))
     finally:
         recorder.stop()
         graph.stop()

@@ -150,6 +150,10 @@ FUSION_PARAMS: tuple[ParamSpec, ...] = (
               min_value=0.0, max_value=1.0),
     ParamSpec('queue_size', ParamKind.INTEGER, 10,
               'Frames per stream kept while waiting for a partner.', min_value=1, max_value=100),
+    ParamSpec('idle_flush', ParamKind.DOUBLE, 1.0,
+              'When no frame has arrived for this long [s, wall clock], pair what is still '
+              'waiting for a later frame (the last pair of a bag or before a camera stops); '
+              '0 = never.', min_value=0.0, max_value=60.0),
     ParamSpec('homography', ParamKind.DOUBLE_ARRAY, IDENTITY_HOMOGRAPHY,
               'Row-major 3x3 map from the infrared image (already resized to the visible size) to '
               'visible pixels; identity = resize only.', array_length=9),

@@ -11,12 +11,14 @@ fusion/weights (mono8, 255 = all infrared), and /diagnostics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 import sys
 import time
 from typing import Any, Protocol
 
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -86,6 +88,8 @@ class FusionNode(IvfLifecycleNode):
         self._inputs: list[Any] = []
         self._outputs: dict[str, Any] = {}
         self._homography = homography_matrix(self.params['homography'])
+        self._flush_timer: Any = None
+        self._last_frame_s = time.perf_counter()
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -142,14 +146,15 @@ class FusionNode(IvfLifecycleNode):
                 lambda msg, stream=stream: self._on_image(stream, msg),
                 qos_profile_sensor_data,
                 qos_overriding_options=QoSOverridingOptions.with_default_policies()))
+        # A wall-clock timer: with use_sim_time a paused bag also stops the ROS clock.
+        self._flush_timer = self.create_timer(
+            0.1, self._flush_when_idle, clock=Clock(clock_type=ClockType.STEADY_TIME))
         return super().on_activate(state)
 
     @logged_transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe and stop the worker (it finishes the pair in progress)."""
-        for subscription in self._inputs:
-            self.destroy_subscription(subscription)
-        self._inputs.clear()
+        self._stop_inputs()
         if self.worker is not None:
             self.worker.stop()
         return super().on_deactivate(state)
@@ -163,13 +168,20 @@ class FusionNode(IvfLifecycleNode):
     @logged_transition
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything whatever the state."""
-        for subscription in self._inputs:
-            self.destroy_subscription(subscription)
-        self._inputs.clear()
+        self._stop_inputs()
         if self.worker is not None:
             self.worker.stop()
         self._release()
         return super().on_shutdown(state)
+
+    def _stop_inputs(self) -> None:
+        """Destroy the camera subscriptions and the idle-flush timer."""
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs.clear()
+        if self._flush_timer is not None:
+            self.destroy_timer(self._flush_timer)
+            self._flush_timer = None
 
     def _release(self) -> None:
         """Destroy publishers and timer, drop the model."""
@@ -230,12 +242,27 @@ class FusionNode(IvfLifecycleNode):
         frame = Frame(msg.header, image, received, 0.0, 0.0)
         add = sync.add_visible if stream == 'visible' else sync.add_infrared
         pairs = add(stamp_ns, frame)
-        frame.convert_s = time.perf_counter() - received
+        self._last_frame_s = time.perf_counter()
+        frame.convert_s = self._last_frame_s - received
         frame.convert_cpu_s = time.thread_time() - received_cpu
+        self._submit(pairs)
+
+    def _submit(self, pairs: list[MatchedPair]) -> None:
+        """Hand the newest ready pair to the worker; older ready pairs are counted drops."""
         if pairs and self.worker is not None:
-            # Only the newest pair matters for a live view; older ready pairs are counted drops.
+            # Only the newest pair matters for a live view.
             self.worker.dropped += len(pairs) - 1
             self.worker.submit(pairs[-1])
+
+    def _flush_when_idle(self) -> None:
+        """Emit the pairs still waiting for a later frame once the cameras have gone quiet."""
+        idle_s = float(self.params['idle_flush'])
+        sync = self.sync
+        if sync is None or idle_s <= 0.0 or time.perf_counter() - self._last_frame_s < idle_s:
+            return
+        # Flush once per quiet spell: the next frame re-arms it.
+        self._last_frame_s = math.inf
+        self._submit(sync.flush())
 
     def _report_bad_input(self, key: str, message: str) -> None:
         """Count a rejected frame and log it (throttled)."""
