@@ -267,11 +267,12 @@ def test_live_graph_round_trip_equals_process(tmp_path: Path, night_bag: Path,
     recorder = Recorder(out, LIVE_TOPICS, '-p', 'use_sim_time:=true')
     recorder.wait_ready(120)  # the graph's publishers exist: models loaded
     # --loop: stamps and /clock jump back at the restart; pairing must restart, not wedge.
-    # Quarter speed: the graph drops stale frames by design (newest-only workers), and this
-    # 2-core machine is shared; nothing may be dropped here.
-    play(night_bag, '--clock', '100', '--loop', '--loops', '2', '--rate', '0.25',
-         '--wait-for-subscribers', '1')
-    time.sleep(1.0)  # the last pair is in the worker threads
+    # Lockstep (--pace): the graph drops stale frames by design (newest-only workers) and this
+    # 2-core machine is shared; each frame waits until the graph has caught up, so nothing may
+    # be dropped here.
+    play(night_bag, '--clock', '100', '--loop', '--loops', '2', '--pace', '/detections',
+         '--wait-for-subscribers', '1', timeout=120)
+    time.sleep(3.0)  # the last pair: fusion_node's idle flush (1 s of quiet), then the workers
     recorder.stop()
 
     stamps = visible_stamps(night_bag)
@@ -282,11 +283,12 @@ def test_live_graph_round_trip_equals_process(tmp_path: Path, night_bag: Path,
     fused_stamps = [frame.stamp_ns for frame in fused]
     # One fused image and one Detection2DArray per pair, headers = the visible stamps. The
     # approximate-time pairing (as message_filters) emits a pair once the next frame shows it
-    # final, so each playback's last pair may wait for a frame that never comes.
+    # final: the first playback's last pair may be dropped by the loop's reset (counted), the
+    # final one is emitted by the node's idle flush once the bag has ended.
     assert set(fused_stamps) <= set(stamps)
     assert all(fused_stamps.count(stamp) == 2 for stamp in stamps[:-1]), str([
         fused_stamps.count(stamp) for stamp in stamps])
-    assert fused_stamps.count(stamps[-1]) <= 2
+    assert 1 <= fused_stamps.count(stamps[-1]) <= 2
     detection_stamps = [bagio.join_stamp(m.header.stamp) for m in detections]
     assert sorted(detection_stamps) == sorted(fused_stamps), str([
         detection_stamps.count(stamp) for stamp in stamps])

@@ -112,7 +112,6 @@ class BagPlayer(Node):
                                sent={topic: [] for topic in self.topics})
         self.pacing = pacing
         self._outputs = 0
-        self._loop_base = (0, 0)  # (triggers, outputs) when the current loop started
         self._output_event = threading.Event()
         if pacing is not None:
             if pacing.trigger_topic not in self.topics:
@@ -146,9 +145,8 @@ class BagPlayer(Node):
         assert self.pacing is not None
         started = time.monotonic_ns()
         deadline = time.monotonic() + self.pacing.timeout_s
-        # Per loop: a loop's last pair is never released (the restart resets the pairing).
-        triggers_sent -= self._loop_base[0]
-        while self._outputs - self._loop_base[1] < triggers_sent - self.pacing.lag:
+        # A loop's last pair is released too: the restart ends its timeline in the synchroniser.
+        while self._outputs < triggers_sent - self.pacing.lag:
             if time.monotonic() > deadline:
                 self.stats.pace_timeouts += 1
                 break
@@ -211,8 +209,6 @@ class BagPlayer(Node):
         start_ns = self._reader.start_ns + self.start_offset_ns if self.start_offset_ns else None
         first: BagMessage | None = None
         wall_start = bag_start = 0
-        trigger = self.pacing.trigger_topic if self.pacing else ''
-        self._loop_base = (self.stats.published.get(trigger, 0), self._outputs)
         next_clock = 0.0
         for message in self._reader.messages(self.topics, start_ns=start_ns):
             if first is None:
@@ -243,6 +239,8 @@ class BagPlayer(Node):
         """Close the bag and destroy the node."""
         if self.pacing is not None:
             self._executor.shutdown()
+            # Join the spinning thread: a thread still inside rcl at exit aborts the process.
+            self._spinner.join(timeout=5.0)
         self._reader.__exit__(None, None, None)
         super().destroy_node()
 
