@@ -155,8 +155,6 @@ class FusionNode(IvfLifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe and stop the worker (it finishes the pair in progress)."""
         self._stop_inputs()
-        if self.worker is not None:
-            self.worker.stop()
         return super().on_deactivate(state)
 
     @logged_transition
@@ -169,19 +167,19 @@ class FusionNode(IvfLifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything whatever the state."""
         self._stop_inputs()
-        if self.worker is not None:
-            self.worker.stop()
         self._release()
         return super().on_shutdown(state)
 
     def _stop_inputs(self) -> None:
-        """Destroy the camera subscriptions and the idle-flush timer."""
+        """Destroy the camera subscriptions and the idle-flush timer, stop the worker."""
         for subscription in self._inputs:
             self.destroy_subscription(subscription)
         self._inputs.clear()
         if self._flush_timer is not None:
             self.destroy_timer(self._flush_timer)
             self._flush_timer = None
+        if self.worker is not None:
+            self.worker.stop()
 
     def _release(self) -> None:
         """Destroy publishers and timer, drop the model."""
