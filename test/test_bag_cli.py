@@ -26,15 +26,9 @@ LIVE_TOPICS = ['/fused/image', '/detections']
 @pytest.fixture(scope='module')
 def fusion_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random-weight fusion network saved the way the shipped weights are (a real torch model)."""
-    import torch
+    from node_helpers.tiny_yolo import build_fusion_weights
 
-    from ivf_ros.core.inference import save_weights
-    from ivf_ros.core.model import IVFNet, ModelConfig
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('fusion') / 'ivf_fusion.pt'
-    save_weights(IVFNet(ModelConfig()), path)
-    return path
+    return build_fusion_weights(tmp_path_factory.mktemp('fusion') / 'ivf_fusion.pt')
 
 
 @pytest.fixture(scope='module')

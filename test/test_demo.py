@@ -13,15 +13,10 @@ from ivf_ros.cli import demo
 
 @pytest.fixture(scope='module')
 def fusion_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
+    """Random-weight fusion network saved the way the shipped weights are (a real torch model)."""
+    from node_helpers.tiny_yolo import build_fusion_weights
 
-    from ivf_ros.core.inference import save_weights
-    from ivf_ros.core.model import IVFNet, ModelConfig
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('fusion') / 'ivf_fusion.pt'
-    save_weights(IVFNet(ModelConfig()), path)
-    return path
+    return build_fusion_weights(tmp_path_factory.mktemp('fusion') / 'ivf_fusion.pt')
 
 
 def test_detector_option_offline_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,10 +21,14 @@ def build_tiny_yolo(path: Path) -> Path:
 
 
 def build_fusion_weights(path: Path) -> Path:
-    """Save a freshly initialised fusion network (the current architecture) at path."""
+    """Save a freshly initialised fusion network (seed 0, the current architecture) at path."""
+    import torch
+
     from ivf_ros.core.inference import save_weights
     from ivf_ros.core.model import IVFNet
 
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_weights(IVFNet(), path)
     return path
 
