@@ -96,6 +96,31 @@ class IvfLifecycleNode(LifecycleNode):
         except RCLError:
             pass  # diagnostics are best effort: the next period reports again
 
+    def stop_inputs(self) -> None:
+        """Destroy the subscriptions and stop the worker (the node's inputs)."""
+
+    def release_resources(self) -> None:
+        """Free the model (and GPU memory), publishers and timers made in on_configure."""
+
+    @logged_transition
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the inputs; the worker finishes the item in progress."""
+        self.stop_inputs()
+        return super().on_deactivate(state)
+
+    @logged_transition
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free what on_configure made."""
+        self.release_resources()
+        return super().on_cleanup(state)
+
+    @logged_transition
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything whatever the state."""
+        self.stop_inputs()
+        self.release_resources()
+        return super().on_shutdown(state)
+
     def check_parameter(self, name: str, value: ParamValue) -> None:
         """Reject a runtime value the spec allows but the node cannot take (ValueError)."""
 

@@ -107,26 +107,7 @@ class DetectionNode(IvfLifecycleNode):
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
         return super().on_activate(state)
 
-    @logged_transition
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Unsubscribe and stop the worker."""
-        self._stop_input()
-        return super().on_deactivate(state)
-
-    @logged_transition
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Free the model (and GPU memory) and the publishers."""
-        self._release()
-        return super().on_cleanup(state)
-
-    @logged_transition
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release everything whatever the state."""
-        self._stop_input()
-        self._release()
-        return super().on_shutdown(state)
-
-    def _stop_input(self) -> None:
+    def stop_inputs(self) -> None:
         """Destroy the subscription and stop the worker."""
         if self._image_sub is not None:
             self.destroy_subscription(self._image_sub)
@@ -134,7 +115,7 @@ class DetectionNode(IvfLifecycleNode):
         if self.worker is not None:
             self.worker.stop()
 
-    def _release(self) -> None:
+    def release_resources(self) -> None:
         """Destroy publishers, drop the model."""
         for publisher in (self._detections_pub, self._annotated_pub):
             if publisher is not None:

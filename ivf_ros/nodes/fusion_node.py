@@ -151,26 +151,7 @@ class FusionNode(IvfLifecycleNode):
             0.1, self._flush_when_idle, clock=Clock(clock_type=ClockType.STEADY_TIME))
         return super().on_activate(state)
 
-    @logged_transition
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Unsubscribe and stop the worker (it finishes the pair in progress)."""
-        self._stop_inputs()
-        return super().on_deactivate(state)
-
-    @logged_transition
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Free the model (and GPU memory), publishers and timers."""
-        self._release()
-        return super().on_cleanup(state)
-
-    @logged_transition
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release everything whatever the state."""
-        self._stop_inputs()
-        self._release()
-        return super().on_shutdown(state)
-
-    def _stop_inputs(self) -> None:
+    def stop_inputs(self) -> None:
         """Destroy the camera subscriptions and the idle-flush timer, stop the worker."""
         for subscription in self._inputs:
             self.destroy_subscription(subscription)
@@ -181,7 +162,7 @@ class FusionNode(IvfLifecycleNode):
         if self.worker is not None:
             self.worker.stop()
 
-    def _release(self) -> None:
+    def release_resources(self) -> None:
         """Destroy publishers and timer, drop the model."""
         for publisher in self._outputs.values():
             self.destroy_lifecycle_publisher(publisher)
