@@ -160,3 +160,21 @@ def test_pairwise_properties(x: np.ndarray, y: np.ndarray) -> None:
     assert -1.0 <= similarity <= 1.0 + 1e-12
     assert 0.0 <= metrics.qabf(x, y, y) <= QABF_MAX + 1e-6  # float32 sigmoids
     assert 0.0 <= metrics.entropy(x) <= 8.0
+
+
+def test_colour_cast_is_zero_for_grey_and_scale_free() -> None:
+    grey = np.full((4, 5, 3), 80, np.uint8)
+    assert metrics.colour_cast(grey) == pytest.approx(0.0)
+    green = np.zeros((4, 5, 3), np.uint8)
+    green[..., 1] = 60
+    green[..., 0] = green[..., 2] = 30
+    assert metrics.colour_cast(green) > 0.1
+    assert metrics.colour_cast(green * 2) == pytest.approx(metrics.colour_cast(green))
+    assert metrics.colour_cast(np.zeros((2, 2, 3), np.uint8)) == 0.0
+
+
+def test_clipped_channels_counts_a_pixel_once() -> None:
+    image = np.full((2, 2, 3), 100, np.uint8)
+    image[0, 0] = (0, 255, 100)     # two clipped channels, one pixel
+    image[1, 1, 2] = 0
+    assert metrics.clipped_channels_fraction(image) == pytest.approx(0.5)

@@ -343,6 +343,26 @@ def clipped_fraction(image: np.ndarray) -> float:
     return float(np.mean((image <= 0) | (image >= 255)))
 
 
+def clipped_channels_fraction(rgb: np.ndarray) -> float:
+    """Share of (h, w, 3) colour pixels with any channel at 0 or 255 (stricter than on luma)."""
+    return float(np.mean(((rgb <= 0) | (rgb >= 255)).any(axis=2)))
+
+
+def colour_cast(rgb: np.ndarray) -> float:
+    """
+    Grey-world colour cast = |(Cb, Cr)| / Y of the image's mean colour (BT.601, scale-free).
+
+    A scene's mean colour is grey under the grey-world assumption, so its chroma relative to its
+    luma measures the cast: 0 is neutral; an MSRS night frame's green tint is about 0.15. Being
+    a ratio, brightening an image does not change it.
+    """
+    mean = rgb.reshape(-1, 3).astype(np.float64).mean(axis=0)
+    luma = float(mean @ np.array([0.299, 0.587, 0.114]))
+    if luma <= 0:
+        return 0.0
+    return float(math.hypot(0.564 * (mean[2] - luma), 0.713 * (mean[0] - luma)) / luma)
+
+
 def noise_sigma(image: np.ndarray) -> float:
     """
     Noise sigma = sqrt(pi / 2) / 6 * mean|F * M| over flat pixels (Immerkaer 1996).
