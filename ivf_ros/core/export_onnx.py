@@ -3,8 +3,8 @@
 Usage: ``python -m ivf_ros.core.export_onnx [--weights models/ivf_fusion.pt]
 [--output models/ivf_fusion.onnx] [--width 640 --height 512]``. Inputs ``visible`` (1, 3, H, W)
 and ``infrared`` (1, 1, H, W), float32 in [0, 1]; outputs ``fused`` (1, 3, H, W), ``weights``
-(1, 1, H, W) (infrared share) and ``enhanced`` (1, 3, H, W). The graph is exported for one fixed
-input size (the internal padding is computed from it); export again for another camera size.
+(1, 1, H, W) (infrared share) and ``enhanced`` (1, 3, H, W). The graph has one fixed input size,
+which may be any size (the internal padding is computed from it); export again for another camera.
 """
 
 from __future__ import annotations
