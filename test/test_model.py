@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ivf_ros.core.model import apply_curve, count_parameters, IVFNet, ModelConfig
+from ivf_ros.core.model import count_parameters, IVFNet, ModelConfig, tone_curve
 
 
 def make_pair(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,10 +55,11 @@ def test_same_seed_same_network_and_outputs() -> None:
 
 def test_curve_is_monotonic_and_stays_in_range() -> None:
     x = torch.linspace(0, 1, 101).view(1, 1, 1, 101)
-    for alpha in (-1.0, -0.3, 0.0, 0.5, 1.0):
-        y = apply_curve(x, torch.full_like(x, alpha), 8)
-        assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
-        assert bool((y.diff(dim=-1) >= -1e-6).all())
+    for gain in (0.02, 0.5, 1.0, 8.0, 55.0):
+        y = tone_curve(x, torch.full_like(x, gain))
+        assert float(y[..., 0]) == 0.0 and abs(float(y[..., -1]) - 1.0) < 1e-6
+        assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0 + 1e-6
+        assert bool((y.diff(dim=-1) >= 0).all())
 
 
 def test_bright_regions_are_not_brightened_and_leave_no_halo() -> None:
@@ -84,6 +85,32 @@ def test_budget_params_and_macs_at_640x512() -> None:
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         network(visible, infrared)
     assert counter.get_total_flops() / 2 <= 4e9
+
+
+def test_infrared_only_brightens_and_warm_targets_show() -> None:
+    torch.manual_seed(0)
+    network = IVFNet().eval()
+    visible = torch.full((1, 3, 64, 64), 0.05)              # flat: no details to mix
+    infrared = torch.zeros(1, 1, 64, 64)
+    infrared[..., 16:48, 16:48] = 0.9                       # a warm pedestrian
+    with torch.inference_mode():
+        outputs = network.forward_all(visible, infrared, outputs=('fused', 'fused_base'))
+    fused, base = outputs['fused'], outputs['fused_base']
+    # Away from the target's edges (whose details are mixed in) the cold background stays.
+    assert float((fused - base)[..., :8, :].abs().max()) < 1e-6
+    assert float((fused - base).mean()) > 0
+    assert float((fused - base)[..., 28:36, 28:36].min()) > 0.1  # the warm target appears
+
+
+@pytest.mark.parametrize('multiscale, heads_used', [(True, {0, 1, 2, 3}), (False, {0})])
+def test_fusion_heads_of_every_scale_shape_the_weights(multiscale: bool,
+                                                       heads_used: set[int]) -> None:
+    torch.manual_seed(0)
+    network = IVFNet(ModelConfig(multiscale=multiscale))
+    network.forward_all(*make_pair(64, 96), outputs=('fused',))['weights'].sum().backward()
+    used = {index for index, head in enumerate(network.fusion.heads)
+            if head[0].weight.grad is not None and float(head[0].weight.grad.abs().sum()) > 0}
+    assert used == heads_used
 
 
 @pytest.mark.parametrize('change', [

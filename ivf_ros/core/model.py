@@ -1,23 +1,32 @@
 """Multi-scale visible-infrared enhancement and fusion network (after Xin et al., 2026).
 
 The learned part runs on a working grid ``downscale`` times smaller than the input (1/4 by
-default); full-resolution detail is restored with cheap per-pixel operations, so a 640x512 pair
-costs well under a GMAC:
+default); the full resolution only sees cheap per-pixel operations, so a 640x512 pair costs
+well under a GMAC (the Zero-DCE++ recipe: estimate curves small, apply them large):
 
 * visible branch: encoder over the low-resolution RGB image plus an exposure mask, at scales
   1, 1/2, 1/4 and 1/8 of the working grid;
 * infrared branch: the same encoder layout over the low-resolution infrared image;
-* fusion block: at each of the four scales a small head predicts a spatially varying weight
-  ``w`` (the infrared share) and mixes the features ``f = f_vis + w * (f_ir - f_vis)``; at full
-  resolution a fifth weight, the scale-1 logit upsampled plus a detail-energy term, mixes the
-  high-frequency details of the two sources;
-* one shared decoder turns visible, infrared or fused features into a low-resolution image.
+* fusion block: at each of the four scales a small head reads both branches' features and
+  refines the coarser scale's decision, coarse to fine like a Laplacian pyramid, into one
+  spatially varying infrared share ``w`` on the working grid; at full resolution ``w``'s logit,
+  upsampled plus a detail-energy term, mixes the high-frequency details of the two sources;
+* one shared decoder turns visible features into a per-pixel tone-curve gain (and a rendered
+  image, trained to match the enhancement), infrared features into the reconstructed infrared
+  image: stage 2 trains the infrared branch through it, so both branches speak one language
+  before the fusion heads compare them.
 
-The enhanced visible image is the decoded visible image (kept at the input value where the
-exposure mask says the input is already bright, so lamps do not blow out) plus the visible
-full-resolution detail, soft-thresholded against noise and scaled by the local brightness gain.
-The fused image takes its luminance from the decoded fused features plus the mixed detail and
-its chroma from the enhanced visible image: infrared carries no colour, so colour stays natural.
+Enhancement: the visible luma, denoised (soft-thresholded detail), goes through the tone curve
+``y = g x / (1 + (g - 1) x)`` with the decoder's gain ``g`` upsampled to full resolution. The
+curve is monotonic and maps [0, 1] onto [0, 1]: dark pixels are lifted by up to ``g``,
+highlights are compressed instead of clipped, and the exposure mask sets ``g = 1`` where the
+input is already bright (lamps, headlights). Chroma comes from the low-resolution image toned
+per channel and grey-world balanced (averaging 4x4 pixels already removes most chroma noise),
+limited so that no channel leaves [0, 1].
+The fused image takes its luminance from a gentler curve of the same gain (``g ** fusion_tone``)
+plus ``w`` times the amount by which the infrared is brighter (warm targets kept, the visible
+scene never darkened), with the full-resolution details of both sources mixed by the weight map
+and amplified by ``detail_boost``; its chroma is the visible image's: infrared carries no colour.
 """
 
 from __future__ import annotations
@@ -42,14 +51,14 @@ class ModelConfig:
     downscale: int = 4                # full resolution -> working grid
     exposure_threshold: float = 0.8   # max-channel value where the exposure mask is 0.5
     exposure_softness: float = 0.05   # width of the mask's sigmoid ramp
-    max_gain: float = 20.0            # cap of the luma gain applied at full resolution
+    max_log_gain: float = 4.0         # tone-curve slope at black within e^-4 .. e^4 (x55)
     # Noise suppression: visible detail is soft-thresholded at this multiple of its own mean
     # absolute value (in a dark frame that mean is mostly sensor noise: a cheap noise level).
     noise_threshold: float = 1.0
-    curve_iterations: int = 8         # Zero-DCE++ uses 8
-    fusion_gain_exponent: float = 0.5  # fused visible base = balanced * gain ** this
+    fusion_tone: float = 0.5          # the fused image's curve gain is g ** fusion_tone
+    white_balance: float = 1.0        # grey-world strength: 0 keeps the cast, 1 removes it
     detail_boost: float = 1.0         # gain on the fused image's full-resolution details
-    multiscale: bool = True           # False: fuse at the coarsest scale only (ablation)
+    multiscale: bool = True           # False: one fusion head, on the working grid (ablation)
     adaptive_weights: bool = True     # False: fixed 0.5 weights everywhere (ablation)
     enhance: bool = True              # False: no enhancement, the raw visible is used (ablation)
 
@@ -67,6 +76,31 @@ class ModelConfig:
 def luminance(rgb: torch.Tensor) -> torch.Tensor:
     """Return the BT.601 luma of (n, 3, h, w) RGB as (n, 1, h, w)."""
     return LUMA[0] * rgb[:, 0:1] + LUMA[1] * rgb[:, 1:2] + LUMA[2] * rgb[:, 2:3]
+
+
+def tone_curve(image: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """Return g x / (1 + (g - 1) x) for x in [0, 1] and g > 0 (broadcast).
+
+    Monotonic, 0 -> 0 and 1 -> 1 for every gain: slope g at black and 1/g at white, so a
+    brightening curve lifts the shadows and compresses the highlights instead of clipping them.
+    Four per-pixel operations: cheap enough for full resolution (Zero-DCE's eight quadratic
+    iterations cost 24).
+    """
+    return gain * image / (1.0 + (gain - 1.0) * image)
+
+
+def tone_slope(image: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """Return the derivative of tone_curve at x: g / (1 + (g - 1) x)^2."""
+    return gain / (1.0 + (gain - 1.0) * image).square()
+
+
+def limit_chroma(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+    """Scale (n, 3, h, w) chroma offsets so that luma + chroma stays inside [0, 1]."""
+    # Desaturating (not clipping) keeps the hue: a dark green sky stays green, never black.
+    below = (-chroma.amin(dim=1, keepdim=True)).clamp_min(EPS)   # (n, 1, h, w)
+    above = chroma.amax(dim=1, keepdim=True).clamp_min(EPS)
+    scale = torch.minimum(luma / below, (1.0 - luma) / above).clamp(0.0, 1.0)
+    return chroma * scale
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -103,7 +137,7 @@ class Encoder(nn.Module):
 
 
 class FusionBlock(nn.Module):
-    """Predict a spatially varying infrared share at each scale and mix the features."""
+    """Predict the spatially varying infrared share, coarse to fine over the encoder scales."""
 
     def __init__(self, channels: list[int], multiscale: bool = True,
                  adaptive: bool = True) -> None:
@@ -119,38 +153,37 @@ class FusionBlock(nn.Module):
             )
             for width in channels
         )
-        # Full-resolution detail mixing: logit = upsampled scale-1 logit + gain * energy gap.
+        # Full-resolution detail mixing: logit = working-grid logit + gain * energy gap.
         self.detail_gain = nn.Parameter(torch.tensor(20.0))
 
     def forward(self, visible: list[torch.Tensor], infrared: list[torch.Tensor],
-                mask: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Return the fused features and the weight logits per scale (finest first)."""
-        fused, logits = [], []
-        coarsest = len(visible) - 1
-        for index, (head, f_vis, f_ir) in enumerate(
-                zip(self.heads, visible, infrared, strict=True)):
-            scaled_mask = F.interpolate(mask, size=f_vis.shape[-2:], mode='area')
-            if not self.adaptive:
-                logit = torch.zeros_like(scaled_mask)  # sigmoid(0) = 0.5
-            else:
-                logit = head(torch.cat([f_vis, f_ir, scaled_mask], dim=1))  # (n, 1, h_k, w_k)
-            if not self.multiscale and index != coarsest:
-                # Single-scale ablation: finer scales are purely visible, the coarsest is fused.
-                fused.append(f_vis)
-                logits.append(torch.full_like(logit, -8.0))
-                continue
-            weight = torch.sigmoid(logit)
-            fused.append(f_vis + weight * (f_ir - f_vis))
-            logits.append(logit)
-        return fused, logits
+                mask: torch.Tensor) -> torch.Tensor:
+        """Return the infrared-share logit (n, 1, h, w) on the working grid (scale 1)."""
+        if not self.adaptive:
+            return torch.zeros_like(mask)                      # sigmoid(0) = 0.5 everywhere
+        # Coarse to fine, like a Laplacian pyramid of decisions: the coarsest head decides per
+        # region (a warm pedestrian, a lit facade), each finer head corrects at its own scale.
+        scales = range(len(visible) - 1, -1, -1) if self.multiscale else [0]
+        logit = None
+        for index in scales:
+            # Scale k is the working grid halved k times (the input is padded for it): a
+            # fixed-kernel pool equals area resizing and exports to ONNX for any size.
+            scaled_mask = F.avg_pool2d(mask, 2 ** index) if index else mask
+            head_input = torch.cat([visible[index], infrared[index], scaled_mask], dim=1)
+            scale_logit = self.heads[index](head_input)        # (n, 1, h / 2^k, w / 2^k)
+            if logit is not None:
+                scale_logit = scale_logit + F.interpolate(
+                    logit, size=scale_logit.shape[-2:], mode='bilinear', align_corners=False)
+            logit = scale_logit
+        return logit
 
 
 class Decoder(nn.Module):
     """Shared U-Net style decoder: multi-scale features -> working-grid trunk features.
 
-    Two light 3x3 heads read the trunk: ``render`` draws an RGB image (reconstructed infrared,
-    fused image, and the visible image as the enhancement renders it), ``curve`` gives the
-    per-pixel, per-channel Zero-DCE curve parameters that enhance the visible image.
+    Two light 3x3 heads read the trunk: ``render`` draws an RGB image (the reconstructed
+    infrared, and the visible image as the enhancement renders it), ``curve`` gives the
+    per-pixel tone-curve strength that enhances the visible image.
     """
 
     def __init__(self, channels: list[int]) -> None:
@@ -175,31 +208,8 @@ class Decoder(nn.Module):
         return torch.sigmoid(self.image_head(trunk))
 
     def curve(self, trunk: torch.Tensor) -> torch.Tensor:
-        """Return luminance-curve parameters (n, 1, h, w) in [-1, 1]."""
+        """Return the tone-curve strength (n, 1, h, w) in [-1, 1] (log gain / max_log_gain)."""
         return torch.tanh(self.curve_head(trunk))
-
-
-def apply_curve(image: torch.Tensor, alpha: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Zero-DCE light-enhancement curve LE(x) = x + alpha x (1 - x), applied repeatedly."""
-    # Monotonic and range-preserving for alpha in [-1, 1]: it cannot invent structure or clip.
-    for _ in range(iterations):
-        image = image + alpha * image * (1.0 - image)
-    return image
-
-
-class ColourBalance(nn.Module):
-    """Grey-world white balance of partial, learnt strength (night lamps cast yellow/green)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.strength_logit = nn.Parameter(torch.tensor(0.0))   # sigmoid -> strength 0.5
-
-    def forward(self, visible_low: torch.Tensor) -> torch.Tensor:
-        """Return per-image channel gains (n, 3, 1, 1) that move channel means towards grey."""
-        means = visible_low.mean(dim=(2, 3), keepdim=True) + EPS  # (n, 3, 1, 1)
-        grey = means.mean(dim=1, keepdim=True)
-        gains = (grey / means) ** torch.sigmoid(self.strength_logit)
-        return gains.clamp(0.5, 2.0)
 
 
 class IVFNet(nn.Module):
@@ -213,7 +223,6 @@ class IVFNet(nn.Module):
         self.infrared_encoder = Encoder(1, channels)
         self.fusion = FusionBlock(channels, self.config.multiscale, self.config.adaptive_weights)
         self.decoder = Decoder(channels)
-        self.colour = ColourBalance()
         self.register_buffer('luma_weights', torch.tensor(LUMA).view(1, 3, 1, 1),
                              persistent=False)
         # Padding multiple: the working grid must halve cleanly len(channels) - 1 times.
@@ -233,6 +242,14 @@ class IVFNet(nn.Module):
         """Return the BT.601 luma of (n, 3, h, w) as (n, 1, h, w) in one 1x1 convolution."""
         return F.conv2d(rgb, self.luma_weights.to(rgb.dtype))
 
+    def white_balance(self, image_low: torch.Tensor) -> torch.Tensor:
+        """Return per-image grey-world channel gains (n, 3, 1, 1) of config strength."""
+        # Sodium lamps cast orange, MSRS frames green: grey-world moves the channel means
+        # towards their common mean (strength 1: all the way).
+        means = image_low.mean(dim=(2, 3), keepdim=True) + EPS   # (n, 3, 1, 1)
+        grey = means.mean(dim=1, keepdim=True)
+        return ((grey / means) ** self.config.white_balance).clamp(0.5, 2.0)
+
     def exposure_mask(self, visible_low: torch.Tensor) -> torch.Tensor:
         """Return (n, 1, h, w) in [0, 1]: 1 where the input is already bright (lamps, glare)."""
         # The max channel, not the mean: an orange sodium lamp clips in red first.
@@ -246,6 +263,18 @@ class IVFNet(nn.Module):
         level = detail[..., ::4, ::4].abs().mean(dim=(2, 3), keepdim=True)  # (n, 1, 1, 1)
         threshold = self.config.noise_threshold * level
         return detail - torch.maximum(torch.minimum(detail, threshold), -threshold)
+
+    def _tone_low(self, visible_low: torch.Tensor, gain: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tone-map and balance the low-res image; return (image (n, 3), limited chroma (n, 3))."""
+        # Per channel, as Zero-DCE: the curve compresses the strongest channel most, so dark
+        # foliage brightens to green, not neon (a luma ratio would keep full saturation).
+        toned = tone_curve(visible_low, gain)                       # (n, 3, h, w)
+        # Grey-world on the toned image: its mean is what a viewer sees (dark regions, now
+        # bright, weigh as much as lamps).
+        balanced = (toned * self.white_balance(toned)).clamp(0.0, 1.0)
+        luma = self._luma(balanced)
+        return balanced, limit_chroma(luma, balanced - luma)
 
     # -- the three outputs ---------------------------------------------------------------------
     def forward_all(self, visible: torch.Tensor, infrared: torch.Tensor | None = None,
@@ -271,61 +300,47 @@ class IVFNet(nn.Module):
             infrared_low = F.avg_pool2d(infrared_p, factor)       # (n, 1, h, w)
             ir_features = self.infrared_encoder(infrared_low)
             result['infrared_low'] = infrared_low
-        # One decoder-trunk call over a stacked batch: visible [, fused] [, infrared] features.
-        stacks = [vis_features]
-        if fuse:
-            fused_features, logits = self.fusion(vis_features, ir_features, mask)
-            stacks.append(fused_features)
-        if reconstruct:
-            stacks.append(ir_features)
+        # One decoder-trunk call over a stacked batch: visible [, infrared] features.
+        stacks = [vis_features, ir_features] if reconstruct else [vis_features]
         trunk = self.decoder([torch.cat(level, dim=0) for level in zip(*stacks, strict=True)])
         batch = visible.shape[0]
-        vis_trunk, rest = trunk[:batch], trunk[batch:]
-        parts = list(self.decoder.render(rest).split(batch, dim=0)) if rest.numel() else []
+        vis_trunk = trunk[:batch]
 
         luma_low = self._luma(visible_low)                        # (n, 1, h, w)
         if self.config.enhance:
-            alpha = self.decoder.curve(vis_trunk)                 # (n, 1, h, w)
-            # The curve brightens the luma; colour follows as a ratio (hue and saturation kept,
-            # chroma noise not amplified beyond the gain) after a partial white balance.
-            curved = apply_curve(luma_low, alpha, self.config.curve_iterations)
-            tone = curved / (luma_low + EPS)
-            # Bright regions keep gain 1: the enhancement never pushes lamps to clip.
-            tone = tone + mask * (1.0 - tone)
-            balanced_low = visible_low * self.colour(visible_low)
-            result['curve_alpha'] = alpha
+            # Bright regions get gain 1 (the identity curve): lamps are never pushed to clip.
+            strength = self.decoder.curve(vis_trunk) * (1.0 - mask)  # (n, 1, h, w)
+            result['curve_alpha'] = strength
         else:
-            tone = torch.ones_like(luma_low)
-            balanced_low = visible_low
-        enhanced_low = (balanced_low * tone).clamp(0.0, 1.0)     # (n, 3, h, w)
-        result['enhanced_low'] = enhanced_low
-        if 'rendered' in outputs or fuse:
+            strength = torch.zeros_like(luma_low)
+        log_gain = self.config.max_log_gain * strength
+        gain = log_gain.exp()
+        enhanced_low, chroma_low = self._tone_low(visible_low, gain)
+        result['enhanced_low'] = enhanced_low                     # (n, 3, h, w)
+        if 'rendered' in outputs:
             rendered_visible = self.decoder.render(vis_trunk)    # (n, 3, h, w)
             result['rendered_visible_low'] = rendered_visible
 
         # Everything below runs at full resolution: one upsampling call, then per-pixel ops.
-        # Each branch of the output upsamples: its RGB base (3), its luma (1), its detail gain (1).
-        def branch(base_low: torch.Tensor) -> list[torch.Tensor]:
-            base_luma = self._luma(base_low)
-            gain = ((base_luma + EPS) / (luma_low + EPS)).clamp(0.0, self.config.max_gain)
-            return [base_low, base_luma, gain]
-
         low_maps = [luma_low]                                     # channel 0
         want_enhanced = 'enhanced' in outputs
         if want_enhanced:
-            low_maps += branch(enhanced_low)                      # channels 1-3, 4, 5
+            low_maps += [gain, chroma_low]                        # channels 1, 2-4
         if fuse:
-            # The fused image's visible base is tone-mapped more gently than the enhanced
-            # output (gain ** exponent): it keeps closer to both sources' contrast.
-            base_low = (balanced_low * tone.pow(self.config.fusion_gain_exponent)).clamp(0.0, 1.0)
-            fused_low = parts.pop(0)
-            # The decoder supplies what the infrared adds: where the weights pick the visible
-            # features, rendered fused = rendered visible and the fused luma is the base luma.
-            base_maps = branch(base_low)
-            infrared_gain_low = self._luma(fused_low - rendered_visible)  # (n, 1, h, w)
-            result['fused_low'] = fused_low
-            result['weight_logits_low'] = logits[0]
-            low_maps += base_maps + [infrared_gain_low, logits[0]]  # base 5, luma, gain, ir, logit
+            # The fused image's visible part uses a gentler curve (gain ** fusion_tone): it
+            # stays closer to both sources' contrast than the enhanced output.
+            fusion_gain = (log_gain * self.config.fusion_tone).exp()
+            _, base_chroma_low = self._tone_low(visible_low, fusion_gain)
+            slope_low = tone_slope(luma_low, fusion_gain)         # visible detail amplification
+            logit = self.fusion(vis_features, ir_features, mask)  # (n, 1, h, w)
+            # Intensity: where the infrared is brighter than the toned visible (a warm
+            # pedestrian in the dark), its share of the difference is added; the infrared never
+            # darkens the visible scene (the max rule, made soft and learned).
+            infrared_excess = (infrared_low - tone_curve(luma_low, fusion_gain)).clamp_min(0.0)
+            infrared_add_low = torch.sigmoid(logit) * infrared_excess  # (n, 1, h, w)
+            result['weight_logits_low'] = logit
+            # gain, slope, chroma (3), infrared addition, logit
+            low_maps += [fusion_gain, slope_low, base_chroma_low, infrared_add_low, logit]
         if fuse or reconstruct:
             low_maps.append(infrared_low)                         # last channel
         up = F.interpolate(torch.cat(low_maps, dim=1), size=size, mode='bilinear',
@@ -333,44 +348,43 @@ class IVFNet(nn.Module):
         # Visible detail above the working grid's band, soft-thresholded against noise.
         luma_up = up[:, 0:1]
         detail = self.noise_shrink(self._luma(visible_p) - luma_up)  # (n, 1, Hp, Wp)
-        denoised_luma = luma_up + detail
+        denoised_luma = (luma_up + detail).clamp(0.0, 1.0)
         offset = 1
         if want_enhanced:
-            # The full-resolution luma times the upsampled gain (Retinex: reflectance kept; a
-            # ratio leaves no dark halo where the gain changes fast, beside lamps), plus the
-            # chroma offsets of the low-resolution enhanced image.
-            enhanced = (up[:, 1:4] - up[:, 4:5] + denoised_luma * up[:, 5:6]).clamp(0.0, 1.0)
+            enhanced_luma = tone_curve(denoised_luma, up[:, 1:2])
+            enhanced = (up[:, 2:5] + enhanced_luma).clamp(0.0, 1.0)
             result['enhanced'] = enhanced[..., :height, :width]  # (n, 3, H, W)
-            offset = 6
+            offset = 5
         if fuse or reconstruct:
             ir_detail = infrared_p - up[:, -1:]                   # (n, 1, Hp, Wp)
         if fuse:
-            base_up, base_luma_up = up[:, offset:offset + 3], up[:, offset + 3:offset + 4]
-            base_gain_up = up[:, offset + 4:offset + 5]
-            infrared_gain_up = up[:, offset + 5:offset + 6]
+            fusion_gain_up, slope_up = up[:, offset:offset + 1], up[:, offset + 1:offset + 2]
+            base_chroma_up = up[:, offset + 2:offset + 5]
+            infrared_add_up = up[:, offset + 5:offset + 6]
             logit_up = up[:, offset + 6:offset + 7]
-            vis_detail = detail * base_gain_up * self.config.detail_boost
+            vis_detail = detail * slope_up                       # as the curve renders it
             if self.config.adaptive_weights:
-                # Full-resolution scale of the fusion: the upsampled scale-1 logit, sharpened by
-                # which source carries more detail at this pixel.
+                # Full-resolution scale of the fusion: the upsampled working-grid logit,
+                # sharpened by which source carries more detail at this pixel.
                 energy_gap = ir_detail.abs() - vis_detail.abs()
                 weight = torch.sigmoid(logit_up + self.fusion.detail_gain * energy_gap)
             else:
                 weight = torch.full_like(ir_detail, 0.5)
-            boosted_ir = ir_detail * self.config.detail_boost
-            visible_luma = denoised_luma * base_gain_up                 # (n, 1, Hp, Wp)
-            fused_luma = (visible_luma + infrared_gain_up
-                          + weight * (boosted_ir - vis_detail))
-            # Chroma of the visible base: its offsets from its own luma are kept (adding one
-            # value to R, G and B changes Y only, never Cb or Cr).
-            fused = (base_up - base_luma_up + fused_luma).clamp(0.0, 1.0)
+            visible_luma = tone_curve(denoised_luma, fusion_gain_up)  # (n, 1, Hp, Wp)
+            # visible_luma already holds vis_detail: swap it for the weighted mix of both
+            # sources' details, amplified by detail_boost (noise was shrunk before).
+            mixed_detail = vis_detail + weight * (ir_detail - vis_detail)
+            fused_luma = (visible_luma - vis_detail + infrared_add_up
+                          + self.config.detail_boost * mixed_detail)
+            # Chroma of the visible base: adding one value to R, G and B changes Y only.
+            fused = (base_chroma_up + fused_luma).clamp(0.0, 1.0)
             result['fused'] = fused[..., :height, :width]         # (n, 3, H, W)
             result['weights'] = weight[..., :height, :width]      # (n, 1, H, W)
             if 'fused_base' in outputs:
-                fused_base = (base_up - base_luma_up + visible_luma).clamp(0.0, 1.0)
+                fused_base = (base_chroma_up + visible_luma).clamp(0.0, 1.0)
                 result['fused_base'] = fused_base[..., :height, :width]
         if reconstruct:
-            infrared_rec_low = self._luma(parts.pop(0))           # (n, 1, h, w)
+            infrared_rec_low = self._luma(self.decoder.render(trunk[batch:]))  # (n, 1, h, w)
             result['infrared_rec_low'] = infrared_rec_low
             infrared_rec = F.interpolate(infrared_rec_low, size=size, mode='bilinear',
                                          align_corners=False) + ir_detail

@@ -29,7 +29,7 @@ from ivf_ros.core.model import IVFNet, ModelConfig
 STAGES = (1, 2, 3)
 # Which sub-modules each stage trains; everything else is frozen.
 TRAINABLE = {
-    1: ('visible_encoder', 'decoder', 'colour'),
+    1: ('visible_encoder', 'decoder'),
     2: ('infrared_encoder',),
     3: ('fusion',),
 }
