@@ -65,10 +65,10 @@ def colour_constancy_loss(enhanced: torch.Tensor) -> torch.Tensor:
     return ((red - green) ** 2 + (red - blue) ** 2 + (green - blue) ** 2).mean()
 
 
-def illumination_smoothness_loss(alpha: torch.Tensor) -> torch.Tensor:
-    """Zero-DCE total variation (squared) of the curve-parameter maps (n, 3, h, w)."""
-    tv_y = (alpha[..., 1:, :] - alpha[..., :-1, :]).pow(2).mean()
-    tv_x = (alpha[..., :, 1:] - alpha[..., :, :-1]).pow(2).mean()
+def illumination_smoothness_loss(strength: torch.Tensor) -> torch.Tensor:
+    """Zero-DCE total variation (squared) of the tone-curve strength map (n, 1, h, w)."""
+    tv_y = (strength[..., 1:, :] - strength[..., :-1, :]).pow(2).mean()
+    tv_x = (strength[..., :, 1:] - strength[..., :, :-1]).pow(2).mean()
     return tv_x + tv_y
 
 
@@ -148,13 +148,13 @@ def fusion_ssim_loss(fused: torch.Tensor, enhanced: torch.Tensor,
 # -- per-stage assembly ------------------------------------------------------------------------
 def stage1_terms(outputs: Mapping[str, torch.Tensor], exposure_level: float) -> LossTerms:
     """Stage 1 terms from the network outputs of visible-only crops."""
-    if 'curve_alpha' not in outputs:
+    if 'curve_strength' not in outputs:
         # No-enhancement ablation: the decoder only learns to render the visible image.
         return {'render': render_loss(outputs['rendered_visible_low'], outputs['enhanced_low'])}
     return {
         'exposure': exposure_loss(outputs['enhanced'], exposure_level),
         'colour': colour_constancy_loss(outputs['enhanced']),
-        'smoothness': illumination_smoothness_loss(outputs['curve_alpha']),
+        'smoothness': illumination_smoothness_loss(outputs['curve_strength']),
         'spatial': spatial_consistency_loss(outputs['enhanced_low'], outputs['visible_low']),
         'noise': noise_loss(outputs['enhanced'], outputs['visible_low']),
         'render': render_loss(outputs['rendered_visible_low'], outputs['enhanced_low']),

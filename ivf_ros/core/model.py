@@ -310,20 +310,22 @@ class IVFNet(nn.Module):
         if self.config.enhance:
             # Bright regions get gain 1 (the identity curve): lamps are never pushed to clip.
             strength = self.decoder.curve(vis_trunk) * (1.0 - mask)  # (n, 1, h, w)
-            result['curve_alpha'] = strength
+            result['curve_strength'] = strength
         else:
             strength = torch.zeros_like(luma_low)
         log_gain = self.config.max_log_gain * strength
         gain = log_gain.exp()
-        enhanced_low, chroma_low = self._tone_low(visible_low, gain)
-        result['enhanced_low'] = enhanced_low                     # (n, 3, h, w)
+        want_enhanced = 'enhanced' in outputs
+        # Low-res enhancement only when asked for: the node's fused-only path skips it.
+        if want_enhanced or 'rendered' in outputs:
+            enhanced_low, chroma_low = self._tone_low(visible_low, gain)
+            result['enhanced_low'] = enhanced_low                 # (n, 3, h, w)
         if 'rendered' in outputs:
             rendered_visible = self.decoder.render(vis_trunk)    # (n, 3, h, w)
             result['rendered_visible_low'] = rendered_visible
 
         # Everything below runs at full resolution: one upsampling call, then per-pixel ops.
         low_maps = [luma_low]                                     # channel 0
-        want_enhanced = 'enhanced' in outputs
         if want_enhanced:
             low_maps += [gain, chroma_low]                        # channels 1, 2-4
         if fuse:
