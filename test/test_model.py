@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ivf_ros.core.model import count_parameters, IVFNet, ModelConfig, tone_curve
+from ivf_ros.core.model import count_parameters, IVFNet, ModelConfig, tent_blur, tone_curve
 
 
 def make_pair(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,6 +100,46 @@ def test_infrared_only_brightens_and_warm_targets_show() -> None:
     assert float((fused - base)[..., :8, :].abs().max()) < 1e-6
     assert float((fused - base).mean()) > 0
     assert float((fused - base)[..., 28:36, 28:36].min()) > 0.1  # the warm target appears
+
+
+def test_tent_blur_keeps_size_and_constants() -> None:
+    constant = torch.full((1, 1, 16, 12), 0.3)
+    assert torch.allclose(tent_blur(constant, 2), constant)   # no border darkening
+    ramp = torch.linspace(0, 1, 48).view(1, 1, 1, 48).expand(1, 1, 20, 48)
+    blurred = tent_blur(ramp, 1)
+    assert blurred.shape == ramp.shape
+    # Area, tent and bilinear steps all keep a linear function away from the borders.
+    assert torch.allclose(blurred[..., 12:-12], ramp[..., 12:-12], atol=1e-6)
+
+
+def test_local_contrast_spreads_the_object_scale_and_leaves_flat_frames_alone() -> None:
+    def fused(local_contrast: float, visible: torch.Tensor, infrared: torch.Tensor,
+              enhance: bool = True) -> torch.Tensor:
+        torch.manual_seed(0)                                 # same weights for both gains
+        config = ModelConfig(local_contrast=local_contrast, enhance=enhance)
+        network = IVFNet(config).eval()
+        with torch.inference_mode():
+            return network.forward_all(visible, infrared, outputs=('fused',))['fused']
+
+    # A dim facade (64 px wide) on a dark road: contrast at the scale of objects.
+    visible = torch.full((1, 3, 96, 160), 0.04)
+    visible[..., 16:80, 48:112] = 0.10
+    infrared = torch.full((1, 1, 96, 160), 0.2)
+    assert float(fused(0.5, visible, infrared).std()) > 1.2 * float(
+        fused(0.0, visible, infrared).std())
+    # Stage 3 trains without the step: forward_all(local_contrast=False) leaves it out.
+    torch.manual_seed(0)
+    network = IVFNet(ModelConfig(local_contrast=0.5)).eval()
+    with torch.inference_mode():
+        without = network.forward_all(visible, infrared, outputs=('fused',),
+                                      local_contrast=False)['fused']
+    assert torch.equal(without, fused(0.0, visible, infrared))
+    # A flat frame has no band to amplify (no enhancement and a cold infrared: a random
+    # network's curve and weights vary at the borders, where its convolutions see padding).
+    flat = torch.full((1, 3, 61, 83), 0.05)
+    cold = torch.zeros(1, 1, 61, 83)
+    assert torch.allclose(fused(0.5, flat, cold, enhance=False),
+                          fused(0.0, flat, cold, enhance=False), atol=1e-6)
 
 
 @pytest.mark.parametrize('multiscale, heads_used', [(True, {0, 1, 2, 3}), (False, {0})])

@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from ivf_ros.core.export_onnx import export, parity
-from ivf_ros.core.model import IVFNet
+from ivf_ros.core.model import IVFNet, ModelConfig
 
 pytest.importorskip('onnxruntime')
 
 
-@pytest.mark.parametrize('height, width', [(64, 96), (61, 83)])
-def test_onnx_runtime_matches_torch(tmp_path: Path, height: int, width: int) -> None:
+@pytest.mark.parametrize('height, width, local_contrast', [(64, 96, 0.0), (61, 83, 0.3)])
+def test_onnx_runtime_matches_torch(tmp_path: Path, height: int, width: int,
+                                    local_contrast: float) -> None:
     torch.manual_seed(0)
-    network = IVFNet()
+    network = IVFNet(ModelConfig(local_contrast=local_contrast))
     path = export(network, tmp_path / 'ivf.onnx', height=height, width=width)
     assert path.stat().st_size < 2_000_000
     assert parity(network, path, height=height, width=width) < 1e-4

@@ -27,6 +27,8 @@ The fused image takes its luminance from a gentler curve of the same gain (``g *
 plus ``w`` times the amount by which the infrared is brighter (warm targets kept, the visible
 scene never darkened), with the full-resolution details of both sources mixed by the weight map
 and amplified by ``detail_boost``; its chroma is the visible image's: infrared carries no colour.
+A CLAHE-like ``local_contrast`` gain lifts that base's band between the working grid and a tent
+blur of it (objects' scale, not the sensor noise's).
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class ModelConfig:
     fusion_tone: float = 0.5          # the fused image's curve gain is g ** fusion_tone
     white_balance: float = 1.0        # grey-world strength: 0 keeps the cast, 1 removes it
     detail_boost: float = 1.0         # gain on the fused image's full-resolution details
+    # CLAHE-like local contrast of the fused image: its working-grid base minus a tent blur of
+    # it, amplified by local_contrast (0 turns it off). The tent runs at 1/4 of the working
+    # grid: radius 2 = 5 taps = 80 px at full resolution per box, about one CLAHE tile pair
+    # of a 640x512 frame.
+    local_contrast: float = 0.0
+    contrast_radius: int = 2
     multiscale: bool = True           # False: one fusion head, on the working grid (ablation)
     adaptive_weights: bool = True     # False: fixed 0.5 weights everywhere (ablation)
     enhance: bool = True              # False: no enhancement, the raw visible is used (ablation)
@@ -92,6 +100,24 @@ def tone_curve(image: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
 def tone_slope(image: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     """Return the derivative of tone_curve at x: g / (1 + (g - 1) x)^2."""
     return gain / (1.0 + (gain - 1.0) * image).square()
+
+
+def tent_blur(image: torch.Tensor, radius: int) -> torch.Tensor:
+    """Return (n, c, h, w) low-passed at 1/4 size by a tent of ``radius`` (h, w multiples of 4).
+
+    Area 4x down, two separable box passes (a tent) of ``2 * radius + 1`` taps, bilinear 4x up:
+    a wide blur for the cost of a narrow one, and every step exports to ONNX for any size.
+    """
+    size = image.shape[-2:]
+    small = F.avg_pool2d(image, 4)                                  # (n, c, h / 4, w / 4)
+    taps = 2 * radius + 1
+    for _ in range(2):
+        # count_include_pad=False: the borders average what is there (no darkening).
+        small = F.avg_pool2d(small, (1, taps), stride=1, padding=(0, radius),
+                             count_include_pad=False)
+        small = F.avg_pool2d(small, (taps, 1), stride=1, padding=(radius, 0),
+                             count_include_pad=False)
+    return F.interpolate(small, size=size, mode='bilinear', align_corners=False)
 
 
 def limit_chroma(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
@@ -225,8 +251,9 @@ class IVFNet(nn.Module):
         self.decoder = Decoder(channels)
         self.register_buffer('luma_weights', torch.tensor(LUMA).view(1, 3, 1, 1),
                              persistent=False)
-        # Padding multiple: the working grid must halve cleanly len(channels) - 1 times.
-        self.multiple = self.config.downscale * 2 ** (len(channels) - 1)
+        # Padding multiple: the working grid must halve cleanly len(channels) - 1 times, and
+        # at least twice for the local-contrast blur.
+        self.multiple = self.config.downscale * 2 ** max(len(channels) - 1, 2)
 
     # -- helpers -------------------------------------------------------------------------------
     def _pad(self, image: torch.Tensor) -> torch.Tensor:
@@ -278,12 +305,14 @@ class IVFNet(nn.Module):
 
     # -- the three outputs ---------------------------------------------------------------------
     def forward_all(self, visible: torch.Tensor, infrared: torch.Tensor | None = None,
-                    outputs: tuple[str, ...] = ('enhanced', 'infrared', 'fused')
-                    ) -> dict[str, torch.Tensor]:
+                    outputs: tuple[str, ...] = ('enhanced', 'infrared', 'fused'),
+                    local_contrast: bool = True) -> dict[str, torch.Tensor]:
         """Run the requested paths ('enhanced', 'infrared', 'fused', ...); return tensors.
 
         visible (n, 3, H, W) and infrared (n, 1, H, W) are float in [0, 1]. Full-resolution
         outputs are cropped back to (H, W); '*_low' entries live on the padded working grid.
+        local_contrast=False leaves out the fused image's local-contrast step (stage 3 trains
+        the fusion block without it).
         """
         height, width = visible.shape[-2:]
         factor = self.config.downscale
@@ -338,11 +367,24 @@ class IVFNet(nn.Module):
             # Intensity: where the infrared is brighter than the toned visible (a warm
             # pedestrian in the dark), its share of the difference is added; the infrared never
             # darkens the visible scene (the max rule, made soft and learned).
-            infrared_excess = (infrared_low - tone_curve(luma_low, fusion_gain)).clamp_min(0.0)
+            toned_luma_low = tone_curve(luma_low, fusion_gain)   # (n, 1, h, w)
+            infrared_excess = (infrared_low - toned_luma_low).clamp_min(0.0)
             infrared_add_low = torch.sigmoid(logit) * infrared_excess  # (n, 1, h, w)
+            addition_low = infrared_add_low
+            if local_contrast and self.config.local_contrast:
+                # Night scenes are flat at the scale of objects (a dim facade, a dark road):
+                # amplifying the base's band between the working grid and ~1/8 of a 640-px
+                # frame spreads the histogram as CLAHE does, without touching the full-res
+                # band where the sensor noise lives. (n, 1, h, w)
+                base_low = toned_luma_low + infrared_add_low
+                band = base_low - tent_blur(base_low, self.config.contrast_radius)
+                # At most half-way to black or white: a dark road beside a lamp is darkened,
+                # never crushed to 0 (unbounded, 1 % of the fused pixels clipped).
+                lift = torch.minimum(self.config.local_contrast * band, (1.0 - base_low) / 2)
+                addition_low = infrared_add_low + torch.maximum(lift, -base_low / 2)
             result['weight_logits_low'] = logit
-            # gain, slope, chroma (3), infrared addition, logit
-            low_maps += [fusion_gain, slope_low, base_chroma_low, infrared_add_low, logit]
+            # gain, slope, chroma (3), what is added to the toned visible luma, logit
+            low_maps += [fusion_gain, slope_low, base_chroma_low, addition_low, logit]
         if fuse or reconstruct:
             low_maps.append(infrared_low)                         # last channel
         up = F.interpolate(torch.cat(low_maps, dim=1), size=size, mode='bilinear',
@@ -362,7 +404,7 @@ class IVFNet(nn.Module):
         if fuse:
             fusion_gain_up, slope_up = up[:, offset:offset + 1], up[:, offset + 1:offset + 2]
             base_chroma_up = up[:, offset + 2:offset + 5]
-            infrared_add_up = up[:, offset + 5:offset + 6]
+            addition_up = up[:, offset + 5:offset + 6]
             logit_up = up[:, offset + 6:offset + 7]
             vis_detail = detail * slope_up                       # as the curve renders it
             if self.config.adaptive_weights:
@@ -376,7 +418,7 @@ class IVFNet(nn.Module):
             # visible_luma already holds vis_detail: swap it for the weighted mix of both
             # sources' details, amplified by detail_boost (noise was shrunk before).
             mixed_detail = vis_detail + weight * (ir_detail - vis_detail)
-            fused_luma = (visible_luma - vis_detail + infrared_add_up
+            fused_luma = (visible_luma - vis_detail + addition_up
                           + self.config.detail_boost * mixed_detail)
             # Chroma of the visible base: adding one value to R, G and B changes Y only.
             fused = (base_chroma_up + fused_luma).clamp(0.0, 1.0)
