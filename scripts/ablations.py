@@ -4,7 +4,8 @@
 Variants: full model; no stage 1 (no enhancement is learnt: the decoder only renders the raw
 visible image); single scale (one fusion head, on the working grid, instead of four scales
 refined coarse to fine); fixed 0.5 weights instead of adaptive ones (stage 3 then has nothing
-to learn and is skipped).
+to learn and is skipped); no local contrast (the full model's weights without the fused
+image's local-contrast step: nothing to train).
 
 ``--reuse RUN`` takes a finished full run (ivf-train --stage all): 'full' is its stage3.pt, and
 the variants that differ only in the fusion block (single_scale, fixed_0.5) start from its
@@ -32,9 +33,13 @@ VARIANTS: dict[str, dict] = {
     'no_stage1': {'model': {'enhance': False}},
     'single_scale': {'model': {'multiscale': False}},
     'fixed_0.5': {'model': {'adaptive_weights': False}},
+    'no_local_contrast': {'model': {'local_contrast': 0.0}},
 }
 # Variants whose stages 1 and 2 equal the full model's (only the fusion block differs).
 FUSION_ONLY = ('single_scale', 'fixed_0.5')
+# Variants that are the full model's weights rendered differently: stage 3 trains without the
+# local-contrast step, so nothing differs but the config stored with the weights.
+RENDER_ONLY = ('no_local_contrast',)
 COLUMNS = ('EN', 'SD', 'SF', 'AG', 'MI', 'SCD', 'VIF', 'Qabf', 'SSIM', 'PSNR', 'CC',
            'brightness', 'noise')
 
@@ -71,12 +76,19 @@ def main() -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     jobs = []
     weights: dict[str, Path] = {}
+    full_weights = (args.reuse or args.output / 'full') / 'stage3.pt'
+    if any(name in RENDER_ONLY for name in args.variants) and not (
+            'full' in args.variants or args.reuse is not None):
+        parser.error(f'{RENDER_ONLY} need the full model: add "full" or --reuse RUN')
     for name in args.variants:
         folder = args.output / name
         folder.mkdir(parents=True, exist_ok=True)
         config = variant_config(base, name)
         config_path = folder / 'train.yaml'
         config_path.write_text(yaml.safe_dump(config))
+        if name in RENDER_ONLY:
+            weights[name] = folder / 'stage3.pt'               # written once 'full' is trained
+            continue
         stages = ['1', '2'] if name == 'fixed_0.5' else ['all']
         weights[name] = folder / ('stage2.pt' if name == 'fixed_0.5' else 'stage3.pt')
         if args.reuse is not None and name == 'full':
@@ -99,6 +111,10 @@ def main() -> int:
     if failed:
         print(f'ablations: training failed for {failed} (see their train.log)', file=sys.stderr)
         return 1
+    for name in args.variants:
+        if name in RENDER_ONLY:
+            reuse_with_config(full_weights, weights[name],
+                              variant_config(base, name)['model'])
     methods = [f'{name}={weights[name]}' for name in args.variants]
     subprocess.run([sys.executable, '-m', 'ivf_ros.cli.eval', '--split', 'validation',
                     '--no-progress', '-o', str(args.output / 'eval'), '--device', args.device,
