@@ -178,8 +178,8 @@ def stage_outputs(model: IVFNet, stage: int, visible: torch.Tensor, infrared: to
     paths = {1: ('enhanced', 'rendered'), 2: ('infrared',), 3: ('fused', 'fused_base')}[stage]
     # The local-contrast step is a fixed rendering after the fusion, like the frozen curve:
     # stage 3's losses measure the fused image against the sources, and trained through that
-    # step they teach the fusion heads to undo it (on the training split's night pairs VIF
-    # fell from 1.108 to 1.035, SF and AG fell too).
+    # step they teach the fusion heads to undo it (measured with the step's first, unbounded
+    # version on the training split's night pairs: VIF 1.108 -> 1.035, SF and AG lower too).
     return model.forward_all(visible, infrared if stage > 1 else None, outputs=paths,
                              local_contrast=False)
 
