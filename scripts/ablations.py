@@ -7,10 +7,12 @@ refined coarse to fine); fixed 0.5 weights instead of adaptive ones (stage 3 the
 to learn and is skipped); no local contrast (the full model's weights without the fused
 image's local-contrast step: nothing to train).
 
-``--reuse RUN`` takes a finished full run (ivf-train --stage all): 'full' is its stage3.pt, and
-the variants that differ only in the fusion block (single_scale, fixed_0.5) start from its
-stage2.pt, which they would reproduce exactly (same seed, same data order; stages 1 and 2 never
-touch the fusion block). On the 2-core CPU that saves about 40 minutes.
+``--reuse RUN`` takes a finished full run (ivf-train --stage all): 'full' and
+'no_local_contrast' are its stage3.pt (re-saved with this config's model settings, so the two
+differ only in the step), and the variants that differ only in the fusion block (single_scale,
+fixed_0.5) start from its stage2.pt, which they would reproduce exactly (same seed, same data
+order; stages 1 and 2 never touch the fusion block). On the 2-core CPU that saves about 40
+minutes.
 """
 
 from __future__ import annotations
@@ -72,14 +74,14 @@ def main() -> int:
     parser.add_argument('--reuse', type=Path, default=None,
                         help='finished full run folder (stage1.pt .. stage3.pt) to reuse')
     args = parser.parse_args()
+    if any(name in RENDER_ONLY for name in args.variants) and not (
+            'full' in args.variants or args.reuse is not None):
+        parser.error(f'{", ".join(RENDER_ONLY)} need the full model: add "full" or --reuse RUN')
     base = yaml.safe_load(args.config.read_text())
     args.output.mkdir(parents=True, exist_ok=True)
     jobs = []
     weights: dict[str, Path] = {}
     full_weights = (args.reuse or args.output / 'full') / 'stage3.pt'
-    if any(name in RENDER_ONLY for name in args.variants) and not (
-            'full' in args.variants or args.reuse is not None):
-        parser.error(f'{RENDER_ONLY} need the full model: add "full" or --reuse RUN')
     for name in args.variants:
         folder = args.output / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -92,7 +94,9 @@ def main() -> int:
         stages = ['1', '2'] if name == 'fixed_0.5' else ['all']
         weights[name] = folder / ('stage2.pt' if name == 'fixed_0.5' else 'stage3.pt')
         if args.reuse is not None and name == 'full':
-            weights[name] = args.reuse / 'stage3.pt'
+            # This config's model settings, as every other row: a run saved before a setting
+            # existed would otherwise render without it.
+            reuse_with_config(full_weights, weights[name], config['model'])
             continue
         if args.reuse is not None and name in FUSION_ONLY:
             if name == 'fixed_0.5':

@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ivf_ros.core.model import count_parameters, IVFNet, ModelConfig, tent_blur, tone_curve
+from ivf_ros.core.model import (
+    count_parameters,
+    IVFNet,
+    local_contrast_lift,
+    ModelConfig,
+    tent_blur,
+    tone_curve,
+)
 
 
 def make_pair(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +117,26 @@ def test_tent_blur_keeps_size_and_constants() -> None:
     assert blurred.shape == ramp.shape
     # Area, tent and bilinear steps all keep a linear function away from the borders.
     assert torch.allclose(blurred[..., 12:-12], ramp[..., 12:-12], atol=1e-6)
+    # An impulse (one 4x4 cell) spreads over a symmetric tent that keeps its mass: 2 box passes
+    # of 5 taps at 1/4 size reach 4 cells each way, i.e. 16 px plus the bilinear step.
+    impulse = torch.zeros(1, 1, 64, 64)
+    impulse[..., 32:36, 32:36] = 1.0
+    spread = tent_blur(impulse, 2)[0, 0]
+    assert float(spread.sum()) == pytest.approx(16.0, rel=1e-5)
+    assert torch.allclose(spread, spread.T, atol=1e-6)
+    right, left = spread[34, 34:54], spread[34, 14:34].flip(0)   # mirrored about x = 33.5
+    assert torch.allclose(right, left, atol=1e-6)
+    assert float(spread[34, 34]) > float(spread[34, 44]) > 0.0
+    assert float(spread[34, 62]) == 0.0 and float(spread[34, 8]) == 0.0
+
+
+def test_local_contrast_lift_never_crushes_black_or_white() -> None:
+    generator = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 1, 32, 48, generator=generator)
+    lift = local_contrast_lift(base, gain=50.0, radius=2)   # a gain far past the shipped 0.3
+    assert bool(((base + lift) >= base / 2 - 1e-6).all())
+    assert bool(((base + lift) <= (1 + base) / 2 + 1e-6).all())
+    assert float(lift.abs().max()) > 0.1                      # the bound is reached, not idle
 
 
 def test_local_contrast_spreads_the_object_scale_and_leaves_flat_frames_alone() -> None:
@@ -127,12 +154,12 @@ def test_local_contrast_spreads_the_object_scale_and_leaves_flat_frames_alone() 
     infrared = torch.full((1, 1, 96, 160), 0.2)
     assert float(fused(0.5, visible, infrared).std()) > 1.2 * float(
         fused(0.0, visible, infrared).std())
-    # Stage 3 trains without the step: forward_all(local_contrast=False) leaves it out.
+    # Stage 3 trains without the step: forward_all(with_local_contrast=False) leaves it out.
     torch.manual_seed(0)
     network = IVFNet(ModelConfig(local_contrast=0.5)).eval()
     with torch.inference_mode():
         without = network.forward_all(visible, infrared, outputs=('fused',),
-                                      local_contrast=False)['fused']
+                                      with_local_contrast=False)['fused']
     assert torch.equal(without, fused(0.0, visible, infrared))
     # A flat frame has no band to amplify (no enhancement and a cold infrared: a random
     # network's curve and weights vary at the borders, where its convolutions see padding).

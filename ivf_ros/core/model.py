@@ -62,8 +62,8 @@ class ModelConfig:
     detail_boost: float = 1.0         # gain on the fused image's full-resolution details
     # CLAHE-like local contrast of the fused image: its working-grid base minus a tent blur of
     # it, amplified by local_contrast (0 turns it off). The tent runs at 1/4 of the working
-    # grid: radius 2 = 5 taps = 80 px at full resolution per box, about one CLAHE tile pair
-    # of a 640x512 frame.
+    # grid: radius 2 = 5 taps = 80 px at full resolution per box (one tile of the baseline's
+    # 8x8-tile CLAHE at 640x512); the tent spans about two tiles.
     local_contrast: float = 0.0
     contrast_radius: int = 2
     multiscale: bool = True           # False: one fusion head, on the working grid (ablation)
@@ -118,6 +118,17 @@ def tent_blur(image: torch.Tensor, radius: int) -> torch.Tensor:
         small = F.avg_pool2d(small, (taps, 1), stride=1, padding=(radius, 0),
                              count_include_pad=False)
     return F.interpolate(small, size=size, mode='bilinear', align_corners=False)
+
+
+def local_contrast_lift(base: torch.Tensor, gain: float, radius: int) -> torch.Tensor:
+    """Return the CLAHE-like lift (n, 1, h, w) of a base image: gain x (base - its tent blur)."""
+    # Night scenes are flat at the scale of objects (a dim facade, a dark road): amplifying the
+    # band between the working grid and the tent (about two CLAHE tiles of a 640-px frame)
+    # spreads the histogram as CLAHE does, without touching the full-resolution band where the
+    # sensor noise lives. Bounded half-way to black or white: a dark road beside a lamp is
+    # darkened, not crushed to 0 (unbounded, 1 % of the fused pixels clipped; bounded, 0.1 %).
+    lift = torch.minimum(gain * (base - tent_blur(base, radius)), (1.0 - base) / 2)
+    return torch.maximum(lift, -base / 2)
 
 
 def limit_chroma(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
@@ -306,13 +317,13 @@ class IVFNet(nn.Module):
     # -- the three outputs ---------------------------------------------------------------------
     def forward_all(self, visible: torch.Tensor, infrared: torch.Tensor | None = None,
                     outputs: tuple[str, ...] = ('enhanced', 'infrared', 'fused'),
-                    local_contrast: bool = True) -> dict[str, torch.Tensor]:
+                    with_local_contrast: bool = True) -> dict[str, torch.Tensor]:
         """Run the requested paths ('enhanced', 'infrared', 'fused', ...); return tensors.
 
         visible (n, 3, H, W) and infrared (n, 1, H, W) are float in [0, 1]. Full-resolution
         outputs are cropped back to (H, W); '*_low' entries live on the padded working grid.
-        local_contrast=False leaves out the fused image's local-contrast step (stage 3 trains
-        the fusion block without it).
+        with_local_contrast=False leaves out the fused image's local-contrast step (stage 3
+        trains the fusion block without it).
         """
         height, width = visible.shape[-2:]
         factor = self.config.downscale
@@ -371,17 +382,10 @@ class IVFNet(nn.Module):
             infrared_excess = (infrared_low - toned_luma_low).clamp_min(0.0)
             infrared_add_low = torch.sigmoid(logit) * infrared_excess  # (n, 1, h, w)
             addition_low = infrared_add_low
-            if local_contrast and self.config.local_contrast:
-                # Night scenes are flat at the scale of objects (a dim facade, a dark road):
-                # amplifying the base's band between the working grid and ~1/8 of a 640-px
-                # frame spreads the histogram as CLAHE does, without touching the full-res
-                # band where the sensor noise lives. (n, 1, h, w)
-                base_low = toned_luma_low + infrared_add_low
-                band = base_low - tent_blur(base_low, self.config.contrast_radius)
-                # At most half-way to black or white: a dark road beside a lamp is darkened,
-                # never crushed to 0 (unbounded, 1 % of the fused pixels clipped).
-                lift = torch.minimum(self.config.local_contrast * band, (1.0 - base_low) / 2)
-                addition_low = infrared_add_low + torch.maximum(lift, -base_low / 2)
+            if with_local_contrast and self.config.local_contrast:
+                addition_low = infrared_add_low + local_contrast_lift(
+                    toned_luma_low + infrared_add_low, self.config.local_contrast,
+                    self.config.contrast_radius)                 # (n, 1, h, w)
             result['weight_logits_low'] = logit
             # gain, slope, chroma (3), what is added to the toned visible luma, logit
             low_maps += [fusion_gain, slope_low, base_chroma_low, addition_low, logit]

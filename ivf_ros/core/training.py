@@ -181,7 +181,7 @@ def stage_outputs(model: IVFNet, stage: int, visible: torch.Tensor, infrared: to
     # step they teach the fusion heads to undo it (measured with the step's first, unbounded
     # version on the training split's night pairs: VIF 1.108 -> 1.035, SF and AG lower too).
     return model.forward_all(visible, infrared if stage > 1 else None, outputs=paths,
-                             local_contrast=False)
+                             with_local_contrast=False)
 
 
 def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torch.Tensor,
