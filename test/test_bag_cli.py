@@ -190,6 +190,25 @@ def test_play_record_nothing_lost_raw_bytes_equal(tmp_path: Path, night_bag: Pat
 
 
 @pytest.mark.ros
+def test_sim_time_recorder_holds_messages_until_the_first_clock(tmp_path: Path,
+                                                               night_bag: Path) -> None:
+    """use_sim_time: what arrives before any /clock is kept, stamped at the first clock."""
+    out = tmp_path / 'recorded'
+    recorder = Recorder(out, ['/cam/vis'], '-p', 'use_sim_time:=true')
+    remap = ('--remap', f'{VISIBLE_TOPIC}:=/cam/vis', '--wait-for-subscribers', '1')
+    play(night_bag, *remap, '--rate', '2', '--start', '0.85')          # no /clock: held
+    play(night_bag, *remap, '--rate', '2', '--start', '0.85', '--clock', '100')
+    held = sent = FRAMES - 9                                           # 0.9, 1.0, 1.1 s
+    text = recorder.stop()
+    assert f'received {held + sent}, written {held + sent} messages' in text
+    bag_info = bagio.bag_info(night_bag)
+    with BagReader(out) as reader:
+        log_times = [m.log_time_ns for m in reader.messages()]
+    assert len(log_times) == held + sent
+    assert all(bag_info.start_ns <= t <= bag_info.end_ns + int(1e9) for t in log_times)
+
+
+@pytest.mark.ros
 def test_player_reaches_sensor_data_subscribers(night_bag: Path) -> None:
     """The classic mismatch: a best-effort camera subscription must get every frame."""
     import rclpy

@@ -93,6 +93,12 @@ class BagRecorder(Node):
                                  {topic: 0 for topic in self.wanted})
         self._lock = threading.Lock()
         self._topic_subscriptions: dict[str, object] = {}
+        # With use_sim_time the node clock reads 0 until the first /clock arrives. rosbag2 waits
+        # for that /clock before subscribing (ros2/rosbag2#1378), which can miss the first
+        # frames; we subscribe at once and hold what comes early, writing it at the first
+        # clock time, so nothing is lost and no message is stamped 1970.
+        self._sim_time = bool(self.get_parameter('use_sim_time').value)
+        self._held: list[tuple[str, bytes]] = []
         self.ready = threading.Event()
         self._discover()
         # Topics appear whenever their publishers start: look again until all are subscribed.
@@ -131,13 +137,31 @@ class BagRecorder(Node):
             stamp = self.get_clock().now().nanoseconds
             with self._lock:
                 self.stats.received[topic] += 1
+                if self._sim_time and stamp == 0:
+                    self._held.append((topic, raw))          # no /clock yet
+                    return
+                self._write_held(stamp)
                 self.writer.write_raw(topic, stamp, raw)
                 self.stats.written[topic] += 1
         return record
 
+    def _write_held(self, stamp: int) -> None:
+        """Write the messages held for the first /clock at stamp (caller holds the lock)."""
+        for topic, raw in self._held:
+            self.writer.write_raw(topic, stamp, raw)
+            self.stats.written[topic] += 1
+        self._held.clear()
+
     def close(self) -> RecordStats:
         """Stop recording, write metadata.yaml; return the counts."""
         with self._lock:
+            if self._held:
+                stamp = self.get_clock().now().nanoseconds
+                if stamp == 0:
+                    self.get_logger().warning(
+                        f'use_sim_time but no /clock arrived: {len(self._held)} message(s) '
+                        'written at time 0')
+                self._write_held(stamp)
             self.writer.close()
         return self.stats
 
