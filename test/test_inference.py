@@ -66,6 +66,10 @@ def test_missing_corrupt_and_mismatched_weights(tmp_path: Path) -> None:
     torch.save(payload, mismatched)
     with pytest.raises(ModelLoadError, match='do not match'):
         FusionModel.load(mismatched, device='cpu')
+    payload['config'] = IVFNet().config.to_dict() | {'local_contrast': -1.0}
+    torch.save(payload, mismatched)
+    with pytest.raises(ModelLoadError, match='local_contrast'):
+        FusionModel.load(mismatched, device='cpu')
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

@@ -190,6 +190,16 @@ def test_ablation_variants_run(change: dict) -> None:
         assert torch.allclose(weights, torch.full_like(weights, 0.5))
 
 
+@pytest.mark.parametrize('change, field_name', [
+    ({'local_contrast': -0.3}, 'local_contrast'), ({'contrast_radius': 1.5}, 'contrast_radius'),
+    ({'channels': []}, 'channels'), ({'white_balance': 2.0}, 'white_balance'),
+    ({'fusion_tone': float('nan')}, 'fusion_tone'), ({'downscale': 0}, 'downscale'),
+    ({'exposure_softness': 0.0}, 'exposure_softness')])
+def test_config_out_of_range_is_named(change: dict, field_name: str) -> None:
+    with pytest.raises(ValueError, match=field_name):
+        ModelConfig(**change)
+
+
 def test_config_round_trip_ignores_unknown_keys() -> None:
     config = ModelConfig(channels=[8, 12, 16, 24], noise_threshold=0.3)
     values = config.to_dict() | {'from_a_newer_version': 1}

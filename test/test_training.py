@@ -104,3 +104,9 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     bad.write_text('stages: {1: {steps: 1, batch: 1, lr: 0.1, losses: {}}}\n')
     with pytest.raises(TrainingConfigError, match='stage 2 is missing'):
         load_config(bad)
+    bad.write_text('stages: {1: {steps: 1, batch: 1, lr: 0.1, losses: {}},\n'
+                   '         2: {steps: 1, batch: 1, lr: 0.1, losses: {}},\n'
+                   '         3: {steps: 1, batch: 1, lr: 0.1, losses: {}}}\n'
+                   'model: {local_contrast: -0.3}\n')
+    with pytest.raises(TrainingConfigError, match='model: local_contrast'):
+        load_config(bad)

@@ -34,6 +34,7 @@ blur of it (objects' scale, not the sensor noise's).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+import math
 from typing import Any
 
 import torch
@@ -70,6 +71,22 @@ class ModelConfig:
     adaptive_weights: bool = True     # False: fixed 0.5 weights everywhere (ablation)
     enhance: bool = True              # False: no enhancement, the raw visible is used (ablation)
 
+    def __post_init__(self) -> None:
+        """Raise ValueError naming the field when a value is outside its range."""
+        if not self.channels or any(not isinstance(c, int) or c < 1 for c in self.channels):
+            raise ValueError(f'channels must be positive integers, got {self.channels!r}')
+        for name in ('downscale', 'contrast_radius'):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < _LOWEST[name]:
+                raise ValueError(f'{name} must be an integer >= {_LOWEST[name]}, got {value!r}')
+        for name, (low, high) in _FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    low <= value <= high):
+                raise ValueError(f'{name} must be in [{low}, {high}], got {value!r}')
+        if self.exposure_softness == 0:
+            raise ValueError('exposure_softness must be above 0 (it divides)')
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         """Build a config from a dict, ignoring unknown keys from newer versions."""
@@ -79,6 +96,20 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a plain dict (safe to store with torch.save)."""
         return asdict(self)
+
+
+_LOWEST = {'downscale': 1, 'contrast_radius': 0}
+# Closed ranges of the float fields; inf where only the sign matters.
+_FLOAT_RANGES = {
+    'exposure_threshold': (0.0, 1.0),
+    'exposure_softness': (0.0, math.inf),
+    'max_log_gain': (0.0, math.inf),
+    'noise_threshold': (0.0, math.inf),
+    'fusion_tone': (0.0, math.inf),
+    'white_balance': (0.0, 1.0),
+    'detail_boost': (0.0, math.inf),
+    'local_contrast': (0.0, math.inf),
+}
 
 
 def luminance(rgb: torch.Tensor) -> torch.Tensor:

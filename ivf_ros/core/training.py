@@ -88,9 +88,14 @@ def load_config(path: str | Path) -> TrainConfig:
             raise TrainingConfigError(f'{path}: stage {stage}: data must be night or all')
     top = {key: value for key, value in raw.items() if key != 'stages'}
     try:
-        return TrainConfig(**top, stages=stages)
+        config = TrainConfig(**top, stages=stages)
     except TypeError as error:
         raise TrainingConfigError(f'{path}: {error}') from error
+    try:
+        ModelConfig.from_dict(config.model)   # fail here, not after the data has loaded
+    except (TypeError, ValueError) as error:
+        raise TrainingConfigError(f'{path}: model: {error}') from error
+    return config
 
 
 class PairBank:
