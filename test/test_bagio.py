@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +21,9 @@ from ivf_ros.core.bagio import (
     StampModel,
     VISIBLE_TOPIC,
 )
+from ivf_ros.core.detector import Detection
 
 WIDTH, HEIGHT, FRAMES = 64, 48, 4
-
-
-@dataclass
-class FakeDetection:
-    class_id: int
-    class_name: str
-    score: float
-    cx: float
-    cy: float
-    width: float
-    height: float
 
 
 def random_pairs(count: int = FRAMES, thermal_bits: int = 8) -> list[tuple[np.ndarray, ...]]:
@@ -155,8 +144,8 @@ def test_compressed_images(tmp_path: Path, storage: str) -> None:
 
 @pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
 def test_detections_round_trip(tmp_path: Path, storage: str) -> None:
-    detections = [FakeDetection(0, 'person', 0.9, 10.5, 20.0, 8.0, 16.0),
-                  FakeDetection(2, 'car', 0.5, 40.0, 30.0, 20.0, 10.0)]
+    detections = [Detection(0, 'person', 0.9, 10.5, 20.0, 8.0, 16.0),
+                  Detection(2, 'car', 0.5, 40.0, 30.0, 20.0, 10.0)]
     with BagWriter(tmp_path / 'bag', storage) as writer:
         writer.add_topic('/detections', bagio.DETECTIONS, bagio.camera_qos('reliable'))
         writer.write('/detections', 5, bagio.detections_message(detections, 123, 'cam'))
@@ -192,7 +181,7 @@ def test_detections_match_rclpy_vision_msgs_hash_and_bytes() -> None:
     finally:
         rclpy.shutdown()
     raw = bagio.serialize(bagio.detections_message(
-        [FakeDetection(1, 'bicycle', 0.75, 3.0, 4.0, 5.0, 6.0)], 1_500_000_000, 'cam'))
+        [Detection(1, 'bicycle', 0.75, 3.0, 4.0, 5.0, 6.0)], 1_500_000_000, 'cam'))
     message = deserialize_message(raw, Detection2DArray)
     (detection,) = message.detections
     assert detection.results[0].hypothesis.class_id == 'bicycle'
