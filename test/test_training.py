@@ -110,3 +110,6 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
                    'model: {local_contrast: -0.3}\n')
     with pytest.raises(TrainingConfigError, match='model: local_contrast'):
         load_config(bad)
+    bad.write_text(bad.read_text().replace('local_contrast: -0.3', 'local_contrst: 0.3'))
+    with pytest.raises(TrainingConfigError, match='unknown key.*local_contrst'):
+        load_config(bad)

@@ -91,6 +91,12 @@ def load_config(path: str | Path) -> TrainConfig:
         config = TrainConfig(**top, stages=stages)
     except TypeError as error:
         raise TrainingConfigError(f'{path}: {error}') from error
+    # Weights files may carry keys of newer versions (from_dict skips them); a config file is
+    # written by hand here, so an unknown key is a typo.
+    unknown = sorted(set(config.model or {}) - set(ModelConfig.__dataclass_fields__))
+    if unknown:
+        raise TrainingConfigError(f'{path}: model: unknown key(s) {", ".join(unknown)} '
+                                  f'(known: {", ".join(ModelConfig.__dataclass_fields__)})')
     try:
         ModelConfig.from_dict(config.model)   # fail here, not after the data has loaded
     except (TypeError, ValueError) as error:
