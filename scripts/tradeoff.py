@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         parser.error('no validation pairs: ../shared/datasets/msrs is missing')
     pairs = [load_pair(pair) for pair in found]
-    model = FusionModel.load(args.weights, device=args.device)
+    # No CUDA graphs: a captured graph would replay the first frame's knob values.
+    model = FusionModel.load(args.weights, device=args.device, cuda_graphs=False)
     shipped = (model.network.config.fusion_tone, model.network.config.local_contrast)
     settings: list[tuple[str, str, Fuse]] = [
         ('baselines', name, function) for name, function in BASELINES.items()
