@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ivf_ros.core import metrics
+from ivf_ros.core import baselines, metrics
 from ivf_ros.core.baselines import BASELINES
 from ivf_ros.core.datasets import load_pair, validation_pairs
 from ivf_ros.core.inference import FusionModel
@@ -45,28 +45,23 @@ class Point:
 
 
 def capped_equalisation(grey: np.ndarray, slope_cap: float) -> np.ndarray:
-    """Return (h, w) float 0-255 grey equalised with the curve's slope capped (CLAHE, one tile)."""
-    histogram = np.bincount(np.clip(np.rint(grey), 0, 255).astype(np.int64).ravel(),
-                            minlength=256).astype(np.float64)
+    """Return the 256-entry uint8 lookup table equalising (h, w) uint8 grey, slope <= slope_cap."""
+    histogram = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
     histogram /= histogram.sum()
     limit = slope_cap / 256.0   # a bin above the uniform share x cap is clipped ...
     for _ in range(20):         # ... and the excess redistributed evenly, until nothing is left
         excess = np.clip(histogram - limit, 0.0, None).sum()
         histogram = np.minimum(histogram, limit) + excess / 256.0
-    curve = np.cumsum(histogram) * 255.0
-    return np.interp(grey, np.arange(256), curve)
+    return np.clip(np.rint(np.cumsum(histogram) * 255.0), 0, 255).astype(np.uint8)
 
 
 def equalised_max(slope_cap: float) -> Fuse:
-    """Return a fusion: the max rule on luma, brightened by capped equalisation, visible chroma."""
+    """Return a fusion: the max rule on luma, brightened by capped equalisation (one tile)."""
     def fuse(visible: np.ndarray, infrared: np.ndarray) -> np.ndarray:
-        luma = metrics.to_grey(visible)
-        fused_luma = np.maximum(luma, infrared.astype(np.float64))
-        if slope_cap > 1.0:
-            fused_luma = capped_equalisation(fused_luma, slope_cap)
-        # Adding one value to R, G and B moves Y only: the visible chroma stays.
-        fused = visible.astype(np.float64) + (fused_luma - luma)[..., None]
-        return np.clip(np.rint(fused), 0, 255).astype(np.uint8)
+        fused_y = np.maximum(baselines.luminance(visible), infrared)     # (h, w) uint8
+        if slope_cap > 1.0:   # cap 1 is the max baseline itself
+            fused_y = capped_equalisation(fused_y, slope_cap)[fused_y]
+        return baselines.with_luminance(visible, fused_y)
     return fuse
 
 

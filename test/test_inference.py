@@ -68,7 +68,7 @@ def test_missing_corrupt_and_mismatched_weights(tmp_path: Path) -> None:
         FusionModel.load(mismatched, device='cpu')
     payload['config'] = IVFNet().config.to_dict() | {'local_contrast': -1.0}
     torch.save(payload, mismatched)
-    with pytest.raises(ModelLoadError, match='local_contrast'):
+    with pytest.raises(ModelLoadError, match='invalid config: local_contrast'):
         FusionModel.load(mismatched, device='cpu')
 
 

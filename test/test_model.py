@@ -194,10 +194,16 @@ def test_ablation_variants_run(change: dict) -> None:
     ({'local_contrast': -0.3}, 'local_contrast'), ({'contrast_radius': 1.5}, 'contrast_radius'),
     ({'channels': []}, 'channels'), ({'white_balance': 2.0}, 'white_balance'),
     ({'fusion_tone': float('nan')}, 'fusion_tone'), ({'downscale': 0}, 'downscale'),
-    ({'exposure_softness': 0.0}, 'exposure_softness')])
+    ({'exposure_softness': 0.0}, 'exposure_softness'), ({'channels': [8, True]}, 'channels')])
 def test_config_out_of_range_is_named(change: dict, field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):
         ModelConfig(**change)
+
+
+def test_config_range_ends_are_accepted() -> None:
+    config = ModelConfig(local_contrast=0.0, contrast_radius=0, white_balance=1.0,
+                         exposure_threshold=1.0, fusion_tone=0.0, downscale=1)
+    assert config.contrast_radius == 0 and config.downscale == 1
 
 
 def test_config_round_trip_ignores_unknown_keys() -> None:

@@ -113,3 +113,8 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     bad.write_text(bad.read_text().replace('local_contrast: -0.3', 'local_contrst: 0.3'))
     with pytest.raises(TrainingConfigError, match='unknown key.*local_contrst'):
         load_config(bad)
+    bad.write_text(bad.read_text().replace('model: {local_contrst: 0.3}', 'model: [16, 24]'))
+    with pytest.raises(TrainingConfigError, match='model: must be a mapping'):
+        load_config(bad)
+    bad.write_text(bad.read_text().replace('model: [16, 24]', 'model:'))
+    assert load_config(bad).model == {}

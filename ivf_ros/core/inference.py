@@ -81,7 +81,11 @@ def load_network(path: str | Path) -> IVFNet:
     if not isinstance(payload, dict) or 'state_dict' not in payload or 'config' not in payload:
         raise ModelLoadError(f'{path} is not an ivf_ros weights file (no state_dict/config)')
     try:
-        network = IVFNet(ModelConfig.from_dict(payload['config']))
+        config = ModelConfig.from_dict(payload['config'])
+    except (TypeError, ValueError) as error:
+        raise ModelLoadError(f'fusion weights {path} have an invalid config: {error}') from error
+    try:
+        network = IVFNet(config)
         network.load_state_dict(payload['state_dict'])
     except (RuntimeError, TypeError, ValueError, KeyError) as error:
         raise ModelLoadError(f'fusion weights {path} do not match the network: {error}') \

@@ -73,7 +73,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         """Raise ValueError naming the field when a value is outside its range."""
-        if not self.channels or any(not isinstance(c, int) or c < 1 for c in self.channels):
+        if not self.channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
+                                    for c in self.channels):
             raise ValueError(f'channels must be positive integers, got {self.channels!r}')
         for name in ('downscale', 'contrast_radius'):
             value = getattr(self, name)

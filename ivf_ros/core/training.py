@@ -91,9 +91,13 @@ def load_config(path: str | Path) -> TrainConfig:
         config = TrainConfig(**top, stages=stages)
     except TypeError as error:
         raise TrainingConfigError(f'{path}: {error}') from error
+    if config.model is None:   # 'model:' with every key commented out
+        config.model = {}
+    if not isinstance(config.model, dict):
+        raise TrainingConfigError(f'{path}: model: must be a mapping, got {config.model!r}')
     # Weights files may carry keys of newer versions (from_dict skips them); a config file is
     # written by hand here, so an unknown key is a typo.
-    unknown = sorted(set(config.model or {}) - set(ModelConfig.__dataclass_fields__))
+    unknown = sorted(set(config.model) - set(ModelConfig.__dataclass_fields__))
     if unknown:
         raise TrainingConfigError(f'{path}: model: unknown key(s) {", ".join(unknown)} '
                                   f'(known: {", ".join(ModelConfig.__dataclass_fields__)})')
