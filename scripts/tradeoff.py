@@ -27,7 +27,7 @@ from ivf_ros.core import baselines, metrics
 from ivf_ros.core.baselines import BASELINES
 from ivf_ros.core.datasets import load_pair, validation_pairs
 from ivf_ros.core.inference import FusionModel
-from ivf_ros.core.report import SOURCE_METHODS
+from ivf_ros.core.report import pyplot, SOURCE_METHODS
 
 COLUMNS = ('EN', 'VIF', 'Qabf', 'SF', 'brightness', 'noise')
 FUSION_TONES = (0.0, 0.2, 0.4, 0.6, 0.8)
@@ -84,17 +84,13 @@ def mean_metrics(pairs: list[tuple[np.ndarray, np.ndarray]], fuse: Fuse) -> dict
 
 def plot(points: list[Point], path: Path) -> None:
     """Save VIF-vs-Qabf and EN-vs-Qabf panels; shade what beats every baseline on both."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    baselines = [p for p in points if p.family == 'baselines']
+    plt = pyplot()
+    baseline_points = [p for p in points if p.family == 'baselines']
     families = list(dict.fromkeys(p.family for p in points if p.family != 'baselines'))
     figure, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
     for axis, metric in zip(axes, ('VIF', 'EN'), strict=True):
-        best_qabf = max(p.means['Qabf'] for p in baselines)
-        best_metric = max(p.means[metric] for p in baselines)
+        best_qabf = max(p.means['Qabf'] for p in baseline_points)
+        best_metric = max(p.means[metric] for p in baseline_points)
         qabf = [p.means['Qabf'] for p in points]
         values = [p.means[metric] for p in points]
         x_high, y_high = max(qabf) + 0.08, max(values) + 0.1
@@ -107,7 +103,7 @@ def plot(points: list[Point], path: Path) -> None:
             for p in members:
                 axis.annotate(p.label, (p.means['Qabf'], p.means[metric]), fontsize=7,
                               xytext=(3, 3), textcoords='offset points')
-        for p in baselines:
+        for p in baseline_points:
             axis.plot(p.means['Qabf'], p.means[metric], 'k^')
             axis.annotate(p.label, (p.means['Qabf'], p.means[metric]), fontsize=8,
                           xytext=(4, -10), textcoords='offset points')

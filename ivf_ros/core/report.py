@@ -329,7 +329,7 @@ def write_csv(evaluation: Evaluation, per_image_path: Path, summary_path: Path) 
 # Figures (matplotlib with the Agg backend: no display needed)
 
 
-def _pyplot() -> ModuleType:
+def pyplot() -> ModuleType:
     """Import pyplot with the file-only Agg backend (headless CI, SSH sessions)."""
     import matplotlib
 
@@ -341,7 +341,7 @@ def _pyplot() -> ModuleType:
 
 def save_image_grid(evaluation: Evaluation, path: Path) -> None:
     """Save rows of visible | infrared | fused-per-method for the kept example pairs."""
-    plt = _pyplot()
+    plt = pyplot()
     methods = [m.name for m in evaluation.methods if m.name not in SOURCE_METHODS]
     columns = ['visible', 'infrared'] + methods
     rows = list(evaluation.examples.items())
@@ -370,7 +370,7 @@ def save_image_grid(evaluation: Evaluation, path: Path) -> None:
 
 def save_bar_chart(evaluation: Evaluation, path: Path) -> None:
     """Save one bar panel per metric (mean with std error bars), methods side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     metrics = evaluation.metric_names
     methods = [m.name for m in evaluation.methods]
     columns = 4

@@ -25,6 +25,7 @@ from ivf_ros.core import losses
 from ivf_ros.core.datasets import is_night, load_pair, PairedImage, resize_to
 from ivf_ros.core.inference import save_weights
 from ivf_ros.core.model import IVFNet, ModelConfig
+from ivf_ros.core.report import pyplot
 
 STAGES = (1, 2, 3)
 # Which sub-modules each stage trains; everything else is frozen.
@@ -223,11 +224,7 @@ def learning_rate(stage_config: StageConfig, step: int) -> float:
 
 def plot_losses(csv_path: Path, png_path: Path, stage: int) -> None:
     """Draw the loss curves of a stage's CSV log into a PNG."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     with csv_path.open() as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
