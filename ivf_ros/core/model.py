@@ -89,8 +89,14 @@ class ModelConfig:
             raise ValueError('exposure_softness must be above 0 (it divides)')
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """Build a config from a dict, ignoring unknown keys from newer versions."""
+    def from_dict(cls, values: dict[str, Any], strict: bool = False) -> ModelConfig:
+        """Build a config from a dict; unknown keys are skipped, or a ValueError if strict."""
+        # Weights files may carry keys of newer versions (skipped); a hand-written config file
+        # is read strictly, because there an unknown key is a typo.
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if strict and unknown:
+            raise ValueError(f'unknown key(s) {", ".join(unknown)} '
+                             f'(known: {", ".join(cls.__dataclass_fields__)})')
         known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
         return cls(**known)
 

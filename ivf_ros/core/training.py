@@ -96,14 +96,8 @@ def load_config(path: str | Path) -> TrainConfig:
         config.model = {}
     if not isinstance(config.model, dict):
         raise TrainingConfigError(f'{path}: model: must be a mapping, got {config.model!r}')
-    # Weights files may carry keys of newer versions (from_dict skips them); a config file is
-    # written by hand here, so an unknown key is a typo.
-    unknown = sorted(set(config.model) - set(ModelConfig.__dataclass_fields__))
-    if unknown:
-        raise TrainingConfigError(f'{path}: model: unknown key(s) {", ".join(unknown)} '
-                                  f'(known: {", ".join(ModelConfig.__dataclass_fields__)})')
     try:
-        ModelConfig.from_dict(config.model)   # fail here, not after the data has loaded
+        ModelConfig.from_dict(config.model, strict=True)  # fail here, not after data loads
     except (TypeError, ValueError) as error:
         raise TrainingConfigError(f'{path}: model: {error}') from error
     return config
