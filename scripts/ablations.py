@@ -26,9 +26,9 @@ import sys
 
 import yaml
 
-from ivf_ros.core.inference import load_network, save_weights
-from ivf_ros.core.model import IVFNet, ModelConfig
-from ivf_ros.core.paths import share_file
+from ivf_ros.fusion.inference import load_network, save_weights
+from ivf_ros.fusion.model import IVFNet, ModelConfig
+from ivf_ros.io.paths import share_file
 
 VARIANTS: dict[str, dict] = {
     'full': {},

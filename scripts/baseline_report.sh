@@ -15,7 +15,7 @@ if [ -z "${VIRTUAL_ENV:-}" ] && [ -f env.sh ]; then
 fi
 output="${1:-output/baseline_report}"
 # paths.py is the one place that knows where ../shared is (IVF_SHARED_DIR overrides it).
-shared="$(python -c 'from ivf_ros.core.paths import shared_dir; print(shared_dir())')"
+shared="$(python -c 'from ivf_ros.io.paths import shared_dir; print(shared_dir())')"
 datasets="${shared}/datasets"
 if [ ! -d "${datasets}" ]; then
   echo "baseline_report: no datasets at ${datasets} (a clone without ../shared)" >&2

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ivf_ros.core.paths import shared_dir
+from ivf_ros.io.paths import shared_dir
 
 # A domain of its own, away from the test runs (1-100) and other benchmarks.
 os.environ.setdefault('ROS_DOMAIN_ID', str(120 + os.getpid() % 100))
@@ -65,7 +65,7 @@ class Camera:
         from sensor_msgs.msg import Image
         from vision_msgs.msg import Detection2DArray
 
-        from ivf_ros.core.synthetic import make_night_pair
+        from ivf_ros.io.synthetic import make_night_pair
         from ivf_ros.nodes.ros_image import array_to_image_msg
 
         rclpy.init()
@@ -161,7 +161,7 @@ def _header(stamp_ns: int, frame_id: str = '') -> Any:
 # ivf-graph with a model that costs nothing: what remains is the node's own overhead.
 NULL_MODEL_GRAPH = """
 import sys, numpy as np
-from ivf_ros.core.inference import FusionResult
+from ivf_ros.fusion.inference import FusionResult
 from ivf_ros.nodes import fusion_node, graph
 class NullModel:
     device = 'null'
@@ -203,8 +203,8 @@ def resolve_fusion_model(options: argparse.Namespace, folder: Path) -> None:
     """Replace --fusion-model fresh by untrained weights of the current architecture."""
     if options.fusion_model == 'fresh':
         # Same cost as trained weights; meaningless pictures.
-        from ivf_ros.core.inference import save_weights
-        from ivf_ros.core.model import IVFNet
+        from ivf_ros.fusion.inference import save_weights
+        from ivf_ros.fusion.model import IVFNet
 
         options.fusion_model = str(folder / 'fresh_fusion.pt')
         save_weights(IVFNet(), options.fusion_model)
@@ -300,16 +300,16 @@ def count_objects(options: argparse.Namespace) -> None:
     """Count people and cars YOLO finds on the night pairs: visible, infrared and fused."""
     from tqdm import tqdm
 
-    from ivf_ros.core.datasets import load_pair, night_pairs
-    from ivf_ros.core.detector import YoloDetector
-    from ivf_ros.core.inference import FusionModel
-    from ivf_ros.core.paths import datasets_dir
+    from ivf_ros.fusion.inference import FusionModel
+    from ivf_ros.io.datasets import load_pair, night_pairs
+    from ivf_ros.io.paths import datasets_dir
+    from ivf_ros.pipeline.detector import YoloDetector
 
     root = datasets_dir()
     if not REBUILT_YOLO.is_file() or not root.is_dir():
         print(f'--counts needs {REBUILT_YOLO} and {root}')
         return
-    from ivf_ros.core.baselines import BASELINES
+    from ivf_ros.evaluation.baselines import BASELINES
 
     pairs = night_pairs(root)
     resolve_fusion_model(options, Path(tempfile.mkdtemp(prefix='ivf_counts_')))
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                         help='count people/cars on the night pairs instead')
     parser.add_argument('--conf', type=float, default=0.25, help='--counts confidence')
     parser.add_argument('--baselines', nargs='*', default=['clahe_laplacian'],
-                        help='--counts: classical fusions (ivf_ros.core.baselines) to compare')
+                        help='--counts: classical fusions (evaluation.baselines) to compare')
     options = parser.parse_args(argv)
     if options.counts:
         count_objects(options)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark ivf_ros.core.image_codec: print median, p90 and min milliseconds per operation."""
+"""Benchmark ivf_ros.io.image_codec: print median, p90 and min milliseconds per operation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from ivf_ros.core.image_codec import (
+from ivf_ros.io.image_codec import (
     array_to_image_fields,
     decode_compressed,
     encode_compressed,
@@ -17,7 +17,7 @@ from ivf_ros.core.image_codec import (
     thermal_to_uint8,
     to_rgb8,
 )
-from ivf_ros.core.synthetic import make_night_pair
+from ivf_ros.io.synthetic import make_night_pair
 
 
 def time_ms(function: Callable[[], object], repeats: int) -> tuple[float, float, float]:

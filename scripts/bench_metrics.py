@@ -8,11 +8,11 @@ from collections.abc import Callable
 import statistics
 import time
 
-from ivf_ros.core.baselines import BASELINES
-from ivf_ros.core.datasets import load_pair, resize_to, validation_pairs
-from ivf_ros.core.metrics import evaluate, METRICS
-from ivf_ros.core.paths import datasets_dir
-from ivf_ros.core.synthetic import make_night_pair
+from ivf_ros.evaluation.baselines import BASELINES
+from ivf_ros.evaluation.metrics import evaluate, METRICS
+from ivf_ros.io.datasets import load_pair, resize_to, validation_pairs
+from ivf_ros.io.paths import datasets_dir
+from ivf_ros.io.synthetic import make_night_pair
 
 
 def median_ms(function: Callable[[], object], repeats: int) -> float:

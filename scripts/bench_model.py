@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ivf_ros.core.inference import default_weights_path, FusionModel, load_network
-from ivf_ros.core.model import count_parameters, IVFNet
+from ivf_ros.fusion.inference import default_weights_path, FusionModel, load_network
+from ivf_ros.fusion.model import count_parameters, IVFNet
 
 
 def count_macs(network: IVFNet, height: int, width: int) -> float:

@@ -9,8 +9,8 @@ import sys
 import tempfile
 
 from ivf_ros.cli.bag import process_bag, ProcessOptions
-from ivf_ros.core import bagio
-from ivf_ros.core.paths import shared_dir
+from ivf_ros.io import bagio
+from ivf_ros.io.paths import shared_dir
 
 
 def yolo11n_weights(folder: Path) -> tuple[Path, str]:

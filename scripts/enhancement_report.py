@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ivf_ros.core import metrics
-from ivf_ros.core.datasets import load_pair, validation_pairs
-from ivf_ros.core.inference import FusionModel
+from ivf_ros.evaluation import metrics
+from ivf_ros.fusion.inference import FusionModel
+from ivf_ros.io.datasets import load_pair, validation_pairs
 
 COLUMNS = ('brightness', 'clipped_luma', 'clipped_any', 'cast', 'noise')
 

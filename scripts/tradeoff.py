@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ivf_ros.core import baselines, metrics
-from ivf_ros.core.baselines import BASELINES
-from ivf_ros.core.datasets import load_pair, validation_pairs
-from ivf_ros.core.inference import FusionModel
-from ivf_ros.core.report import pyplot, SOURCE_METHODS
+from ivf_ros.evaluation import baselines, metrics
+from ivf_ros.evaluation.baselines import BASELINES
+from ivf_ros.evaluation.report import pyplot, SOURCE_METHODS
+from ivf_ros.fusion.inference import FusionModel
+from ivf_ros.io.datasets import load_pair, validation_pairs
 
 COLUMNS = ('EN', 'VIF', 'Qabf', 'SF', 'brightness', 'noise')
 FUSION_TONES = (0.0, 0.2, 0.4, 0.6, 0.8)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ivf_ros.core.paths import datasets_dir, shared_dir, SOURCE_ROOT
+from ivf_ros.io.paths import datasets_dir, shared_dir, SOURCE_ROOT
 
 # Every test run gets its own DDS domain so parallel runs (CI, developers) never see each other.
 os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from ivf_ros.cli import bag as bag_cli
-from ivf_ros.core import bagio
-from ivf_ros.core.bagio import BagReader, INFRARED_TOPIC, VISIBLE_TOPIC
+from ivf_ros.io import bagio
+from ivf_ros.io.bagio import BagReader, INFRARED_TOPIC, VISIBLE_TOPIC
 
 # 12 frames at 10 Hz: a loop jumps back 1.1 s, past the synchroniser's 1 s reset threshold.
 WIDTH, HEIGHT, FRAMES = 160, 128, 12

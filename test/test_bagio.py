@@ -11,8 +11,8 @@ from rosbags.typesys import get_typestore as rosbags_typestore
 from rosbags.typesys import Stores
 import yaml
 
-from ivf_ros.core import bagio
-from ivf_ros.core.bagio import (
+from ivf_ros.io import bagio
+from ivf_ros.io.bagio import (
     BagError,
     BagReader,
     BagWriter,
@@ -21,7 +21,7 @@ from ivf_ros.core.bagio import (
     StampModel,
     VISIBLE_TOPIC,
 )
-from ivf_ros.core.detector import Detection
+from ivf_ros.pipeline.detector import Detection
 
 WIDTH, HEIGHT, FRAMES = 64, 48, 4
 

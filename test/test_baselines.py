@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ivf_ros.core.baselines import (
+from ivf_ros.evaluation.baselines import (
     BASELINES,
     collapse_pyramid,
     enhance_luminance,

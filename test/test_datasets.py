@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ivf_ros.core.datasets import (
+from ivf_ros.io.datasets import (
     all_pairs,
     DatasetError,
     is_night,

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ivf_ros.core.baselines import BASELINES
-from ivf_ros.core.detection_eval import (
+from ivf_ros.evaluation.baselines import BASELINES
+from ivf_ros.evaluation.detection import (
     DetectFunction,
     label_free_by_input,
     LabelError,
@@ -17,8 +17,8 @@ from ivf_ros.core.detection_eval import (
     read_yolo_labels,
     Sample,
 )
-from ivf_ros.core.detector import Detection
-from ivf_ros.core.synthetic import LABELS, make_night_pair
+from ivf_ros.io.synthetic import LABELS, make_night_pair
+from ivf_ros.pipeline.detector import Detection
 
 NAMES = dict(enumerate(LABELS))  # {0: 'person', 1: 'car'}
 
@@ -88,7 +88,7 @@ def test_unlabelled_samples_are_refused_for_map() -> None:
 
 
 def test_label_free_comparison_with_a_tiny_yolo(yolo_config_dir: Path) -> None:
-    from ivf_ros.core.detector import YoloDetector
+    from ivf_ros.pipeline.detector import YoloDetector
 
     # Random weights from the yaml (no download); a low threshold so boxes do come out.
     detector = YoloDetector('yolo11n.yaml', conf=0.001, imgsz=128, max_det=20, device='cpu')

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ivf_ros.core.detector import annotate, Detection, DetectorLoadError, YoloDetector
+from ivf_ros.pipeline.detector import annotate, Detection, DetectorLoadError, YoloDetector
 
 
 @pytest.fixture(scope='module')

@@ -9,9 +9,9 @@ import cv2
 import pytest
 
 from ivf_ros.cli.eval import main
-from ivf_ros.core.baselines import BASELINES
-from ivf_ros.core.datasets import list_pairs, load_pair
-from ivf_ros.core.synthetic import LABELS, make_night_pair
+from ivf_ros.evaluation.baselines import BASELINES
+from ivf_ros.io.datasets import list_pairs, load_pair
+from ivf_ros.io.synthetic import LABELS, make_night_pair
 
 # MSRS-style names: two night frames and one day frame, so the split and night filters act.
 NAMES = ('00001N', '00002N', '00003D')
@@ -98,8 +98,8 @@ def test_errors_are_clear(pairs_root: Path, tmp_path: Path,
 
 
 def test_checkpoint_method(pairs_root: Path, tmp_path: Path) -> None:
-    inference = pytest.importorskip('ivf_ros.core.inference')
-    model = pytest.importorskip('ivf_ros.core.model')
+    inference = pytest.importorskip('ivf_ros.fusion.inference')
+    model = pytest.importorskip('ivf_ros.fusion.model')
     checkpoint = tmp_path / 'tiny.pt'
     inference.save_weights(model.IVFNet(model.ModelConfig()), checkpoint)
     output = tmp_path / 'model_report'
@@ -137,8 +137,8 @@ def test_labels_need_a_detector(pairs_root: Path, tmp_path: Path,
 
 
 def test_best_marks_follow_each_metric_direction() -> None:
-    from ivf_ros.core.datasets import PairedImage
-    from ivf_ros.core.report import best_methods, Evaluation, markdown_table, Method
+    from ivf_ros.evaluation.report import best_methods, Evaluation, markdown_table, Method
+    from ivf_ros.io.datasets import PairedImage
 
     def method(name: str) -> Method:
         return Method(name, 'baseline', lambda pair, visible, infrared: visible)

@@ -1,4 +1,4 @@
-"""Tests of ivf_ros.core.image_codec: Image fields <-> numpy, thermal stretch, compression."""
+"""Tests of ivf_ros.io.image_codec: Image fields <-> numpy, thermal stretch, compression."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from ivf_ros.core.image_codec import (
+from ivf_ros.io.image_codec import (
     array_to_image_fields,
     decode_compressed,
     encode_compressed,

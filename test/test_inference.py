@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from ivf_ros.core.inference import (
+from ivf_ros.fusion.inference import (
     default_weights_path,
     FusionInputError,
     FusionModel,
     ModelLoadError,
     save_weights,
 )
-from ivf_ros.core.model import IVFNet
+from ivf_ros.fusion.model import IVFNet
 
 
 @pytest.fixture(scope='module')

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ivf_ros.core.params import (
+from ivf_ros.nodes.param_specs import (
     defaults,
     load_params_file,
     NODE_PARAMS,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ivf_ros.core import losses
-from ivf_ros.core.model import IVFNet, ModelConfig
-from ivf_ros.core.synthetic import make_night_pair
-from ivf_ros.core.training import set_trainable, stage_terms, StageConfig
+from ivf_ros.fusion.model import IVFNet, ModelConfig
+from ivf_ros.io.synthetic import make_night_pair
+from ivf_ros.training import losses
+from ivf_ros.training.trainer import set_trainable, stage_terms, StageConfig
 
 TERMS = {
     1: ('exposure', 'colour', 'smoothness', 'spatial', 'noise', 'render'),

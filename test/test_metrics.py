@@ -10,8 +10,8 @@ from hypothesis.extra.numpy import arrays
 import numpy as np
 import pytest
 
-from ivf_ros.core import metrics
-from ivf_ros.core.metrics import (
+from ivf_ros.evaluation import metrics
+from ivf_ros.evaluation.metrics import (
     evaluate,
     FUSION_METRICS,
     MetricInputError,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ivf_ros.core.model import (
+from ivf_ros.fusion.model import (
     count_parameters,
     IVFNet,
     local_contrast_lift,

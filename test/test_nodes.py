@@ -20,7 +20,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
-from ivf_ros.core.synthetic import make_night_pair
+from ivf_ros.io.synthetic import make_night_pair
 
 # An empty list would travel as BYTE_ARRAY: say it is a string array.
 NO_CLASSES = Parameter('classes', Parameter.Type.STRING_ARRAY, [])

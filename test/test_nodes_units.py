@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from ivf_ros.core.params import FUSION_PARAMS, NODE_PARAMS, spec_by_name
-from ivf_ros.nodes.registration import homography_matrix, register_infrared
-from ivf_ros.nodes.runtime import LatencyStats, LatestWorker, RateMeter, Throttle
+from ivf_ros.nodes.param_specs import FUSION_PARAMS, NODE_PARAMS, spec_by_name
+from ivf_ros.pipeline.registration import homography_matrix, register_infrared
+from ivf_ros.pipeline.runtime import LatencyStats, LatestWorker, RateMeter, Throttle
 
 
 def test_identity_homography_is_resize_only() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ivf_ros.core.export_onnx import export, parity
-from ivf_ros.core.model import IVFNet, ModelConfig
+from ivf_ros.fusion.model import IVFNet, ModelConfig
+from ivf_ros.fusion.onnx_export import export, parity
 
 pytest.importorskip('onnxruntime')
 

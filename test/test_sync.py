@@ -1,4 +1,4 @@
-"""Tests of ivf_ros.core.sync.PairSynchronizer (approximate-time pairing of two streams)."""
+"""Tests of ivf_ros.pipeline.sync.PairSynchronizer (approximate-time pairing of two streams)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 import pytest
 
-from ivf_ros.core.sync import MatchedPair, PairSynchronizer, SyncStats
+from ivf_ros.pipeline.sync import MatchedPair, PairSynchronizer, SyncStats
 
 MS = 1_000_000
 S = 1_000_000_000

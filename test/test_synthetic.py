@@ -1,12 +1,12 @@
-"""Tests of ivf_ros.core.synthetic: deterministic synthetic night scenes with ground truth."""
+"""Tests of ivf_ros.io.synthetic: deterministic synthetic night scenes with ground truth."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ivf_ros.core.image_codec import thermal_to_uint8
-from ivf_ros.core.synthetic import GroundTruthBox, LABELS, make_night_pair, NightPair
+from ivf_ros.io.image_codec import thermal_to_uint8
+from ivf_ros.io.synthetic import GroundTruthBox, LABELS, make_night_pair, NightPair
 
 SIZE = {'width': 320, 'height': 256}
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ivf_ros.cli.train import main as train_main
-from ivf_ros.core.synthetic import make_night_pair
-from ivf_ros.core.training import (
+from ivf_ros.io.synthetic import make_night_pair
+from ivf_ros.training.trainer import (
     load_config,
     PairBank,
     StageConfig,

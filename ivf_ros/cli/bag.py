@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ivf_ros.core import bagio
-from ivf_ros.core.bagio import BagError, BagReader, BagWriter, CameraFrame
-from ivf_ros.core.image_codec import ImageFormatError, to_mono8, to_rgb8
+from ivf_ros.io import bagio
+from ivf_ros.io.bagio import BagError, BagReader, BagWriter, CameraFrame
+from ivf_ros.io.image_codec import ImageFormatError, to_mono8, to_rgb8
 
 # Output topics of the live graph (fusion_node and detection_node with the launch file's
 # remappings): `process` writes the same names and types so tools cannot tell them apart.
@@ -205,7 +205,7 @@ class ProcessStats:
 def network_inputs(visible: CameraFrame, infrared: CameraFrame,
                    homography: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Return the (h,w,3) RGB and registered (h,w) uint8 infrared the fusion node feeds."""
-    from ivf_ros.nodes.registration import register_infrared
+    from ivf_ros.pipeline.registration import register_infrared
 
     visible_rgb = to_rgb8(visible.array, visible.encoding)
     infrared_mono = to_mono8(infrared.array, infrared.encoding)
@@ -218,9 +218,9 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
     """Fuse (and detect) every synchronised pair of a bag in-process; write an output bag."""
     from tqdm import tqdm
 
-    from ivf_ros.core.inference import FusionModel
-    from ivf_ros.core.sync import PairSynchronizer
-    from ivf_ros.nodes.registration import homography_matrix
+    from ivf_ros.fusion.inference import FusionModel
+    from ivf_ros.pipeline.registration import homography_matrix
+    from ivf_ros.pipeline.sync import PairSynchronizer
 
     stats = ProcessStats()
     synchronizer = PairSynchronizer(options.slop_s, options.queue_size)
@@ -236,7 +236,7 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
         model = FusionModel.load(options.model, device=options.device)
         detector = None
         if options.detector:
-            from ivf_ros.core.detector import YoloDetector
+            from ivf_ros.pipeline.detector import YoloDetector
 
             detector = YoloDetector(options.detector, conf=options.conf, iou=options.iou,
                                     imgsz=options.imgsz, classes=options.classes or None,

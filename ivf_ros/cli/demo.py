@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 
 from ivf_ros.cli.bag import ANNOTATED_TOPIC, DETECTIONS_TOPIC, FUSED_TOPIC, parse_size
-from ivf_ros.core import bagio
-from ivf_ros.core.bagio import BagReader, INFRARED_TOPIC, VISIBLE_TOPIC
-from ivf_ros.core.image_codec import to_mono8, to_rgb8
-from ivf_ros.core.paths import datasets_dir, share_file, shared_dir
+from ivf_ros.io import bagio
+from ivf_ros.io.bagio import BagReader, INFRARED_TOPIC, VISIBLE_TOPIC
+from ivf_ros.io.image_codec import to_mono8, to_rgb8
+from ivf_ros.io.paths import datasets_dir, share_file, shared_dir
 
 ENHANCED_TOPIC = '/enhanced/image'
 DIAGNOSTICS_TOPIC = '/diagnostics'
@@ -69,7 +69,7 @@ def night_drive(source: str, frames: int, size: tuple[int, int],
     if source not in ('auto', 'synthetic'):
         raise DemoError(f'no paired images (vi/ and ir/) in {folder}')
     return (bagio.synthetic_pairs(frames, size[0], size[1], seed),
-            f'{frames} synthetic night frames ({size[0]}x{size[1]}, ivf_ros.core.synthetic; '
+            f'{frames} synthetic night frames ({size[0]}x{size[1]}, ivf_ros.io.synthetic; '
             f'no ../shared/datasets/{NIGHT_DRIVE} here)')
 
 
@@ -335,9 +335,9 @@ def write_detections_json(run: LiveRun, path: Path) -> int:
 
 def evaluate(run: LiveRun, stamps: list[int], folder: Path, progress: bool) -> Path:
     """Score the live fused images against the classical baselines (engineer C's report)."""
-    from ivf_ros.core.baselines import BASELINES
-    from ivf_ros.core.datasets import list_pairs
-    from ivf_ros.core.report import evaluate_methods, resolve_method, write_report
+    from ivf_ros.evaluation.baselines import BASELINES
+    from ivf_ros.evaluation.report import evaluate_methods, resolve_method, write_report
+    from ivf_ros.io.datasets import list_pairs
 
     pairs_dir, fused_dir = folder / 'pairs', folder / 'ivf_ros_live'
     for sub in (pairs_dir / 'vi', pairs_dir / 'ir', fused_dir):

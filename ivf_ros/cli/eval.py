@@ -15,8 +15,17 @@ from pathlib import Path
 import shlex
 import sys
 
-from ivf_ros.core.baselines import BASELINES
-from ivf_ros.core.datasets import (
+from ivf_ros.evaluation.baselines import BASELINES
+from ivf_ros.evaluation.detection import LabelError
+from ivf_ros.evaluation.metrics import METRICS
+from ivf_ros.evaluation.report import (
+    DetectionSetup,
+    evaluate_methods,
+    MethodError,
+    resolve_method,
+    write_report,
+)
+from ivf_ros.io.datasets import (
     all_pairs,
     DatasetError,
     is_night,
@@ -27,16 +36,7 @@ from ivf_ros.core.datasets import (
     VALIDATION,
     VISIBLE_DIR,
 )
-from ivf_ros.core.detection_eval import LabelError
-from ivf_ros.core.metrics import METRICS
-from ivf_ros.core.paths import datasets_dir
-from ivf_ros.core.report import (
-    DetectionSetup,
-    evaluate_methods,
-    MethodError,
-    resolve_method,
-    write_report,
-)
+from ivf_ros.io.paths import datasets_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +120,7 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
         return None
     if args.labels is not None and not args.labels.is_dir():
         raise DatasetError(f'--labels {args.labels} is not a folder')
-    from ivf_ros.core.detector import DetectorLoadError, YoloDetector
+    from ivf_ros.pipeline.detector import DetectorLoadError, YoloDetector
 
     try:
         detector = YoloDetector(args.detector, conf=args.detector_conf,

@@ -8,10 +8,10 @@ import shutil
 import sys
 import time
 
-from ivf_ros.core.datasets import all_pairs, is_validation, list_pairs, PairedImage
-from ivf_ros.core.inference import resolve_device
-from ivf_ros.core.paths import datasets_dir, share_file
-from ivf_ros.core.training import load_config, PairBank, STAGES, Trainer
+from ivf_ros.fusion.inference import resolve_device
+from ivf_ros.io.datasets import all_pairs, is_validation, list_pairs, PairedImage
+from ivf_ros.io.paths import datasets_dir, share_file
+from ivf_ros.training.trainer import load_config, PairBank, STAGES, Trainer
 
 
 def gather_pairs(folders: list[Path]) -> list[PairedImage]:

@@ -1,1 +1,4 @@
-"""ROS 2 adapters: nodes that turn messages into arrays, call the core and publish the result."""
+"""ROS 2 adapters: messages in, arrays to the pipeline, messages out; node parameter specs.
+
+The only package that imports rclpy; may import io, fusion and pipeline, never cli.
+"""

@@ -22,7 +22,7 @@ from rclpy.qos import (
 )
 from rosgraph_msgs.msg import Clock
 
-from ivf_ros.core.bagio import BagError, BagMessage, BagReader, split_stamp
+from ivf_ros.io.bagio import BagError, BagMessage, BagReader, split_stamp
 
 RELIABILITIES = ('reliable', 'best_effort', 'recorded')
 MATCH_SETTLE_S = 0.5

@@ -28,7 +28,7 @@ from rosbags.interfaces import (
     QosTime,
 )
 
-from ivf_ros.core.bagio import BagError, BagWriter, Storage, typestore
+from ivf_ros.io.bagio import BagError, BagWriter, Storage, typestore
 from ivf_ros.nodes.bag_player import message_class
 
 # Deep enough that a burst of 640x512 frames waits in the reader instead of being overwritten.

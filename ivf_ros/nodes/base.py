@@ -18,9 +18,9 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 
-from ivf_ros.core.params import ParameterValueError, ParamSpec, ParamValue
+from ivf_ros.nodes.param_specs import ParameterValueError, ParamSpec, ParamValue
 from ivf_ros.nodes.parameters import add_validation, declare_parameters
-from ivf_ros.nodes.runtime import Throttle
+from ivf_ros.pipeline.runtime import Throttle
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -47,7 +47,7 @@ def logged_transition(callback: Transition) -> Transition:
 
 
 class IvfLifecycleNode(LifecycleNode):
-    """A lifecycle node whose parameters come from ivf_ros.core.params, validated on change."""
+    """A lifecycle node whose parameters come from nodes.param_specs, validated on change."""
 
     def __init__(self, node_name: str, specs: Sequence[ParamSpec], **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)

@@ -28,12 +28,12 @@ from vision_msgs.msg import (
     ObjectHypothesisWithPose,
 )
 
-from ivf_ros.core.detector import Detection, DetectorLoadError, YoloDetector
-from ivf_ros.core.image_codec import ImageFormatError, to_rgb8
-from ivf_ros.core.params import DETECTION_NODE, DETECTION_PARAMS, ParamValue
+from ivf_ros.io.image_codec import ImageFormatError, to_rgb8
 from ivf_ros.nodes.base import IvfLifecycleNode, logged_transition, spin_nodes
+from ivf_ros.nodes.param_specs import DETECTION_NODE, DETECTION_PARAMS, ParamValue
 from ivf_ros.nodes.ros_image import array_to_image_msg, image_msg_to_array
-from ivf_ros.nodes.runtime import LatencyStats, LatestWorker, RateMeter
+from ivf_ros.pipeline.detector import Detection, DetectorLoadError, YoloDetector
+from ivf_ros.pipeline.runtime import LatencyStats, LatestWorker, RateMeter
 
 DETECTIONS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 

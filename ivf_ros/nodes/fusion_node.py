@@ -25,24 +25,24 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ivf_ros.core.image_codec import ImageFormatError, to_mono8, to_rgb8
-from ivf_ros.core.params import FUSION_NODE, FUSION_PARAMS, ParamValue
-from ivf_ros.core.sync import MatchedPair, PairSynchronizer
+from ivf_ros.io.image_codec import ImageFormatError, to_mono8, to_rgb8
 from ivf_ros.nodes.base import IvfLifecycleNode, logged_transition, spin_nodes, stamp_to_ns
-from ivf_ros.nodes.registration import homography_matrix, register_infrared
+from ivf_ros.nodes.param_specs import FUSION_NODE, FUSION_PARAMS, ParamValue
 from ivf_ros.nodes.ros_image import (
     array_to_image_msg,
     compressed_msg_to_array,
     image_msg_to_array,
 )
-from ivf_ros.nodes.runtime import LatencyStats, LatestWorker, RateMeter
+from ivf_ros.pipeline.registration import homography_matrix, register_infrared
+from ivf_ros.pipeline.runtime import LatencyStats, LatestWorker, RateMeter
+from ivf_ros.pipeline.sync import MatchedPair, PairSynchronizer
 
 # A stream silent for this long while the other one flows is reported as missing.
 STREAM_SILENT_S = 2.0
 
 
 class FusionResultLike(Protocol):
-    """What FusionModel.run returns (ivf_ros.core.inference.FusionResult)."""
+    """What FusionModel.run returns (ivf_ros.fusion.inference.FusionResult)."""
 
     fused: np.ndarray
     weights: np.ndarray
@@ -50,7 +50,7 @@ class FusionResultLike(Protocol):
 
 
 class FusionModelLike(Protocol):
-    """The part of ivf_ros.core.inference.FusionModel the node uses."""
+    """The part of ivf_ros.fusion.inference.FusionModel the node uses."""
 
     device: str
 
@@ -61,7 +61,7 @@ class FusionModelLike(Protocol):
 
 def load_fusion_model(path: str, device: str, half: bool) -> FusionModelLike:
     """Load the fusion network ('' = shipped weights); ModelLoadError names a bad path."""
-    from ivf_ros.core.inference import FusionModel
+    from ivf_ros.fusion.inference import FusionModel
 
     return FusionModel.load(path or None, device=device, half=half)
 

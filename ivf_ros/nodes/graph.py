@@ -21,13 +21,13 @@ import sys
 
 from rclpy.utilities import remove_ros_args
 
-from ivf_ros.core.params import (
+from ivf_ros.io.paths import share_file
+from ivf_ros.nodes.param_specs import (
     DETECTION_NODE,
     FUSION_NODE,
     load_params_file,
     ParameterValueError,
 )
-from ivf_ros.core.paths import share_file
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

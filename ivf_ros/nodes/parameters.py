@@ -1,4 +1,4 @@
-"""rclpy adapter for ivf_ros.core.params: descriptors, declaration, validated changes."""
+"""rclpy adapter for ivf_ros.nodes.param_specs: descriptors, declaration, validated changes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from ivf_ros.core.params import ParameterValueError, ParamKind, ParamSpec, ParamValue
+from ivf_ros.nodes.param_specs import ParameterValueError, ParamKind, ParamSpec, ParamValue
 
 _ROS_TYPES = {
     ParamKind.BOOL: (ParameterType.PARAMETER_BOOL, Parameter.Type.BOOL),

@@ -1,4 +1,4 @@
-"""sensor_msgs Image / CompressedImage <-> numpy, through ivf_ros.core.image_codec."""
+"""sensor_msgs Image / CompressedImage <-> numpy, through ivf_ros.io.image_codec."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ivf_ros.core.image_codec import (
+from ivf_ros.io.image_codec import (
     array_to_image_fields,
     decode_compressed,
     encode_compressed,

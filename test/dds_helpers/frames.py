@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ivf_ros.core.image_codec import array_to_image_fields
-from ivf_ros.core.synthetic import make_night_pair
+from ivf_ros.io.image_codec import array_to_image_fields
+from ivf_ros.io.synthetic import make_night_pair
 
 WIDTH = 640
 HEIGHT = 512

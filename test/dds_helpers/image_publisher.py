@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    from ivf_ros.core.image_codec import array_to_image_fields
+    from ivf_ros.io.image_codec import array_to_image_fields
 
     args = parse_arguments(argv)
     encodings = [name for name in args.encodings.split(',') if name]

@@ -12,7 +12,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ivf_ros.core.synthetic import make_night_pair
+from ivf_ros.io.synthetic import make_night_pair
 from ivf_ros.nodes.ros_image import array_to_image_msg
 
 

@@ -24,8 +24,8 @@ def build_fusion_weights(path: Path) -> Path:
     """Save a freshly initialised fusion network (seed 0, the current architecture) at path."""
     import torch
 
-    from ivf_ros.core.inference import save_weights
-    from ivf_ros.core.model import IVFNet
+    from ivf_ros.fusion.inference import save_weights
+    from ivf_ros.fusion.model import IVFNet
 
     torch.manual_seed(0)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import re
 import cv2
 import numpy as np
 
-from ivf_ros.core.paths import datasets_dir
+from ivf_ros.io.paths import datasets_dir
 
 IMAGE_SUFFIXES = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff'})
 VISIBLE_DIR = 'vi'
@@ -113,7 +113,7 @@ def _to_uint8(image: np.ndarray, path: Path) -> np.ndarray:
     if image.dtype not in (np.uint16, np.float32, np.float64):
         raise DatasetError(f'{path}: unsupported pixel type {image.dtype}')
     # Radiometric thermal frames use a small part of the 16-bit range: stretch, don't shift.
-    from ivf_ros.core.image_codec import thermal_to_uint8
+    from ivf_ros.io.image_codec import thermal_to_uint8
 
     if image.ndim == 2:
         return thermal_to_uint8(image)

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import torch
 
-from ivf_ros.core.model import IVFNet, ModelConfig
-from ivf_ros.core.paths import share_file
+from ivf_ros.fusion.model import IVFNet, ModelConfig
+from ivf_ros.io.paths import share_file
 
 WEIGHTS_FORMAT = 'ivf_fusion/1'
 MAX_CUDA_GRAPHS = 4  # input sizes kept captured at once

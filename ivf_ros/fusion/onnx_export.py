@@ -1,6 +1,6 @@
 """Export the fusion network to ONNX and check ONNX Runtime against torch.
 
-Usage: ``python -m ivf_ros.core.export_onnx [--weights models/ivf_fusion.pt]
+Usage: ``python -m ivf_ros.fusion.onnx_export [--weights models/ivf_fusion.pt]
 [--output models/ivf_fusion.onnx] [--width 640 --height 512]``. Inputs ``visible`` (1, 3, H, W)
 and ``infrared`` (1, 1, H, W), float32 in [0, 1]; outputs ``fused`` (1, 3, H, W), ``weights``
 (1, 1, H, W) (infrared share) and ``enhanced`` (1, 3, H, W). The graph has one fixed input size,
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ivf_ros.core.inference import default_weights_path, load_network
-from ivf_ros.core.model import IVFNet
-from ivf_ros.core.paths import share_file
+from ivf_ros.fusion.inference import default_weights_path, load_network
+from ivf_ros.fusion.model import IVFNet
+from ivf_ros.io.paths import share_file
 
 INPUT_NAMES = ['visible', 'infrared']
 OUTPUT_NAMES = ['fused', 'weights', 'enhanced']

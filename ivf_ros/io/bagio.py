@@ -26,7 +26,7 @@ from rosbags.typesys import get_types_from_msg, Stores
 from rosbags.typesys import get_typestore as _rosbags_typestore
 from rosbags.typesys.store import Typestore
 
-from ivf_ros.core.image_codec import (
+from ivf_ros.io.image_codec import (
     array_to_image_fields,
     decode_compressed,
     encode_compressed,
@@ -579,8 +579,8 @@ def write_pairs(path: str | Path, pairs: Iterable[tuple[np.ndarray, np.ndarray]]
 
 def synthetic_pairs(count: int, width: int = 640, height: int = 512, seed: int = 0,
                     thermal_bits: int = 8) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield a deterministic synthetic night drive (moving objects) from ivf_ros.core.synthetic."""
-    from ivf_ros.core.synthetic import make_night_pair
+    """Yield a deterministic synthetic night drive (moving objects) from ivf_ros.io.synthetic."""
+    from ivf_ros.io.synthetic import make_night_pair
 
     for frame in range(count):
         pair = make_night_pair(seed=seed, width=width, height=height, frame=frame,
@@ -594,7 +594,7 @@ def folder_pairs(folder: str | Path, count: int | None = None,
     """Yield (visible RGB, infrared) pairs from a vi/ + ir/ folder, resized to size=(w, h)."""
     import cv2
 
-    from ivf_ros.core.datasets import is_night, list_pairs, load_pair
+    from ivf_ros.io.datasets import is_night, list_pairs, load_pair
 
     pairs = list_pairs(Path(folder))
     if night_only:

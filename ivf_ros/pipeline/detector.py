@@ -78,7 +78,7 @@ class YoloDetector:
                  device: str = 'auto', half: bool = False) -> None:
         self.weights = resolve_weights(model)
         # One device policy for both networks: the fusion inference API's.
-        from ivf_ros.core.inference import resolve_device
+        from ivf_ros.fusion.inference import resolve_device
 
         try:
             self.device = str(resolve_device(device))

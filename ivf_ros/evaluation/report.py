@@ -3,7 +3,7 @@
 A *method* turns a (visible RGB, infrared) pair into a fused RGB image. Three kinds are
 resolved from a command-line spec by :func:`resolve_method`: a classical baseline name
 (``laplacian``), a folder of already fused images named like the pairs, or a fusion-network
-checkpoint (``*.pt``, loaded through :class:`ivf_ros.core.inference.FusionModel`).
+checkpoint (``*.pt``, loaded through :class:`ivf_ros.fusion.inference.FusionModel`).
 """
 
 from __future__ import annotations
@@ -20,16 +20,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ivf_ros.core.baselines import BASELINES
-from ivf_ros.core.datasets import (
-    IMAGE_SUFFIXES,
-    is_night,
-    load_pair,
-    load_visible,
-    PairedImage,
-    resize_to,
-)
-from ivf_ros.core.detection_eval import (
+from ivf_ros.evaluation.baselines import BASELINES
+from ivf_ros.evaluation.detection import (
     DetectFunction,
     DetectionScores,
     LabelFreeStats,
@@ -37,7 +29,15 @@ from ivf_ros.core.detection_eval import (
     markdown_summary,
     read_yolo_labels,
 )
-from ivf_ros.core.metrics import evaluate, METRICS
+from ivf_ros.evaluation.metrics import evaluate, METRICS
+from ivf_ros.io.datasets import (
+    IMAGE_SUFFIXES,
+    is_night,
+    load_pair,
+    load_visible,
+    PairedImage,
+    resize_to,
+)
 
 # The pass-through baselines are the inputs themselves: shown for reference, never 'best'.
 SOURCE_METHODS = frozenset({'visible', 'infrared'})
@@ -66,7 +66,7 @@ def _baseline_method(name: str) -> Method:
     """Wrap BASELINES[name] as a Method."""
     function = BASELINES[name]
     return Method(name, 'baseline', lambda pair, visible, infrared: function(visible, infrared),
-                  f'ivf_ros.core.baselines.{function.__name__}')
+                  f'ivf_ros.evaluation.baselines.{function.__name__}')
 
 
 def _folder_method(name: str, folder: Path) -> Method:
@@ -94,10 +94,10 @@ def _folder_method(name: str, folder: Path) -> Method:
 def _model_method(name: str, checkpoint: Path | None, device: str) -> Method:
     """Load a fusion-network checkpoint through the one inference API (imported lazily)."""
     try:
-        from ivf_ros.core.inference import FusionModel
+        from ivf_ros.fusion.inference import FusionModel
     except ImportError as error:  # the network module is optional for baseline-only reports
         raise MethodError(
-            f'cannot evaluate {checkpoint or MODEL_SPEC}: ivf_ros.core.inference is not '
+            f'cannot evaluate {checkpoint or MODEL_SPEC}: ivf_ros.fusion.inference is not '
             f'available ({error})') from error
     try:
         model = FusionModel.load(checkpoint, device=device)

@@ -1,7 +1,7 @@
 """Does fusion help detection? mAP with YOLO labels, or a label-free comparison of inputs.
 
 The detector is any callable ``rgb (h, w, 3) uint8 -> Sequence[Detection]`` (normally
-:meth:`ivf_ros.core.detector.YoloDetector.detect`). mAP uses Ultralytics' own matching
+:meth:`ivf_ros.pipeline.detector.YoloDetector.detect`). mAP uses Ultralytics' own matching
 (``BaseValidator.match_predictions``), ``box_iou`` and ``DetMetrics`` / ``ap_per_class``, so the
 numbers are those ``yolo val`` would print for the same boxes. Inputs compared: the visible image,
 the infrared image (grey as RGB) and each fusion method's output.
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from ivf_ros.core.detector import Detection
+from ivf_ros.pipeline.detector import Detection
 
 DetectFunction = Callable[[np.ndarray], Sequence[Detection]]
 FuseFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]

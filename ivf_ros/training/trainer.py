@@ -21,11 +21,11 @@ import torch
 from tqdm import tqdm
 import yaml
 
-from ivf_ros.core import losses
-from ivf_ros.core.datasets import is_night, load_pair, PairedImage, resize_to
-from ivf_ros.core.inference import save_weights
-from ivf_ros.core.model import IVFNet, ModelConfig
-from ivf_ros.core.report import pyplot
+from ivf_ros.evaluation.report import pyplot
+from ivf_ros.fusion.inference import save_weights
+from ivf_ros.fusion.model import IVFNet, ModelConfig
+from ivf_ros.io.datasets import is_night, load_pair, PairedImage, resize_to
+from ivf_ros.training import losses
 
 STAGES = (1, 2, 3)
 # Which sub-modules each stage trains; everything else is frozen.

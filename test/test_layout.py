@@ -1,4 +1,4 @@
-"""ivf_ros.core stays pure: no module under it imports rclpy or a ROS message package."""
+"""The layout holds: pure packages never import ROS, and no package imports a layer above it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,21 @@ import sys
 
 import pytest
 
-CORE = Path(__file__).resolve().parents[1] / 'ivf_ros' / 'core'
-# Top-level ROS names the core must never import: the client library, generated interface
+PACKAGE_ROOT = Path(__file__).resolve().parents[1] / 'ivf_ros'
+# Every subpackage but the adapters: the algorithms, tested without ROS.
+PURE_PACKAGES = ('io', 'fusion', 'pipeline', 'evaluation', 'training')
+# What each subpackage may import of ivf_ros (besides itself): cli -> nodes -> pipeline/fusion
+# -> io, with evaluation and training beside the adapters (they judge and make the network).
+ALLOWED_IMPORTS = {
+    'io': set(),
+    'fusion': {'io'},
+    'pipeline': {'io', 'fusion'},
+    'evaluation': {'io', 'fusion', 'pipeline'},
+    'training': {'io', 'fusion', 'pipeline', 'evaluation'},
+    'nodes': {'io', 'fusion', 'pipeline'},
+    'cli': {'io', 'fusion', 'pipeline', 'evaluation', 'training', 'nodes'},
+}
+# Top-level ROS names a pure package must never import: the client library, generated interface
 # packages (*_msgs, *_srvs, *_interfaces such as builtin_interfaces, rcl_interfaces) and the
 # ROS Python libraries that wrap them. ament_index_python (plain file lookup) is allowed.
 FORBIDDEN_EXACT = {'rclpy', 'message_filters', 'cv_bridge', 'rosbag2_py', 'launch_ros',
@@ -20,7 +33,7 @@ FORBIDDEN_SUFFIXES = ('_msgs', '_srvs', '_interfaces')
 FORBIDDEN_PREFIXES = ('rosidl_', 'rclpy', 'rcl_')
 
 
-# The adapters depend on the core, never the reverse (nodes import rclpy at module level).
+# The adapters depend on the pure packages, never the reverse (nodes import rclpy at module level).
 FORBIDDEN_PACKAGES = ('ivf_ros.nodes', 'ivf_ros.cli')
 
 
@@ -33,13 +46,21 @@ def is_forbidden(module: str) -> bool:
                    for name in FORBIDDEN_PACKAGES))
 
 
-def core_modules() -> list[str]:
-    """Return the dotted names of every module under ivf_ros/core (found anew on each run)."""
-    names = []
-    for path in sorted(CORE.rglob('*.py')):
-        parts = path.relative_to(CORE.parent.parent).with_suffix('').parts
-        names.append('.'.join(parts[:-1] if parts[-1] == '__init__' else parts))
-    return names
+def module_name(path: Path) -> str:
+    """Return the dotted module name of a source file under ivf_ros/."""
+    parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def pure_sources() -> list[Path]:
+    """Return every source file of the pure packages (found anew on each run)."""
+    return [path for package in PURE_PACKAGES
+            for path in sorted((PACKAGE_ROOT / package).rglob('*.py'))]
+
+
+def pure_modules() -> list[str]:
+    """Return the dotted names of every module of the pure packages."""
+    return [module_name(path) for path in pure_sources()]
 
 
 def imported_names(tree: ast.AST, package: str) -> list[tuple[int, str]]:
@@ -73,7 +94,7 @@ def test_the_forbidden_name_rule() -> None:
                  'ivf_ros.nodes.fusion_node', 'ivf_ros.cli'):
         assert is_forbidden(name), name
     for name in ('numpy', 'cv2', 'torch', 'rosbags.typesys', 'ament_index_python.packages',
-                 'ivf_ros.core.image_codec', 'mcap_ros2.reader', 'ivf_ros.nodesmith'):
+                 'ivf_ros.io.image_codec', 'mcap_ros2.reader', 'ivf_ros.nodesmith'):
         assert not is_forbidden(name), name
 
 
@@ -87,28 +108,56 @@ def late():
     importlib.import_module('vision_msgs.msg')
     __import__('std_msgs')
 """
-    names = [name for _, name in imported_names(ast.parse(source), 'ivf_ros.core')]
+    names = [name for _, name in imported_names(ast.parse(source), 'ivf_ros.io')]
     assert [name for name in names if is_forbidden(name)] == [
         'rclpy.node', 'sensor_msgs.msg', 'ivf_ros.nodes', 'ivf_ros.nodes.fusion_node',
         'vision_msgs.msg', 'std_msgs']
-    assert 'ivf_ros.core.image_codec' in names
+    assert 'ivf_ros.io.image_codec' in names
 
 
-def test_core_modules_are_discovered() -> None:
-    modules = core_modules()
-    for expected in ('ivf_ros.core', 'ivf_ros.core.image_codec', 'ivf_ros.core.sync',
-                     'ivf_ros.core.synthetic', 'ivf_ros.core.paths'):
+def test_pure_modules_are_discovered() -> None:
+    modules = pure_modules()
+    for expected in ('ivf_ros.io', 'ivf_ros.io.image_codec', 'ivf_ros.pipeline.sync',
+                     'ivf_ros.fusion.model', 'ivf_ros.training.trainer',
+                     'ivf_ros.evaluation.metrics'):
         assert expected in modules
 
 
-def test_no_core_source_imports_ros_even_lazily() -> None:
+def test_every_subpackage_has_a_place_in_the_layers() -> None:
+    packages = {path.parent.name for path in PACKAGE_ROOT.glob('*/__init__.py')}
+    assert packages == set(ALLOWED_IMPORTS)
+    for package in packages:
+        docstring = ast.get_docstring(ast.parse((PACKAGE_ROOT / package / '__init__.py')
+                                                .read_text(encoding='utf-8')))
+        assert docstring and 'import' in docstring, f'{package}/__init__ says what it may import'
+
+
+def test_no_pure_source_imports_ros_even_lazily() -> None:
     offenders = []
-    for path in sorted(CORE.rglob('*.py')):
+    for path in pure_sources():
         tree = ast.parse(path.read_text(encoding='utf-8'), filename=str(path))
-        package = '.'.join(path.relative_to(CORE.parent.parent).parent.parts)
-        offenders += [f'{path.relative_to(CORE.parent.parent)}:{line} imports {name}'
+        package = module_name(path) if path.name == '__init__.py' else module_name(path.parent)
+        offenders += [f'{path.relative_to(PACKAGE_ROOT.parent)}:{line} imports {name}'
                       for line, name in imported_names(tree, package) if is_forbidden(name)]
-    assert not offenders, 'ivf_ros/core must stay pure (nodes adapt):\n' + '\n'.join(offenders)
+    assert not offenders, 'pure packages never import ROS (nodes adapt):\n' + '\n'.join(offenders)
+
+
+def test_no_package_imports_a_layer_above_it() -> None:
+    offenders = []
+    for path in sorted(PACKAGE_ROOT.rglob('*.py')):
+        relative = path.relative_to(PACKAGE_ROOT)
+        if len(relative.parts) < 2:
+            continue  # ivf_ros/__init__.py
+        own = relative.parts[0]
+        tree = ast.parse(path.read_text(encoding='utf-8'), filename=str(path))
+        package = module_name(path) if path.name == '__init__.py' else module_name(path.parent)
+        for line, name in imported_names(tree, package):
+            parts = name.split('.')
+            if parts[0] != 'ivf_ros' or len(parts) < 2 or parts[1] == own:
+                continue
+            if parts[1] not in ALLOWED_IMPORTS[own]:
+                offenders.append(f'{relative}:{line} imports {name}')
+    assert not offenders, 'imports against the layers:\n' + '\n'.join(offenders)
 
 
 # Imports each module in turn in a fresh interpreter and reports which ROS modules it pulled in
@@ -128,14 +177,14 @@ print(json.dumps(report))
 
 
 @pytest.mark.timeout(180)
-def test_importing_every_core_module_loads_no_ros_module() -> None:
-    modules = core_modules()
+def test_importing_every_pure_module_loads_no_ros_module() -> None:
+    modules = pure_modules()
     result = subprocess.run([sys.executable, '-c', _PROBE, json.dumps(modules)],
                             capture_output=True, text=True, timeout=170, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     failures = {name: loaded for name, loaded in report.items() if isinstance(loaded, str)}
-    assert not failures, f'core modules failed to import: {failures}'
+    assert not failures, f'pure modules failed to import: {failures}'
     offenders = {name: [m for m in loaded if is_forbidden(m)] for name, loaded in report.items()}
     offenders = {name: loaded for name, loaded in offenders.items() if loaded}
-    assert not offenders, f'core modules imported ROS modules: {offenders}'
+    assert not offenders, f'pure modules imported ROS modules: {offenders}'
