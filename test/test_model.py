@@ -6,14 +6,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ivf_ros.fusion.model import (
-    count_parameters,
-    IVFNet,
-    local_contrast_lift,
-    ModelConfig,
-    tent_blur,
-    tone_curve,
-)
+from ivf_ros.fusion.model import count_parameters, IVFNet, ModelConfig, upsample_maps
+from ivf_ros.fusion.rendering import local_contrast_lift, tent_blur, tone_curve
 
 
 def make_pair(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,3 +204,15 @@ def test_config_round_trip_ignores_unknown_keys() -> None:
     config = ModelConfig(channels=[8, 12, 16, 24], noise_threshold=0.3)
     values = config.to_dict() | {'from_a_newer_version': 1}
     assert ModelConfig.from_dict(values) == config
+
+
+def test_upsample_maps_equals_one_interpolation_per_map() -> None:
+    generator = torch.Generator().manual_seed(0)
+    maps = {'a': torch.rand(2, 1, 5, 7, generator=generator),
+            'b': torch.rand(2, 3, 5, 7, generator=generator)}
+    up = upsample_maps(maps, (20, 28))
+    assert list(up) == ['a', 'b']
+    for name, tensor in maps.items():
+        expected = torch.nn.functional.interpolate(tensor, size=(20, 28), mode='bilinear',
+                                                   align_corners=False)
+        assert torch.equal(up[name], expected)

@@ -21,3 +21,14 @@ def test_onnx_runtime_matches_torch(tmp_path: Path, height: int, width: int,
     path = export(network, tmp_path / 'ivf.onnx', height=height, width=width)
     assert path.stat().st_size < 2_000_000
     assert parity(network, path, height=height, width=width) < 1e-4
+
+
+def test_the_shipped_onnx_file_matches_the_shipped_weights() -> None:
+    # The ONNX file was exported from the torch code of its day: equal outputs now mean the
+    # network code still computes what the shipped weights were trained and reported with.
+    from ivf_ros.fusion.inference import default_weights_path, load_network
+    from ivf_ros.io.paths import share_file
+
+    onnx_path = share_file('models', 'ivf_fusion.onnx')
+    network = load_network(default_weights_path())
+    assert parity(network, onnx_path, height=512, width=640) < 1e-4

@@ -41,9 +41,14 @@ import torch
 from torch import nn
 import torch.nn.functional as F  # noqa: N812
 
-# ITU-R BT.601 luma weights, the ones YCbCr fusion methods use.
-LUMA = (0.299, 0.587, 0.114)
-EPS = 1e-3
+from ivf_ros.fusion.rendering import (
+    EPS,
+    limit_chroma,
+    local_contrast_lift,
+    LUMA,
+    tone_curve,
+    tone_slope,
+)
 
 
 @dataclass
@@ -117,65 +122,6 @@ _FLOAT_RANGES = {
     'detail_boost': (0.0, math.inf),
     'local_contrast': (0.0, math.inf),
 }
-
-
-def luminance(rgb: torch.Tensor) -> torch.Tensor:
-    """Return the BT.601 luma of (n, 3, h, w) RGB as (n, 1, h, w)."""
-    return LUMA[0] * rgb[:, 0:1] + LUMA[1] * rgb[:, 1:2] + LUMA[2] * rgb[:, 2:3]
-
-
-def tone_curve(image: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    """Return g x / (1 + (g - 1) x) for x in [0, 1] and g > 0 (broadcast).
-
-    Monotonic, 0 -> 0 and 1 -> 1 for every gain: slope g at black and 1/g at white, so a
-    brightening curve lifts the shadows and compresses the highlights instead of clipping them.
-    Four per-pixel operations: cheap enough for full resolution (Zero-DCE's eight quadratic
-    iterations cost 24).
-    """
-    return gain * image / (1.0 + (gain - 1.0) * image)
-
-
-def tone_slope(image: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    """Return the derivative of tone_curve at x: g / (1 + (g - 1) x)^2."""
-    return gain / (1.0 + (gain - 1.0) * image).square()
-
-
-def tent_blur(image: torch.Tensor, radius: int) -> torch.Tensor:
-    """Return (n, c, h, w) low-passed at 1/4 size by a tent of ``radius`` (h, w multiples of 4).
-
-    Area 4x down, two separable box passes (a tent) of ``2 * radius + 1`` taps, bilinear 4x up:
-    a wide blur for the cost of a narrow one, and every step exports to ONNX for any size.
-    """
-    size = image.shape[-2:]
-    small = F.avg_pool2d(image, 4)                                  # (n, c, h / 4, w / 4)
-    taps = 2 * radius + 1
-    for _ in range(2):
-        # count_include_pad=False: the borders average what is there (no darkening).
-        small = F.avg_pool2d(small, (1, taps), stride=1, padding=(0, radius),
-                             count_include_pad=False)
-        small = F.avg_pool2d(small, (taps, 1), stride=1, padding=(radius, 0),
-                             count_include_pad=False)
-    return F.interpolate(small, size=size, mode='bilinear', align_corners=False)
-
-
-def local_contrast_lift(base: torch.Tensor, gain: float, radius: int) -> torch.Tensor:
-    """Return the CLAHE-like lift (n, 1, h, w) of a base image: gain x (base - its tent blur)."""
-    # Night scenes are flat at the scale of objects (a dim facade, a dark road): amplifying the
-    # band between the working grid and the tent (about two CLAHE tiles of a 640-px frame)
-    # spreads the histogram as CLAHE does, without touching the full-resolution band where the
-    # sensor noise lives. Bounded half-way to black or white: a dark road beside a lamp is
-    # darkened, not crushed to 0 (unbounded, 1 % of the fused pixels clipped; bounded, 0.1 %).
-    lift = torch.minimum(gain * (base - tent_blur(base, radius)), (1.0 - base) / 2)
-    return torch.maximum(lift, -base / 2)
-
-
-def limit_chroma(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
-    """Scale (n, 3, h, w) chroma offsets so that luma + chroma stays inside [0, 1]."""
-    # Desaturating (not clipping) keeps the hue: a dark green sky stays green, never black.
-    below = (-chroma.amin(dim=1, keepdim=True)).clamp_min(EPS)   # (n, 1, h, w)
-    above = chroma.amax(dim=1, keepdim=True).clamp_min(EPS)
-    scale = torch.minimum(luma / below, (1.0 - luma) / above).clamp(0.0, 1.0)
-    return chroma * scale
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -287,6 +233,30 @@ class Decoder(nn.Module):
         return torch.tanh(self.curve_head(trunk))
 
 
+@dataclass
+class Encoded:
+    """Both sources padded, on the working grid, and encoded (infrared parts None if unused)."""
+
+    visible_p: torch.Tensor                # (n, 3, Hp, Wp) padded full resolution
+    visible_low: torch.Tensor              # (n, 3, h, w) working grid
+    mask: torch.Tensor                     # (n, 1, h, w) exposure mask
+    visible_features: list[torch.Tensor]   # [(n, c_k, h / 2^k, w / 2^k)]
+    infrared_p: torch.Tensor | None = None
+    infrared_low: torch.Tensor | None = None
+    infrared_features: list[torch.Tensor] | None = None
+
+
+def upsample_maps(maps: dict[str, torch.Tensor], size: tuple[int, int] | torch.Size
+                  ) -> dict[str, torch.Tensor]:
+    """Bilinearly upsample named (n, c_k, h, w) maps to ``size``; return them by name."""
+    # One interpolate over the stacked channels costs less than one call per map, and bilinear
+    # interpolation acts per channel, so the split results equal separate calls.
+    stacked = F.interpolate(torch.cat(list(maps.values()), dim=1), size=tuple(size),
+                            mode='bilinear', align_corners=False)  # (n, sum c_k, H, W)
+    parts = torch.split(stacked, [tensor.shape[1] for tensor in maps.values()], dim=1)
+    return dict(zip(maps, parts, strict=True))
+
+
 class IVFNet(nn.Module):
     """Visible enhancement, infrared reconstruction and multi-scale fusion in one network."""
 
@@ -352,6 +322,89 @@ class IVFNet(nn.Module):
         luma = self._luma(balanced)
         return balanced, limit_chroma(luma, balanced - luma)
 
+    # -- the steps of a forward pass ----------------------------------------------------------
+    def _encode(self, visible: torch.Tensor, infrared: torch.Tensor | None) -> Encoded:
+        """Pad, pool to the working grid and encode both sources (infrared when given)."""
+        factor = self.config.downscale
+        visible_p = self._pad(visible)                            # (n, 3, Hp, Wp)
+        visible_low = F.avg_pool2d(visible_p, factor)             # (n, 3, h, w)
+        mask = self.exposure_mask(visible_low)                    # (n, 1, h, w)
+        encoded = Encoded(visible_p, visible_low, mask,
+                          self.visible_encoder(torch.cat([visible_low, mask], dim=1)))
+        if infrared is not None:
+            encoded.infrared_p = self._pad(infrared)              # (n, 1, Hp, Wp)
+            encoded.infrared_low = F.avg_pool2d(encoded.infrared_p, factor)  # (n, 1, h, w)
+            encoded.infrared_features = self.infrared_encoder(encoded.infrared_low)
+        return encoded
+
+    def _decode(self, encoded: Encoded, with_infrared: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the decoder trunks (n, c_0, h, w) of the visible [and infrared] features."""
+        # One decoder-trunk call over a stacked batch: visible [, infrared] features.
+        stacks = [encoded.visible_features]
+        if with_infrared:
+            stacks.append(encoded.infrared_features)
+        trunk = self.decoder([torch.cat(level, dim=0) for level in zip(*stacks, strict=True)])
+        batch = encoded.visible_low.shape[0]
+        return trunk[:batch], (trunk[batch:] if with_infrared else None)
+
+    def _curve_strength(self, visible_trunk: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Return the tone-curve strength (n, 1, h, w) in [-1, 1] (0 when enhance is off)."""
+        if not self.config.enhance:
+            return torch.zeros_like(mask)
+        # Bright regions get gain 1 (the identity curve): lamps are never pushed to clip.
+        return self.decoder.curve(visible_trunk) * (1.0 - mask)
+
+    def _fusion_maps_low(self, encoded: Encoded, luma_low: torch.Tensor, log_gain: torch.Tensor,
+                         with_local_contrast: bool) -> dict[str, torch.Tensor]:
+        """Return the fused image's working-grid maps, by name, ready to be upsampled."""
+        # The fused image's visible part uses a gentler curve (gain ** fusion_tone): it stays
+        # closer to both sources' contrast than the enhanced output.
+        fusion_gain = (log_gain * self.config.fusion_tone).exp()           # (n, 1, h, w)
+        _, base_chroma = self._tone_low(encoded.visible_low, fusion_gain)  # (n, 3, h, w)
+        logit = self.fusion(encoded.visible_features, encoded.infrared_features,
+                            encoded.mask)                                  # (n, 1, h, w)
+        # Intensity: where the infrared is brighter than the toned visible (a warm pedestrian
+        # in the dark), its share of the difference is added; the infrared never darkens the
+        # visible scene (the max rule, made soft and learned).
+        toned_luma = tone_curve(luma_low, fusion_gain)                    # (n, 1, h, w)
+        infrared_excess = (encoded.infrared_low - toned_luma).clamp_min(0.0)
+        addition = torch.sigmoid(logit) * infrared_excess                 # (n, 1, h, w)
+        if with_local_contrast and self.config.local_contrast:
+            addition = addition + local_contrast_lift(
+                toned_luma + addition, self.config.local_contrast, self.config.contrast_radius)
+        return {
+            'fusion_gain': fusion_gain,
+            'slope': tone_slope(luma_low, fusion_gain),   # visible detail amplification
+            'base_chroma': base_chroma,
+            'addition': addition,    # what is added to the toned visible luma
+            'logit': logit,
+        }
+
+    def _render_fused(self, denoised_luma: torch.Tensor, visible_detail: torch.Tensor,
+                      infrared_detail: torch.Tensor, up: dict[str, torch.Tensor],
+                      with_base: bool = False) -> dict[str, torch.Tensor]:
+        """Return the fused image (n, 3, Hp, Wp) and its weight map [and base] at full size."""
+        vis_detail = visible_detail * up['slope']                 # as the curve renders it
+        if self.config.adaptive_weights:
+            # Full-resolution scale of the fusion: the upsampled working-grid logit, sharpened
+            # by which source carries more detail at this pixel.
+            energy_gap = infrared_detail.abs() - vis_detail.abs()
+            weight = torch.sigmoid(up['logit'] + self.fusion.detail_gain * energy_gap)
+        else:
+            weight = torch.full_like(infrared_detail, 0.5)
+        visible_luma = tone_curve(denoised_luma, up['fusion_gain'])  # (n, 1, Hp, Wp)
+        # visible_luma already holds vis_detail: swap it for the weighted mix of both sources'
+        # details, amplified by detail_boost (noise was shrunk before).
+        mixed_detail = vis_detail + weight * (infrared_detail - vis_detail)
+        fused_luma = (visible_luma - vis_detail + up['addition']
+                      + self.config.detail_boost * mixed_detail)
+        # Chroma of the visible base: adding one value to R, G and B changes Y only.
+        rendered = {'fused': (up['base_chroma'] + fused_luma).clamp(0.0, 1.0), 'weights': weight}
+        if with_base:
+            rendered['fused_base'] = (up['base_chroma'] + visible_luma).clamp(0.0, 1.0)
+        return rendered
+
     # -- the three outputs ---------------------------------------------------------------------
     def forward_all(self, visible: torch.Tensor, infrared: torch.Tensor | None = None,
                     outputs: tuple[str, ...] = ('enhanced', 'infrared', 'fused'),
@@ -364,116 +417,56 @@ class IVFNet(nn.Module):
         trains the fusion block without it).
         """
         height, width = visible.shape[-2:]
-        factor = self.config.downscale
-        visible_p = self._pad(visible)                            # (n, 3, Hp, Wp)
-        size = (visible_p.shape[-2], visible_p.shape[-1])
-        visible_low = F.avg_pool2d(visible_p, factor)             # (n, 3, h, w)
-        mask = self.exposure_mask(visible_low)                    # (n, 1, h, w)
-        vis_features = self.visible_encoder(torch.cat([visible_low, mask], dim=1))
-        result: dict[str, torch.Tensor] = {'visible_low': visible_low, 'exposure_mask': mask}
         fuse = 'fused' in outputs and infrared is not None
         reconstruct = 'infrared' in outputs and infrared is not None
-        if fuse or reconstruct:
-            infrared_p = self._pad(infrared)                      # (n, 1, Hp, Wp)
-            infrared_low = F.avg_pool2d(infrared_p, factor)       # (n, 1, h, w)
-            ir_features = self.infrared_encoder(infrared_low)
-            result['infrared_low'] = infrared_low
-        # One decoder-trunk call over a stacked batch: visible [, infrared] features.
-        stacks = [vis_features, ir_features] if reconstruct else [vis_features]
-        trunk = self.decoder([torch.cat(level, dim=0) for level in zip(*stacks, strict=True)])
-        batch = visible.shape[0]
-        vis_trunk = trunk[:batch]
-
-        luma_low = self._luma(visible_low)                        # (n, 1, h, w)
+        enhance = 'enhanced' in outputs
+        encoded = self._encode(visible, infrared if fuse or reconstruct else None)
+        result: dict[str, torch.Tensor] = {'visible_low': encoded.visible_low,
+                                           'exposure_mask': encoded.mask}
+        if encoded.infrared_low is not None:
+            result['infrared_low'] = encoded.infrared_low
+        visible_trunk, infrared_trunk = self._decode(encoded, with_infrared=reconstruct)
+        strength = self._curve_strength(visible_trunk, encoded.mask)  # (n, 1, h, w)
         if self.config.enhance:
-            # Bright regions get gain 1 (the identity curve): lamps are never pushed to clip.
-            strength = self.decoder.curve(vis_trunk) * (1.0 - mask)  # (n, 1, h, w)
             result['curve_strength'] = strength
-        else:
-            strength = torch.zeros_like(luma_low)
         log_gain = self.config.max_log_gain * strength
         gain = log_gain.exp()
-        want_enhanced = 'enhanced' in outputs
-        # Low-res enhancement only when asked for: the node's fused-only path skips it.
-        if want_enhanced or 'rendered' in outputs:
-            enhanced_low, chroma_low = self._tone_low(visible_low, gain)
-            result['enhanced_low'] = enhanced_low                 # (n, 3, h, w)
-        if 'rendered' in outputs:
-            rendered_visible = self.decoder.render(vis_trunk)    # (n, 3, h, w)
-            result['rendered_visible_low'] = rendered_visible
 
-        # Everything below runs at full resolution: one upsampling call, then per-pixel ops.
-        low_maps = [luma_low]                                     # channel 0
-        if want_enhanced:
-            low_maps += [gain, chroma_low]                        # channels 1, 2-4
+        # Working-grid maps that full resolution needs, upsampled together in one call.
+        luma_low = self._luma(encoded.visible_low)                # (n, 1, h, w)
+        low = {'luma': luma_low}
+        # Low-res enhancement only when asked for: the node's fused-only path skips it.
+        if enhance or 'rendered' in outputs:
+            enhanced_low, chroma_low = self._tone_low(encoded.visible_low, gain)
+            result['enhanced_low'] = enhanced_low                 # (n, 3, h, w)
+            if enhance:
+                low.update(gain=gain, chroma=chroma_low)
+        if 'rendered' in outputs:
+            result['rendered_visible_low'] = self.decoder.render(visible_trunk)  # (n, 3, h, w)
         if fuse:
-            # The fused image's visible part uses a gentler curve (gain ** fusion_tone): it
-            # stays closer to both sources' contrast than the enhanced output.
-            fusion_gain = (log_gain * self.config.fusion_tone).exp()
-            _, base_chroma_low = self._tone_low(visible_low, fusion_gain)
-            slope_low = tone_slope(luma_low, fusion_gain)         # visible detail amplification
-            logit = self.fusion(vis_features, ir_features, mask)  # (n, 1, h, w)
-            # Intensity: where the infrared is brighter than the toned visible (a warm
-            # pedestrian in the dark), its share of the difference is added; the infrared never
-            # darkens the visible scene (the max rule, made soft and learned).
-            toned_luma_low = tone_curve(luma_low, fusion_gain)   # (n, 1, h, w)
-            infrared_excess = (infrared_low - toned_luma_low).clamp_min(0.0)
-            infrared_add_low = torch.sigmoid(logit) * infrared_excess  # (n, 1, h, w)
-            addition_low = infrared_add_low
-            if with_local_contrast and self.config.local_contrast:
-                addition_low = infrared_add_low + local_contrast_lift(
-                    toned_luma_low + infrared_add_low, self.config.local_contrast,
-                    self.config.contrast_radius)                 # (n, 1, h, w)
-            result['weight_logits_low'] = logit
-            # gain, slope, chroma (3), what is added to the toned visible luma, logit
-            low_maps += [fusion_gain, slope_low, base_chroma_low, addition_low, logit]
+            low.update(self._fusion_maps_low(encoded, luma_low, log_gain, with_local_contrast))
+            result['weight_logits_low'] = low['logit']
         if fuse or reconstruct:
-            low_maps.append(infrared_low)                         # last channel
-        up = F.interpolate(torch.cat(low_maps, dim=1), size=size, mode='bilinear',
-                           align_corners=False)                   # (n, k, Hp, Wp)
+            low['infrared'] = encoded.infrared_low
+        up = upsample_maps(low, encoded.visible_p.shape[-2:])    # each (n, c, Hp, Wp)
+
         # Visible detail above the working grid's band, soft-thresholded against noise.
-        luma_up = up[:, 0:1]
-        detail = self.noise_shrink(self._luma(visible_p) - luma_up)  # (n, 1, Hp, Wp)
-        denoised_luma = (luma_up + detail).clamp(0.0, 1.0)
-        offset = 1
-        if want_enhanced:
-            enhanced_luma = tone_curve(denoised_luma, up[:, 1:2])
-            enhanced = (up[:, 2:5] + enhanced_luma).clamp(0.0, 1.0)
+        detail = self.noise_shrink(self._luma(encoded.visible_p) - up['luma'])  # (n, 1, Hp, Wp)
+        denoised_luma = (up['luma'] + detail).clamp(0.0, 1.0)
+        if enhance:
+            enhanced = (up['chroma'] + tone_curve(denoised_luma, up['gain'])).clamp(0.0, 1.0)
             result['enhanced'] = enhanced[..., :height, :width]  # (n, 3, H, W)
-            offset = 5
         if fuse or reconstruct:
-            ir_detail = infrared_p - up[:, -1:]                   # (n, 1, Hp, Wp)
+            infrared_detail = encoded.infrared_p - up['infrared']  # (n, 1, Hp, Wp)
         if fuse:
-            fusion_gain_up, slope_up = up[:, offset:offset + 1], up[:, offset + 1:offset + 2]
-            base_chroma_up = up[:, offset + 2:offset + 5]
-            addition_up = up[:, offset + 5:offset + 6]
-            logit_up = up[:, offset + 6:offset + 7]
-            vis_detail = detail * slope_up                       # as the curve renders it
-            if self.config.adaptive_weights:
-                # Full-resolution scale of the fusion: the upsampled working-grid logit,
-                # sharpened by which source carries more detail at this pixel.
-                energy_gap = ir_detail.abs() - vis_detail.abs()
-                weight = torch.sigmoid(logit_up + self.fusion.detail_gain * energy_gap)
-            else:
-                weight = torch.full_like(ir_detail, 0.5)
-            visible_luma = tone_curve(denoised_luma, fusion_gain_up)  # (n, 1, Hp, Wp)
-            # visible_luma already holds vis_detail: swap it for the weighted mix of both
-            # sources' details, amplified by detail_boost (noise was shrunk before).
-            mixed_detail = vis_detail + weight * (ir_detail - vis_detail)
-            fused_luma = (visible_luma - vis_detail + addition_up
-                          + self.config.detail_boost * mixed_detail)
-            # Chroma of the visible base: adding one value to R, G and B changes Y only.
-            fused = (base_chroma_up + fused_luma).clamp(0.0, 1.0)
-            result['fused'] = fused[..., :height, :width]         # (n, 3, H, W)
-            result['weights'] = weight[..., :height, :width]      # (n, 1, H, W)
-            if 'fused_base' in outputs:
-                fused_base = (base_chroma_up + visible_luma).clamp(0.0, 1.0)
-                result['fused_base'] = fused_base[..., :height, :width]
+            rendered = self._render_fused(denoised_luma, detail, infrared_detail, up,
+                                          with_base='fused_base' in outputs)
+            result.update({name: image[..., :height, :width] for name, image in rendered.items()})
         if reconstruct:
-            infrared_rec_low = self._luma(self.decoder.render(trunk[batch:]))  # (n, 1, h, w)
+            infrared_rec_low = self._luma(self.decoder.render(infrared_trunk))  # (n, 1, h, w)
             result['infrared_rec_low'] = infrared_rec_low
-            infrared_rec = F.interpolate(infrared_rec_low, size=size, mode='bilinear',
-                                         align_corners=False) + ir_detail
+            infrared_rec = F.interpolate(infrared_rec_low, size=encoded.visible_p.shape[-2:],
+                                         mode='bilinear', align_corners=False) + infrared_detail
             result['infrared_rec'] = infrared_rec.clamp(0.0, 1.0)[..., :height, :width]
         return result
 

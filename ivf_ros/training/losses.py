@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from ivf_ros.fusion.model import luminance
+from ivf_ros.fusion.rendering import luminance
 
 LossTerms = dict[str, torch.Tensor]
 
