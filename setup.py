@@ -40,6 +40,7 @@ setup(
             'ivf-train = ivf_ros.cli.train:main',
             'ivf-bag = ivf_ros.cli.bag:main',
             'ivf-demo = ivf_ros.cli.demo:main',
+            'ivf-export = ivf_ros.cli.export:main',
         ],
     },
 )

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from ivf_ros.evaluation import baselines, metrics
 from ivf_ros.evaluation.baselines import BASELINES
-from ivf_ros.evaluation.report import pyplot, SOURCE_METHODS
+from ivf_ros.evaluation.plots import pyplot
+from ivf_ros.evaluation.report import SOURCE_METHODS
 from ivf_ros.fusion.inference import FusionModel
 from ivf_ros.io.datasets import load_pair, validation_pairs
 

@@ -8,7 +8,8 @@ import torch
 from ivf_ros.fusion.model import IVFNet, ModelConfig
 from ivf_ros.io.synthetic import make_night_pair
 from ivf_ros.training import losses
-from ivf_ros.training.trainer import set_trainable, stage_terms, StageConfig
+from ivf_ros.training.config import StageConfig
+from ivf_ros.training.trainer import set_trainable, stage_terms
 
 TERMS = {
     1: ('exposure', 'colour', 'smoothness', 'spatial', 'noise', 'render'),

@@ -32,3 +32,18 @@ def test_the_shipped_onnx_file_matches_the_shipped_weights() -> None:
     onnx_path = share_file('models', 'ivf_fusion.onnx')
     network = load_network(default_weights_path())
     assert parity(network, onnx_path, height=512, width=640) < 1e-4
+
+
+def test_ivf_export_writes_a_checked_file_and_names_missing_weights(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ivf_ros.cli.export import main
+    from ivf_ros.fusion.inference import save_weights
+
+    torch.manual_seed(0)
+    save_weights(IVFNet(), tmp_path / 'w.pt')
+    assert main(['--weights', str(tmp_path / 'w.pt'), '--output', str(tmp_path / 'w.onnx'),
+                 '--width', '40', '--height', '24']) == 0
+    assert (tmp_path / 'w.onnx').is_file() and 'max abs diff' in capsys.readouterr().out
+    assert main(['--weights', str(tmp_path / 'absent.pt'), '--output',
+                 str(tmp_path / 'x.onnx')]) == 2
+    assert 'not found' in capsys.readouterr().out

@@ -11,14 +11,8 @@ import torch
 
 from ivf_ros.cli.train import main as train_main
 from ivf_ros.io.synthetic import make_night_pair
-from ivf_ros.training.trainer import (
-    load_config,
-    PairBank,
-    StageConfig,
-    TrainConfig,
-    Trainer,
-    TrainingConfigError,
-)
+from ivf_ros.training.config import load_config, StageConfig, TrainConfig, TrainingConfigError
+from ivf_ros.training.trainer import PairBank, Trainer
 
 SMALL_MODEL = {'channels': [8, 8, 12, 16]}
 

@@ -11,7 +11,8 @@ import time
 from ivf_ros.fusion.inference import resolve_device
 from ivf_ros.io.datasets import all_pairs, is_validation, list_pairs, PairedImage
 from ivf_ros.io.paths import datasets_dir, share_file
-from ivf_ros.training.trainer import load_config, PairBank, STAGES, Trainer
+from ivf_ros.training.config import load_config, STAGES
+from ivf_ros.training.trainer import PairBank, Trainer
 
 
 def gather_pairs(folders: list[Path]) -> list[PairedImage]:

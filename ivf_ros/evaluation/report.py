@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 import math
 from pathlib import Path
 import time
-from types import ModuleType
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ivf_ros.evaluation import plots
 from ivf_ros.evaluation.baselines import BASELINES
 from ivf_ros.evaluation.detection import (
     DetectFunction,
@@ -36,7 +35,6 @@ from ivf_ros.io.datasets import (
     load_pair,
     load_visible,
     PairedImage,
-    resize_to,
 )
 
 # The pass-through baselines are the inputs themselves: shown for reference, never 'best'.
@@ -44,7 +42,6 @@ SOURCE_METHODS = frozenset({'visible', 'infrared'})
 CHECKPOINT_SUFFIXES = frozenset({'.pt', '.pth'})
 MODEL_SPEC = 'model'  # the shipped weights, share/ivf_ros/models/ivf_fusion.pt
 # Width of each image in the PNG grid: three to eight columns stay readable on a screen.
-GRID_IMAGE_WIDTH = 320
 FUSE_TIME_COLUMN = 'fuse_ms'
 
 
@@ -325,79 +322,21 @@ def write_csv(evaluation: Evaluation, per_image_path: Path, summary_path: Path) 
             writer.writerow([method.name, count] + stats)
 
 
-# ---------------------------------------------------------------------------------------------
-# Figures (matplotlib with the Agg backend: no display needed)
-
-
-def pyplot() -> ModuleType:
-    """Import pyplot with the file-only Agg backend (headless CI, SSH sessions)."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def save_image_grid(evaluation: Evaluation, path: Path) -> None:
     """Save rows of visible | infrared | fused-per-method for the kept example pairs."""
-    plt = pyplot()
     methods = [m.name for m in evaluation.methods if m.name not in SOURCE_METHODS]
-    columns = ['visible', 'infrared'] + methods
-    rows = list(evaluation.examples.items())
-    first_visible = rows[0][1][0]
-    aspect = first_visible.shape[0] / first_visible.shape[1]
-    cell_w = GRID_IMAGE_WIDTH / 100.0  # inches at 100 dpi
-    figure, axes = plt.subplots(len(rows), len(columns), squeeze=False,
-                                figsize=(cell_w * len(columns), cell_w * aspect * len(rows) + 0.6))
-    for row_index, (key, (visible, infrared, fused)) in enumerate(rows):
-        images = [visible, cv2.cvtColor(infrared, cv2.COLOR_GRAY2RGB)]
-        images += [fused[name] for name in methods]
-        for column_index, (title, image) in enumerate(zip(columns, images, strict=True)):
-            axis = axes[row_index][column_index]
-            height = round(GRID_IMAGE_WIDTH * image.shape[0] / image.shape[1])
-            axis.imshow(resize_to(image, height, GRID_IMAGE_WIDTH))
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if row_index == 0:
-                axis.set_title(title, fontsize=12)
-            if column_index == 0:
-                axis.set_ylabel(key, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    rows = [(key, [visible, infrared] + [fused[name] for name in methods])
+            for key, (visible, infrared, fused) in evaluation.examples.items()]
+    plots.save_image_grid(rows, ['visible', 'infrared'] + methods, path)
 
 
 def save_bar_chart(evaluation: Evaluation, path: Path) -> None:
     """Save one bar panel per metric (mean with std error bars), methods side by side."""
-    plt = pyplot()
-    metrics = evaluation.metric_names
-    methods = [m.name for m in evaluation.methods]
-    columns = 4
-    rows = math.ceil(len(metrics) / columns)
-    figure, axes = plt.subplots(rows, columns, squeeze=False,
-                                figsize=(4.2 * columns, 2.9 * rows + 0.4))
-    colours = plt.get_cmap('tab10')(np.arange(len(methods)) % 10)
-    positions = np.arange(len(methods))
-    for index, metric in enumerate(metrics):
-        axis = axes[index // columns][index % columns]
-        means = [float(np.mean(evaluation.values(name, metric))) for name in methods]
-        stds = [float(np.std(evaluation.values(name, metric))) for name in methods]
-        finite = [value if math.isfinite(value) else 0.0 for value in means]
-        axis.bar(positions, finite, yerr=[s if math.isfinite(s) else 0 for s in stds],
-                 color=colours, capsize=3)
-        axis.set_title(f'{metric} {_arrow(metric)}', fontsize=11)
-        axis.set_xticks(positions)
-        axis.set_xticklabels(methods, rotation=35, ha='right', fontsize=8)
-        axis.tick_params(axis='y', labelsize=8)
-        axis.grid(axis='y', alpha=0.3)
-    for index in range(len(metrics), rows * columns):
-        axes[index // columns][index % columns].axis('off')
-    figure.suptitle('mean ± std per method (↑ higher is better, ↓ lower, · neither)',
-                    fontsize=12)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    values = {metric: {m.name: evaluation.values(m.name, metric) for m in evaluation.methods}
+              for metric in evaluation.metric_names}
+    plots.save_bar_chart(
+        values, path, titles={metric: f'{metric} {_arrow(metric)}' for metric in values},
+        suptitle='mean ± std per method (↑ higher is better, ↓ lower, · neither)')
 
 
 # ---------------------------------------------------------------------------------------------

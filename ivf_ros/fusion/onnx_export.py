@@ -1,23 +1,19 @@
-"""Export the fusion network to ONNX and check ONNX Runtime against torch.
+"""Export the fusion network to ONNX and check ONNX Runtime against torch (CLI: ivf-export).
 
-Usage: ``python -m ivf_ros.fusion.onnx_export [--weights models/ivf_fusion.pt]
-[--output models/ivf_fusion.onnx] [--width 640 --height 512]``. Inputs ``visible`` (1, 3, H, W)
-and ``infrared`` (1, 1, H, W), float32 in [0, 1]; outputs ``fused`` (1, 3, H, W), ``weights``
-(1, 1, H, W) (infrared share) and ``enhanced`` (1, 3, H, W). The graph has one fixed input size,
-which may be any size (the internal padding is computed from it); export again for another camera.
+Inputs ``visible`` (1, 3, H, W) and ``infrared`` (1, 1, H, W), float32 in [0, 1]; outputs
+``fused`` (1, 3, H, W), ``weights`` (1, 1, H, W) (infrared share) and ``enhanced`` (1, 3, H, W).
+The graph has one fixed input size, which may be any size (the internal padding is computed from
+it); export again for another camera.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ivf_ros.fusion.inference import default_weights_path, load_network
 from ivf_ros.fusion.model import IVFNet
-from ivf_ros.io.paths import share_file
 
 INPUT_NAMES = ['visible', 'infrared']
 OUTPUT_NAMES = ['fused', 'weights', 'enhanced']
@@ -51,25 +47,3 @@ def parity(network: IVFNet, path: str | Path, height: int = 512, width: int = 64
     actual = session.run(OUTPUT_NAMES, {'visible': visible.numpy(),
                                         'infrared': infrared.numpy()})
     return max(float(np.abs(a - b).max()) for a, b in zip(actual, expected, strict=True))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Export the shipped (or given) weights and print the parity check."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--weights', type=Path, default=None)
-    parser.add_argument('--output', type=Path, default=None)
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--height', type=int, default=512)
-    args = parser.parse_args(argv)
-    weights = args.weights or default_weights_path()
-    output = args.output or share_file('models', 'ivf_fusion.onnx')
-    network = load_network(weights)
-    export(network, output, args.height, args.width)
-    difference = parity(network, output, args.height, args.width)
-    print(f'exported {output} ({output.stat().st_size / 1e6:.2f} MB) from {weights}; '
-          f'ONNX Runtime vs torch max abs diff {difference:.2e}')
-    return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 PACKAGE = 'ivf_ros'
-# The source checkout: ivf_ros/io.paths.py -> repository root.
+# The source checkout: ivf_ros/io/paths.py -> repository root.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 

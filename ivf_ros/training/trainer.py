@@ -10,7 +10,6 @@ enhancement learnt in stage 1 cannot be undone. Stage 3 trains the fusion block 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
 import math
 from pathlib import Path
 import time
@@ -19,15 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm import tqdm
-import yaml
 
-from ivf_ros.evaluation.report import pyplot
+from ivf_ros.evaluation.plots import save_loss_curves
 from ivf_ros.fusion.inference import save_weights
 from ivf_ros.fusion.model import IVFNet, ModelConfig
 from ivf_ros.io.datasets import is_night, load_pair, PairedImage, resize_to
 from ivf_ros.training import losses
+from ivf_ros.training.config import StageConfig, TrainConfig
 
-STAGES = (1, 2, 3)
 # Which sub-modules each stage trains; everything else is frozen.
 TRAINABLE = {
     1: ('visible_encoder', 'decoder'),
@@ -35,72 +33,6 @@ TRAINABLE = {
     3: ('fusion',),
 }
 CHECKPOINT = 'checkpoint.pt'
-
-
-class TrainingConfigError(ValueError):
-    """The training configuration is malformed."""
-
-
-@dataclass
-class StageConfig:
-    """Schedule and loss weights of one stage."""
-
-    steps: int
-    batch: int
-    lr: float
-    losses: dict[str, float]
-    data: str = 'all'            # 'night' (dark frames only) or 'all'
-    warmup: int = 50
-    exposure_level: float = 0.5  # stage 1 target mean brightness
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs besides the data."""
-
-    seed: int = 0
-    crop: int = 256
-    max_side: int = 800          # larger frames are downscaled once at load (LLVIP 1280x1024)
-    checkpoint_every: int = 200
-    log_every: int = 10
-    model: dict[str, Any] = field(default_factory=dict)
-    stages: dict[int, StageConfig] = field(default_factory=dict)
-
-
-def load_config(path: str | Path) -> TrainConfig:
-    """Read config/train.yaml into a TrainConfig, naming the first problem found."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise TrainingConfigError(f'cannot read training config {path}: {error}') from error
-    if not isinstance(raw, dict) or 'stages' not in raw:
-        raise TrainingConfigError(f'{path}: expected a mapping with a stages: section')
-    stages = {}
-    for stage in STAGES:
-        section = raw['stages'].get(stage, raw['stages'].get(str(stage)))
-        if section is None:
-            raise TrainingConfigError(f'{path}: stage {stage} is missing')
-        try:
-            stages[stage] = StageConfig(**section)
-        except TypeError as error:
-            raise TrainingConfigError(f'{path}: stage {stage}: {error}') from error
-        if stages[stage].data not in ('night', 'all'):
-            raise TrainingConfigError(f'{path}: stage {stage}: data must be night or all')
-    top = {key: value for key, value in raw.items() if key != 'stages'}
-    try:
-        config = TrainConfig(**top, stages=stages)
-    except TypeError as error:
-        raise TrainingConfigError(f'{path}: {error}') from error
-    if config.model is None:   # 'model:' with every key commented out
-        config.model = {}
-    if not isinstance(config.model, dict):
-        raise TrainingConfigError(f'{path}: model: must be a mapping, got {config.model!r}')
-    try:
-        ModelConfig.from_dict(config.model, strict=True)  # fail here, not after data loads
-    except (TypeError, ValueError) as error:
-        raise TrainingConfigError(f'{path}: model: {error}') from error
-    return config
 
 
 class PairBank:
@@ -216,30 +148,6 @@ def learning_rate(stage_config: StageConfig, step: int) -> float:
     return stage_config.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def plot_losses(csv_path: Path, png_path: Path, stage: int) -> None:
-    """Draw the loss curves of a stage's CSV log into a PNG."""
-    plt = pyplot()
-    with csv_path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        return
-    steps = [int(row['step']) for row in rows]
-    names = [name for name in rows[0] if name not in ('step', 'lr', 'elapsed_s')]
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    for name in names:
-        values = [max(float(row[name]), 1e-8) for row in rows]
-        axis.plot(steps, values, label=name, linewidth=2.0 if name == 'total' else 1.0)
-    axis.set_yscale('log')
-    axis.set_xlabel('step')
-    axis.set_ylabel('loss (unweighted terms, weighted total)')
-    axis.set_title(f'ivf_ros training, stage {stage}')
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(png_path, dpi=100)
-    plt.close(figure)
-
-
 class Trainer:
     """Run stages with checkpoints, resume, CSV logs, loss plots and AMP on CUDA."""
 
@@ -338,7 +246,8 @@ class Trainer:
         elapsed = elapsed_before + time.perf_counter() - started
         self.completed.append(stage)
         self._save_checkpoint(stage, stage_config.steps, optimizer, generator, elapsed)
-        plot_losses(csv_path, self.output / f'stage{stage}_loss.png', stage)
+        save_loss_curves(csv_path, self.output / f'stage{stage}_loss.png',
+                         f'ivf_ros training, stage {stage}')
         weights = self.output / f'stage{stage}.pt'
         save_weights(self.model, weights, {'stage': stage, 'seed': self.config.seed,
                                            'train_seconds': round(elapsed, 1)})

@@ -1,0 +1,45 @@
+"""ivf-export: write the fusion weights as ONNX and check ONNX Runtime against torch.
+
+Usage: ``ivf-export [--weights models/ivf_fusion.pt] [--output models/ivf_fusion.onnx]
+[--width 640 --height 512]``. The graph has one fixed input size; export again for another camera.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ivf_ros.fusion.inference import default_weights_path, load_network, ModelLoadError
+from ivf_ros.fusion.onnx_export import export, parity
+from ivf_ros.io.paths import share_file
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export the shipped (or given) weights and print the parity check."""
+    parser = argparse.ArgumentParser(prog='ivf-export', description=__doc__.splitlines()[0])
+    parser.add_argument('--weights', type=Path, default=None,
+                        help='fusion weights (default: the shipped models/ivf_fusion.pt)')
+    parser.add_argument('--output', type=Path, default=None,
+                        help='ONNX file to write (default: models/ivf_fusion.onnx)')
+    parser.add_argument('--width', type=int, default=640, help='input width in pixels')
+    parser.add_argument('--height', type=int, default=512, help='input height in pixels')
+    args = parser.parse_args(argv)
+    if args.width < 1 or args.height < 1:
+        parser.error('--width and --height must be positive')
+    weights = args.weights or default_weights_path()
+    output = args.output or share_file('models', 'ivf_fusion.onnx')
+    try:
+        network = load_network(weights)
+    except ModelLoadError as error:
+        print(f'ivf-export: {error}')
+        return 2
+    export(network, output, args.height, args.width)
+    difference = parity(network, output, args.height, args.width)
+    print(f'exported {output} ({output.stat().st_size / 1e6:.2f} MB) from {weights}; '
+          f'ONNX Runtime vs torch max abs diff {difference:.2e}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Training configuration: config/train.yaml read into typed, validated stage schedules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ivf_ros.fusion.model import ModelConfig
+
+STAGES = (1, 2, 3)
+
+
+class TrainingConfigError(ValueError):
+    """The training configuration is malformed."""
+
+
+@dataclass
+class StageConfig:
+    """Schedule and loss weights of one stage."""
+
+    steps: int
+    batch: int
+    lr: float
+    losses: dict[str, float]
+    data: str = 'all'            # 'night' (dark frames only) or 'all'
+    warmup: int = 50
+    exposure_level: float = 0.5  # stage 1 target mean brightness
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the data."""
+
+    seed: int = 0
+    crop: int = 256
+    max_side: int = 800          # larger frames are downscaled once at load (LLVIP 1280x1024)
+    checkpoint_every: int = 200
+    log_every: int = 10
+    model: dict[str, Any] = field(default_factory=dict)
+    stages: dict[int, StageConfig] = field(default_factory=dict)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read config/train.yaml into a TrainConfig, naming the first problem found."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise TrainingConfigError(f'cannot read training config {path}: {error}') from error
+    if not isinstance(raw, dict) or 'stages' not in raw:
+        raise TrainingConfigError(f'{path}: expected a mapping with a stages: section')
+    stages = {}
+    for stage in STAGES:
+        section = raw['stages'].get(stage, raw['stages'].get(str(stage)))
+        if section is None:
+            raise TrainingConfigError(f'{path}: stage {stage} is missing')
+        try:
+            stages[stage] = StageConfig(**section)
+        except TypeError as error:
+            raise TrainingConfigError(f'{path}: stage {stage}: {error}') from error
+        if stages[stage].data not in ('night', 'all'):
+            raise TrainingConfigError(f'{path}: stage {stage}: data must be night or all')
+    top = {key: value for key, value in raw.items() if key != 'stages'}
+    try:
+        config = TrainConfig(**top, stages=stages)
+    except TypeError as error:
+        raise TrainingConfigError(f'{path}: {error}') from error
+    if config.model is None:   # 'model:' with every key commented out
+        config.model = {}
+    if not isinstance(config.model, dict):
+        raise TrainingConfigError(f'{path}: model: must be a mapping, got {config.model!r}')
+    try:
+        ModelConfig.from_dict(config.model, strict=True)  # fail here, not after data loads
+    except (TypeError, ValueError) as error:
+        raise TrainingConfigError(f'{path}: model: {error}') from error
+    return config
