@@ -18,6 +18,7 @@ minutes.
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import csv
 from pathlib import Path
 import shutil
@@ -63,6 +64,17 @@ def reuse_with_config(source: Path, target: Path, model_config: dict) -> None:
     save_weights(network, target)
 
 
+def run_in_order(commands: list[list[str]], log_path: Path) -> int:
+    """Run argument lists one after the other into one log; return the first failing code."""
+    with log_path.open('w') as log:
+        for command in commands:
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                  check=False).returncode
+            if code != 0:
+                return code
+    return 0
+
+
 def main() -> int:
     """Train every variant (in parallel), evaluate them with ivf-eval, print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -80,6 +92,7 @@ def main() -> int:
     base = yaml.safe_load(args.config.read_text())
     args.output.mkdir(parents=True, exist_ok=True)
     jobs = []
+    pool = ThreadPoolExecutor(max_workers=max(1, len(args.variants)))
     weights: dict[str, Path] = {}
     full_weights = (args.reuse or args.output / 'full') / 'stage3.pt'
     for name in args.variants:
@@ -107,11 +120,12 @@ def main() -> int:
         command = [sys.executable, '-m', 'ivf_ros.cli.train', '--config', str(config_path),
                    '--output', str(folder), '--device', args.device, '--no-progress',
                    '--steps-scale', str(args.steps_scale)]
-        # Stages run in order inside one shell so a variant's stages never overlap.
-        script = ' && '.join(' '.join(command + ['--stage', stage]) for stage in stages)
-        log = (folder / 'train.log').open('w')
-        jobs.append((name, subprocess.Popen(script, shell=True, stdout=log, stderr=log)))
-    failed = [name for name, job in jobs if job.wait() != 0]
+        # A variant's stages run in order, variants side by side; argument lists, never a
+        # shell, so paths with spaces or shell characters stay one argument.
+        stage_commands = [command + ['--stage', stage] for stage in stages]
+        jobs.append((name, pool.submit(run_in_order, stage_commands, folder / 'train.log')))
+    failed = [name for name, job in jobs if job.result() != 0]
+    pool.shutdown()
     if failed:
         print(f'ablations: training failed for {failed} (see their train.log)', file=sys.stderr)
         return 1

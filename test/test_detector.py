@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ivf_ros.pipeline.detector import annotate, Detection, DetectorLoadError, YoloDetector
+from ivf_ros.pipeline.detector import (
+    annotate,
+    Detection,
+    DetectorLoadError,
+    UnsafeCheckpointError,
+    YoloDetector,
+)
 
 
 @pytest.fixture(scope='module')
@@ -107,3 +113,51 @@ def test_unavailable_device_is_a_load_error(tiny_weights: Path) -> None:
         pytest.skip('CUDA is available here')
     with pytest.raises(DetectorLoadError, match='CUDA is not available'):
         YoloDetector(tiny_weights, device='cuda:0')
+
+
+class _RunsCode:
+    """A pickle payload that creates a file when unpickled (what an attacker would ship)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_is_refused_before_it_runs(tmp_path: Path) -> None:
+    import torch
+
+    marker = tmp_path / 'code_ran'
+    crafted = tmp_path / 'crafted.pt'
+    torch.save({'model': _RunsCode(marker), 'train_args': {}}, crafted)
+    with pytest.raises(UnsafeCheckpointError, match='refused.*crafted.pt.*not run'):
+        YoloDetector(crafted, device='cpu')
+    assert not marker.exists()
+
+
+def test_a_model_yaml_with_code_in_its_activation_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / 'code_ran'
+    crafted = tmp_path / 'crafted.yaml'
+    crafted.write_text(f'nc: 2\nactivation: __import__("pathlib").Path("{marker}").touch()\n'
+                       'backbone: []\nhead: []\n')
+    with pytest.raises(UnsafeCheckpointError, match='activation'):
+        YoloDetector(crafted, device='cpu')
+    assert not marker.exists()
+
+
+def test_unsafe_loading_is_an_explicit_logged_opt_in(
+        tiny_weights: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level('WARNING', logger='ivf_ros.detector'):
+        detector = YoloDetector(tiny_weights, device='cpu', allow_unsafe_checkpoint=True)
+    assert detector.names and 'can run code' in caplog.text
+
+
+def test_the_real_coco_yolo11n_loads_safely_and_detects(yolo11n_weights: Path,
+                                                        datasets: Path) -> None:
+    import cv2
+
+    detector = YoloDetector(yolo11n_weights, device='cpu')
+    infrared = cv2.imread(str(datasets / 'msrs' / 'ir' / '00024N.png'))
+    people = [d for d in detector.detect(infrared[:, :, ::-1].copy()) if d.class_name == 'person']
+    assert len(detector.names) == 80 and len(people) >= 1

@@ -188,3 +188,40 @@ def test_importing_every_pure_module_loads_no_ros_module() -> None:
     offenders = {name: [m for m in loaded if is_forbidden(m)] for name, loaded in report.items()}
     offenders = {name: loaded for name, loaded in offenders.items() if loaded}
     assert not offenders, f'pure modules imported ROS modules: {offenders}'
+
+
+def shell_calls(tree: ast.AST) -> list[tuple[int, str]]:
+    """Return (line, what) for every call that hands a string to a shell."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        function = node.func
+        name = function.attr if isinstance(function, ast.Attribute) else getattr(
+            function, 'id', '')
+        owner = getattr(getattr(function, 'value', None), 'id', '')
+        if name in ('system', 'popen') and owner == 'os':
+            found.append((node.lineno, f'os.{name}'))
+        for keyword in node.keywords:
+            if keyword.arg == 'shell' and not (isinstance(keyword.value, ast.Constant)
+                                               and keyword.value.value is False):
+                found.append((node.lineno, f'{name}(shell=...)'))
+    return found
+
+
+def test_the_shell_scan_sees_os_system_and_shell_true() -> None:
+    source = ("os.system('x')\nsubprocess.Popen(cmd, shell=True)\n"
+              "subprocess.run(['a'], shell=False)")
+    assert [what for _, what in shell_calls(ast.parse(source))] == [
+        'os.system', 'Popen(shell=...)']
+
+
+def test_no_user_string_reaches_a_shell() -> None:
+    root = PACKAGE_ROOT.parent
+    offenders = []
+    for path in sorted([*PACKAGE_ROOT.rglob('*.py'), *(root / 'scripts').rglob('*.py'),
+                        *(root / 'launch').glob('*.py')]):
+        tree = ast.parse(path.read_text(encoding='utf-8'), filename=str(path))
+        offenders += [f'{path.relative_to(root)}:{line} {what}'
+                      for line, what in shell_calls(tree)]
+    assert not offenders, 'argument lists, never a shell:\n' + '\n'.join(offenders)

@@ -139,6 +139,7 @@ class ProcessOptions:
 
     model: str | None = None              # None = the shipped fusion weights
     detector: str | None = None           # None = fusion only
+    allow_unsafe_checkpoint: bool = False  # full pickle for the detector (can run code)
     device: str = 'auto'
     conf: float = 0.25
     iou: float = 0.45
@@ -240,7 +241,8 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
 
             detector = YoloDetector(options.detector, conf=options.conf, iou=options.iou,
                                     imgsz=options.imgsz, classes=options.classes or None,
-                                    device=options.device)
+                                    device=options.device,
+                                    allow_unsafe_checkpoint=options.allow_unsafe_checkpoint)
             detector.warmup()  # the first frame must not carry Ultralytics' lazy set-up
         started = time.perf_counter()  # throughput excludes loading the models
         inputs = [visible_topic, infrared_topic]
@@ -362,7 +364,8 @@ class _VideoSink:
 def process_command(args: argparse.Namespace) -> int:
     """Run fusion + detection over a bag offline and write the results."""
     options = ProcessOptions(
-        model=args.model, detector=args.detector, device=args.device, conf=args.conf,
+        model=args.model, detector=args.detector,
+        allow_unsafe_checkpoint=args.allow_unsafe_checkpoint, device=args.device, conf=args.conf,
         iou=args.iou, imgsz=args.imgsz, classes=args.classes or [], slop_s=args.slop,
         queue_size=args.queue_size, visible_topic=args.visible_topic,
         infrared_topic=args.infrared_topic, fused_topic=args.fused_topic,
@@ -453,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument('-o', '--output', help='output bag (inputs + fused + detections)')
     process.add_argument('--model', help='fusion weights (default: the shipped ones)')
     process.add_argument('--detector', help='YOLO weights (.pt/.onnx); omit for fusion only')
+    process.add_argument('--allow-unsafe-checkpoint', action='store_true',
+                         help='load a --detector file that needs full pickle (it can run code)')
     process.add_argument('--device', default='auto', help='auto | cpu | cuda[:N]')
     process.add_argument('--conf', type=float, default=0.25)
     process.add_argument('--iou', type=float, default=0.45)

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--detector-conf', type=float, default=0.25,
                         help='detector confidence threshold')
     parser.add_argument('--detector-imgsz', type=int, default=640, help='detector input size')
+    parser.add_argument('--allow-unsafe-checkpoint', action='store_true',
+                        help='load a --detector file that needs full pickle (it can run code)')
     parser.add_argument('--no-figures', action='store_true',
                         help='write the Markdown and CSV files only (no PNGs)')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
@@ -124,7 +126,8 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
 
     try:
         detector = YoloDetector(args.detector, conf=args.detector_conf,
-                                imgsz=args.detector_imgsz, device=args.device)
+                                imgsz=args.detector_imgsz, device=args.device,
+                                allow_unsafe_checkpoint=args.allow_unsafe_checkpoint)
     except DetectorLoadError as error:
         raise MethodError(str(error)) from error
     description = (f'Detector `{args.detector}` (conf >= {args.detector_conf}, imgsz '

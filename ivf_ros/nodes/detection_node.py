@@ -78,7 +78,8 @@ class DetectionNode(IvfLifecycleNode):
                 model, conf=float(self.params['conf']), iou=float(self.params['iou']),
                 imgsz=int(self.params['imgsz']), classes=list(self.params['classes']),
                 max_det=int(self.params['max_det']), device=str(self.params['device']),
-                half=bool(self.params['half']))
+                half=bool(self.params['half']),
+                allow_unsafe_checkpoint=bool(self.params['allow_unsafe_checkpoint']))
             self.detector.warmup(width=int(self.params['imgsz']),
                                  height=int(self.params['imgsz']))
         except (DetectorLoadError, ValueError) as error:

@@ -172,6 +172,9 @@ DETECTION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('model', ParamKind.STRING, 'yolo11n.pt',
               'Ultralytics weights: a path, or a name Ultralytics downloads when online.',
               read_only=True),
+    ParamSpec('allow_unsafe_checkpoint', ParamKind.BOOL, False,
+              'Load a `model` that needs full pickle (it can run code in the file); false '
+              'refuses such a file before anything in it runs.', read_only=True),
     ParamSpec('conf', ParamKind.DOUBLE, 0.25, 'Minimum detection confidence.',
               min_value=0.0, max_value=1.0),
     ParamSpec('iou', ParamKind.DOUBLE, 0.45, 'IoU threshold of non-maximum suppression.',

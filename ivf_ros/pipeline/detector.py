@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+import contextlib
 from dataclasses import dataclass
 import os
 from pathlib import Path
+import re
 import threading
 
 import cv2
@@ -14,12 +16,25 @@ import numpy as np
 # Ultralytics must never phone home or pip-install from inside a robot: set before it is imported.
 os.environ.setdefault('YOLO_OFFLINE', '1')
 os.environ.setdefault('YOLO_AUTOINSTALL', '0')
+# Model files are untrusted input: Ultralytics' opt-in safe mode unpickles checkpoints with
+# torch's weights_only loader against an allow-list of model classes and builds models from yaml
+# without eval(). Read once, when ultralytics is first imported: set it before that.
+os.environ.setdefault('ULTRALYTICS_SAFE_LOAD', '1')
+
+# The one form of a yaml `activation:` value that safe mode accepts, checked here too in case
+# ultralytics was imported before this module (then the environment flag came too late).
+_SAFE_ACTIVATION = re.compile(r'^(torch\.)?nn\.[A-Za-z][A-Za-z0-9_]*\([\w.,= +-]*\)$')
+_UNSAFE_LOAD_LOCK = threading.Lock()
 
 _TRUTHY = ('1', 'true', 'yes', 'on', 'y', 't')
 
 
 class DetectorLoadError(RuntimeError):
     """YOLO weights that are missing, unreadable or would need a download while offline."""
+
+
+class UnsafeCheckpointError(DetectorLoadError):
+    """A model file refused before anything in it ran: it would need code execution to load."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +85,91 @@ def resolve_weights(model: str | Path) -> str:
     raise DetectorLoadError(f'YOLO weights not found: {path}')
 
 
+def check_model_file(weights: str) -> None:
+    """Raise UnsafeCheckpointError if loading weights (a .pt or .yaml) could run code in them.
+
+    A .pt is first read with Ultralytics' restricted loader (torch weights_only unpickling
+    against its allow-list of model classes, whatever the environment says): a pickle that
+    names any other callable is refused before it could run. A .yaml may only name its
+    activation as ``nn.Name(args)`` (Ultralytics eval()s that value outside safe mode).
+    """
+    path = Path(weights)
+    if path.suffix in ('.yaml', '.yml'):
+        if path.is_file():
+            _check_yaml_activation(path)
+        return
+    if not path.is_file():
+        return  # a known name Ultralytics downloads (online): its own safe mode loads it
+    from ultralytics.nn.tasks import torch_safe_load
+
+    try:
+        torch_safe_load(str(path), safe_only=True)
+    except (TypeError, ModuleNotFoundError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ''
+        if 'not a loadable checkpoint' in first_line or 'TorchScript' in first_line:
+            raise DetectorLoadError(f'cannot load YOLO weights {weights}: {first_line}') \
+                from error
+        raise UnsafeCheckpointError(
+            f'refused to load YOLO weights {weights}: the file needs code outside the '
+            'Ultralytics model classes to unpickle, so it was not run. If you trust it, opt in '
+            'with allow_unsafe_checkpoint (node parameter) or --allow-unsafe-checkpoint') \
+            from error
+    except Exception as error:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise DetectorLoadError(f'cannot load YOLO weights {weights}: {error}') from error
+
+
+def _check_yaml_activation(path: Path) -> None:
+    """Refuse a model yaml whose activation is anything but a plain nn.Name(...) call."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise DetectorLoadError(f'cannot read YOLO model yaml {path}: {error}') from error
+    activation = spec.get('activation') if isinstance(spec, dict) else None
+    if activation is not None and not _SAFE_ACTIVATION.match(str(activation)):
+        raise UnsafeCheckpointError(
+            f'refused YOLO model yaml {path}: activation {str(activation)[:80]!r} is not a plain '
+            'nn.Name(...) call (Ultralytics would eval() it)')
+
+
+def _load_unsafe(weights: str) -> object:
+    """Load a YOLO checkpoint with full pickle (can run code): the explicit, logged opt-in."""
+    import logging
+
+    from ultralytics import YOLO
+    import ultralytics.nn.tasks as tasks
+
+    logging.getLogger('ivf_ros.detector').warning(
+        'allow_unsafe_checkpoint: loading %s with full pickle; a crafted file can run code',
+        weights)
+    with _UNSAFE_LOAD_LOCK, _safe_load_off(tasks):
+        try:
+            return YOLO(weights, task='detect')
+        except Exception as error:  # Ultralytics raises many types for corrupt/odd files
+            raise DetectorLoadError(f'cannot load YOLO weights {weights}: {error}') from error
+
+
+@contextlib.contextmanager
+def _safe_load_off(tasks: object) -> Iterator[None]:
+    """Turn Ultralytics' process-wide safe-load flag off for one load, then restore it."""
+    # Ultralytics reads the flag as a module global of ultralytics.nn.tasks (no per-call switch
+    # for YOLO()); held under a lock so no concurrent safe load runs meanwhile.
+    previous = tasks.SAFE_LOAD
+    tasks.SAFE_LOAD = False
+    try:
+        yield
+    finally:
+        tasks.SAFE_LOAD = previous
+
+
 class YoloDetector:
     """Ultralytics YOLO on RGB images: detect() returns boxes in pixels of the input image."""
 
     def __init__(self, model: str | Path, conf: float = 0.25, iou: float = 0.45,
                  imgsz: int = 640, classes: Sequence[str] | None = None, max_det: int = 100,
-                 device: str = 'auto', half: bool = False) -> None:
+                 device: str = 'auto', half: bool = False,
+                 allow_unsafe_checkpoint: bool = False) -> None:
         self.weights = resolve_weights(model)
         # One device policy for both networks: the fusion inference API's.
         from ivf_ros.fusion.inference import resolve_device
@@ -86,12 +180,17 @@ class YoloDetector:
             raise DetectorLoadError(f'YOLO {self.weights}: {error}') from error
         # float16 only helps (and only works reliably) on CUDA.
         self.half = bool(half) and self.device.startswith('cuda')
-        try:
-            from ultralytics import YOLO
+        if allow_unsafe_checkpoint:
+            self._yolo = _load_unsafe(self.weights)
+        else:
+            check_model_file(self.weights)
+            try:
+                from ultralytics import YOLO
 
-            self._yolo = YOLO(self.weights, task='detect')
-        except Exception as error:  # Ultralytics raises many types for corrupt/odd files
-            raise DetectorLoadError(f'cannot load YOLO weights {self.weights}: {error}') from error
+                self._yolo = YOLO(self.weights, task='detect')
+            except Exception as error:  # Ultralytics raises many types for corrupt/odd files
+                raise DetectorLoadError(
+                    f'cannot load YOLO weights {self.weights}: {error}') from error
         self.names: dict[int, str] = {int(k): str(v) for k, v in self._yolo.names.items()}
         self._ids_by_name = {name: class_id for class_id, name in self.names.items()}
         self.conf = conf
