@@ -163,6 +163,47 @@ def test_backward_jump_as_a_looping_bag_resets() -> None:
     assert_accounted(sync)
 
 
+def in_step(start_ns: int, count: int, period_ns: int = 100 * MS) -> list[tuple[str, int, str]]:
+    """Return both streams' frames of a 10 Hz rig in step, visible first."""
+    events = []
+    for k in range(count):
+        stamp = start_ns + k * period_ns
+        events += [('v', stamp, f'v{stamp}'), ('i', stamp, f'i{stamp}')]
+    return events
+
+
+def test_one_stray_old_stamp_costs_a_reset_not_the_streams_after_it() -> None:
+    sync = PairSynchronizer(slop_s=0.02)
+    before = feed(sync, in_step(100 * S, 10))
+    # A stamp-0 frame (an unset clock, a camera restart): more than 1 s back, so it resets.
+    feed(sync, [('v', 0, 'stray')])
+    after = feed(sync, in_step(101 * S, 10))
+    assert sync.stats.resets == 1
+    assert len(before) == 10 and len(after) == 10, after
+    assert_accounted(sync)
+
+
+def test_a_loop_whose_infrared_starts_later_than_the_visible_pairs_again() -> None:
+    sync = PairSynchronizer(slop_s=0.02)
+    # Each loop of the bag: 2 s of visible alone, then both cameras.
+    loop = [('v', 10 * S + k * 100 * MS, f'v{k}') for k in range(20)] + in_step(12 * S, 20)
+    first = feed(sync, loop)
+    second = feed(sync, loop)  # the bag starts over
+    assert len(first) == 20 and len(second) == 20, (len(first), len(second))
+    assert sync.stats.resets == 1
+
+
+def test_a_duplicated_frame_makes_no_second_pair() -> None:
+    sync = PairSynchronizer(slop_s=0.02)
+    # A driver republishing its last frame: same stamps as the pair just emitted.
+    last = S + 200 * MS
+    pairs = feed(sync, in_step(S, 3) + [('v', last, 'again'), ('i', last, 'again')]
+                 + in_step(4 * S, 2))
+    stamps = [pair.visible_stamp_ns for pair in pairs]
+    assert len(stamps) == len(set(stamps)), stamps
+    assert_accounted(sync)
+
+
 def test_manual_reset_counts_what_it_drops() -> None:
     sync = PairSynchronizer()
     feed(sync, [('v', 0, 'a'), ('v', 40 * MS, 'b'), ('i', 100 * MS, 'c')])

@@ -36,7 +36,12 @@ Exact semantics:
   (counted as unmatched),
   ``resets`` is incremented, and pairing starts afresh from that frame. Until the other stream
   sends a frame of the new timeline, its frames stamped more than ``reset_jump_s`` after the
-  jump are stale (still in flight from before the loop) and dropped (counted as unmatched).
+  newest frame of the stream that jumped are stale (still in flight from before the loop) and
+  dropped (counted as unmatched); the first frame it sends within that window joins the new
+  timeline. The window follows the jumped stream, so one stray old stamp (stamp 0, a stale
+  frame) costs the frames queued then, never the streams after it.
+* A frame whose stamp equals that of its stream's last paired frame is a duplicate: dropped
+  (counted as unmatched), so one camera frame never makes two pairs.
 * ``slop_s``, ``queue_size``, ``min_interval_s`` and ``reset_jump_s`` are properties settable
   at runtime (ValueError when invalid); a smaller queue size trims the queues at once (counted
   as overflow).
@@ -146,8 +151,9 @@ class PairSynchronizer:
         self._visible = _Stream()
         self._infrared = _Stream()
         self._stats = SyncStats()
-        # Stamp that caused the last backward-jump reset (None: no automatic reset yet).
-        self._reset_stamp_ns: int | None = None
+        # The stream whose backward jump reset the pairing, until the other stream joins its
+        # new timeline (None: no automatic reset waiting for the other stream).
+        self._jumped: _Stream | None = None
         self._slop_ns = 0
         self._queue_size = 1
         self.slop_s = slop_s
@@ -235,7 +241,7 @@ class PairSynchronizer:
         """Drop every queued frame (counted as unmatched) and forget stream history."""
         with self._lock:
             self._reset_locked()
-            self._reset_stamp_ns = None
+            self._jumped = None
 
     def flush(self) -> list[MatchedPair]:
         """Pair what can still pair without waiting for later frames, drop the rest (counted)."""
@@ -273,15 +279,18 @@ class PairSynchronizer:
                 # final now (as at flush()); emit them before dropping what cannot pair.
                 before_reset = self._match(final_only=False)
                 self._reset_locked()
-                self._reset_stamp_ns = stamp_ns
-            elif (stream.newest_ns is None and self._reset_stamp_ns is not None
-                  and stamp_ns > self._reset_stamp_ns + self._reset_jump_ns):
-                # A frame of the old timeline still in flight after the other stream jumped
-                # back: pairing it would trigger a second reset.
-                self._count(**{unmatched_key: 1})
-                return []
-            if stream.last_paired_ns is not None and stamp_ns < stream.last_paired_ns:
-                # Pairing it would emit a pair older than one already emitted.
+                self._jumped = stream
+            elif stream.newest_ns is None and self._jumped is not None:
+                jumped_newest = self._jumped.newest_ns
+                if jumped_newest is not None and stamp_ns > jumped_newest + self._reset_jump_ns:
+                    # A frame of the old timeline still in flight after the other stream jumped
+                    # back: pairing it would trigger a second reset.
+                    self._count(**{unmatched_key: 1})
+                    return []
+                self._jumped = None  # this stream has joined the new timeline
+            if stream.last_paired_ns is not None and stamp_ns <= stream.last_paired_ns:
+                # Older: pairing it would emit a pair older than one already emitted. Equal: a
+                # duplicate of a frame already paired (it would make a second, identical pair).
                 self._count(**{unmatched_key: 1})
                 return []
             stream.newest_ns = stamp_ns if stream.newest_ns is None else max(
