@@ -13,13 +13,16 @@ import pytest
 
 from ivf_ros.io.image_codec import (
     array_to_image_fields,
+    compressed_size,
     decode_compressed,
+    DEFAULT_MAX_PIXELS,
     encode_compressed,
     ENCODINGS,
     image_to_array,
     ImageFormatError,
     message_to_array,
     thermal_to_uint8,
+    ThermalNormalizer,
     to_mono8,
     to_rgb8,
 )
@@ -166,7 +169,7 @@ def test_non_buffer_data_raises_image_format_error() -> None:
     (np.zeros((2, 2, 4), np.uint8), 'rgb8', r'\(h, w, 3\), got \(2, 2, 4\)'),
     (np.zeros((2, 2, 3), np.uint8), 'mono8', r'\(h, w\), got \(2, 2, 3\)'),
     (np.zeros((0, 2, 3), np.uint8), 'rgb8', 'zero-size image'),
-    (np.zeros((2, 2), np.uint8), 'yuv422', 'unknown image encoding'),
+    (np.zeros((2, 2), np.uint8), 'nv21', 'unknown image encoding'),
 ])
 def test_arrays_that_do_not_fit_the_encoding_are_rejected(array: np.ndarray, encoding: str,
                                                           message: str) -> None:
@@ -197,10 +200,12 @@ def test_to_rgb8_for_every_encoding() -> None:
     np.testing.assert_array_equal(
         to_rgb8(np.concatenate([rgb[..., ::-1], alpha], 2), 'bgra8'), rgb)
     for encoding in ALL_ENCODINGS:
+        if ENCODINGS[encoding].channels == 2:
+            continue  # 4:2:2 YUV needs an even width (tested below)
         out = to_rgb8(random_image(encoding), encoding)
         assert out.shape == (6, 5, 3) and out.dtype == np.uint8
         if not ENCODINGS[encoding].order:
-            # Grey sources become grey RGB.
+            # Grey sources become grey RGB (Bayer mosaics carry colour in their order).
             assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
 
 
@@ -257,7 +262,10 @@ def test_thermal_stretch_ignores_hot_and_dead_pixels() -> None:
 
 def test_thermal_stretch_edge_cases() -> None:
     flat = np.full((4, 4), 7777, np.uint16)
-    np.testing.assert_array_equal(thermal_to_uint8(flat), 0)
+    # A flat frame shows its level on the 16-bit scale: saturated is white, not 'cold' black.
+    np.testing.assert_array_equal(thermal_to_uint8(flat), round(255 * 7777 / 65535))
+    np.testing.assert_array_equal(thermal_to_uint8(np.full((4, 4), 65535, np.uint16)), 255)
+    np.testing.assert_array_equal(thermal_to_uint8(np.full((4, 4), 36.6, np.float32)), 128)
     flat[0, 0] = 8000
     assert thermal_to_uint8(flat, 0, 100)[0, 0] == 255
     floats = np.linspace(-1.0, 1.0, 100, dtype=np.float32).reshape(10, 10)
@@ -404,9 +412,18 @@ def test_property_any_layout_round_trips_bit_exactly(encoding: str, height: int,
     fields = array_to_image_fields(decoded, encoding)
     assert fields.data == original.astype(info.dtype.newbyteorder('<')).tobytes()
     assert fields.step * fields.height == len(fields.data)
-    # Display conversions accept every layout the decoder gives (padded, unaligned views).
-    assert to_rgb8(decoded, encoding).shape == (height, width, 3)
-    assert to_mono8(decoded, encoding).shape == (height, width)
+    # Display conversions accept every layout the decoder gives (padded, unaligned views),
+    # except driver formats too small to convert: a Bayer cell is 2x2, a YUV pair 2 wide.
+    if info.order.startswith('bayer'):
+        convertible = min(height, width) >= 2
+    else:
+        convertible = info.channels != 2 or width % 2 == 0
+    if convertible:
+        assert to_rgb8(decoded, encoding).shape == (height, width, 3)
+        assert to_mono8(decoded, encoding).shape == (height, width)
+    else:
+        with pytest.raises(ImageFormatError, match='2x2|even'):
+            to_rgb8(decoded, encoding)
 
 
 # Property: the stretch preserves the order of pixel values (a brighter count never maps to a
@@ -427,3 +444,85 @@ def test_property_thermal_stretch_is_monotonic_and_full_range(
         assert out.min() == 0
     # Pixels strictly below the low percentile are clipped to 0: no more than low % of them.
     assert np.mean(counts < np.percentile(counts, low, method='inverted_cdf')) <= low / 100
+
+
+@pytest.mark.parametrize('encoding, pattern', [
+    ('bayer_rggb8', 'RGGB'), ('bayer_bggr8', 'BGGR'), ('bayer_gbrg8', 'GBRG'),
+    ('bayer_grbg8', 'GRBG')])
+def test_bayer_mosaics_demosaic_to_their_colour(encoding: str, pattern: str) -> None:
+    # A uniform orange scene seen through each colour filter array: the pattern names the
+    # filters of the 2x2 cell row by row.
+    colour = {'R': 200, 'G': 120, 'B': 40}
+    cell = np.array([[colour[pattern[0]], colour[pattern[1]]],
+                     [colour[pattern[2]], colour[pattern[3]]]], np.uint8)
+    mosaic = np.tile(cell, (8, 8))
+    rgb = to_rgb8(mosaic, encoding)
+    assert rgb.shape == (16, 16, 3)
+    np.testing.assert_allclose(rgb[4:-4, 4:-4].reshape(-1, 3).mean(0), [200, 120, 40], atol=2)
+    assert abs(int(to_mono8(mosaic, encoding)[8, 8]) - round(0.299 * 200 + 0.587 * 120
+                                                             + 0.114 * 40)) <= 2
+
+
+@pytest.mark.parametrize('encoding', ['yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv'])
+def test_yuv422_driver_frames_convert_to_rgb(encoding: str) -> None:
+    # Orange in BT.601 YUV, packed as the driver does: UYVY (ROS yuv422) or YUYV (yuy2).
+    y, u, v = 136, 78, 173
+    pair = [u, y, v, y] if ENCODINGS[encoding].order == 'uyvy' else [y, u, y, v]
+    packed = np.tile(np.array(pair, np.uint8).reshape(1, 2, 2), (4, 3, 1))  # (4, 6, 2)
+    data = array_to_image_fields(packed, encoding)
+    decoded = image_to_array(encoding, 4, 6, data.step, data.data)
+    rgb = to_rgb8(decoded, encoding)
+    assert rgb.shape == (4, 6, 3)
+    red, green, blue = rgb.reshape(-1, 3).mean(0)
+    assert red > green > blue and red > 180, (red, green, blue)
+    assert (to_mono8(decoded, encoding) == y).all()
+    with pytest.raises(ImageFormatError, match='even'):
+        to_rgb8(packed[:, :5], encoding)
+
+
+def test_compressed_headers_give_the_size_and_bombs_are_refused_before_decoding() -> None:
+    grey = random_image('mono8')
+    for fmt in ('jpeg', 'png'):
+        _, data = encode_compressed(grey, 'mono8', fmt)
+        assert compressed_size(data) == (5, 6)
+    assert compressed_size(b'no image here') is None
+    # A tiny JPEG whose frame header claims 60000 x 60000 pixels (3.6 GP): never decoded.
+    _, data = encode_compressed(np.zeros((8, 8), np.uint8), 'mono8', 'jpeg')
+    bomb = bytearray(data)
+    index = next(i for i in range(2, len(bomb) - 9)
+                 if bomb[i] == 0xFF and bomb[i + 1] in (0xC0, 0xC1, 0xC2))
+    bomb[index + 5:index + 9] = (60000).to_bytes(2, 'big') * 2
+    assert compressed_size(bytes(bomb)) == (60000, 60000)
+    with pytest.raises(ImageFormatError, match='exceeds max_pixels'):
+        decode_compressed('mono8; jpeg compressed ', bytes(bomb), max_pixels=DEFAULT_MAX_PIXELS)
+    # Without a limit OpenCV's own (2^30 pixels) refuses it: still an ImageFormatError.
+    with pytest.raises(ImageFormatError):
+        decode_compressed('mono8; jpeg compressed ', bytes(bomb))
+    with pytest.raises(ImageFormatError, match='exceeds max_pixels'):
+        image_to_array('mono8', 5000, 5000, 5000, b'', max_pixels=DEFAULT_MAX_PIXELS)
+
+
+def test_thermal_normalizer_smooths_auto_ranges_and_keeps_fixed_ones() -> None:
+    scene = np.tile(np.arange(1000, 2000, 10, dtype=np.uint16), (100, 1))  # (100, 100) ramp
+    auto = ThermalNormalizer('auto', smoothing=0.9)
+    first = auto(scene, 'mono16')
+    hot = scene.copy()
+    hot[:10, :10] = 30000  # a hot exhaust enters the view for one frame
+    hot[10:20, :10] = 25000
+    # One frame later the scene's mean level moves less than a per-frame stretch moves it...
+    jump = abs(float(auto(hot, 'mono16')[50:].mean()) - float(first[50:].mean()))
+    unsmoothed = abs(float(thermal_to_uint8(hot)[50:].mean()) - float(first[50:].mean()))
+    assert jump < 0.9 * unsmoothed, (jump, unsmoothed)
+    # ... and once the exhaust stays, the stretch settles on the per-frame one.
+    for _ in range(80):
+        settled = auto(hot, 'mono16')
+    assert np.abs(settled.astype(int) - thermal_to_uint8(hot).astype(int)).max() <= 2
+    fixed = ThermalNormalizer('fixed', fixed_range=(1000.0, 2000.0))
+    assert fixed(scene, 'mono16')[0, 0] == 0 and fixed(scene, 'mono16')[0, -1] == 252
+    celsius = np.full((4, 4), 36.6, np.float32)
+    assert (ThermalNormalizer('fixed', fixed_range=(20.0, 40.0))(celsius, '32FC1')
+            == round(255 * 16.6 / 20)).all()
+    grey = random_image('mono8')
+    assert ThermalNormalizer()(grey, 'mono8') is grey
+    with pytest.raises(ValueError, match='thermal mode'):
+        ThermalNormalizer('percentile')

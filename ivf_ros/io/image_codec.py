@@ -80,8 +80,29 @@ ENCODINGS: dict[str, EncodingInfo] = {
         _info('8UC3', 3, np.uint8, 'bgr'),
         _info('16UC1', 1, np.uint16, ''),
         _info('32FC1', 1, np.float32, ''),
+        # Camera-driver formats (usb_cam, GigE/USB3 Vision): Bayer mosaics of one byte per
+        # pixel, and 4:2:2 YUV of two bytes per pixel. ROS's 'yuv422' is UYVY byte order.
+        _info('bayer_rggb8', 1, np.uint8, 'bayer_rggb'),
+        _info('bayer_bggr8', 1, np.uint8, 'bayer_bggr'),
+        _info('bayer_gbrg8', 1, np.uint8, 'bayer_gbrg'),
+        _info('bayer_grbg8', 1, np.uint8, 'bayer_grbg'),
+        _info('yuv422', 2, np.uint8, 'uyvy'),
+        _info('uyvy', 2, np.uint8, 'uyvy'),
+        _info('yuv422_yuy2', 2, np.uint8, 'yuyv'),
+        _info('yuyv', 2, np.uint8, 'yuyv'),
     )
 }
+# Colour conversions of the driver formats (OpenCV names Bayer patterns by their second row:
+# ROS's bayer_rggb8 is OpenCV's BayerBG, as cv_bridge maps them).
+_DRIVER_TO_RGB = {
+    'bayer_rggb': cv2.COLOR_BayerBG2RGB, 'bayer_bggr': cv2.COLOR_BayerRG2RGB,
+    'bayer_gbrg': cv2.COLOR_BayerGR2RGB, 'bayer_grbg': cv2.COLOR_BayerGB2RGB,
+    'uyvy': cv2.COLOR_YUV2RGB_UYVY, 'yuyv': cv2.COLOR_YUV2RGB_YUYV,
+}
+_DRIVER_TO_GREY = {'uyvy': cv2.COLOR_YUV2GRAY_UYVY, 'yuyv': cv2.COLOR_YUV2GRAY_YUYV}
+# Default largest image accepted (width * height): 4096 x 4096, four times a 4K frame. A
+# compressed frame is checked from its header before decoding: a 1 kB JPEG can claim 64 MP.
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -131,12 +152,21 @@ def _check_size(name: str, value: Any) -> int:
     return int(value)
 
 
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str = 'image') -> None:
+    """Raise ImageFormatError when width * height exceeds max_pixels (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageFormatError(
+            f'{what} of {width}x{height} = {width * height} pixels exceeds max_pixels = '
+            f'{max_pixels}: rejected before decoding')
+
+
 def image_to_array(encoding: str, height: int, width: int, step: int, data: BufferLike,
-                   is_bigendian: bool = False) -> np.ndarray:
+                   is_bigendian: bool = False, max_pixels: int | None = None) -> np.ndarray:
     """Return the pixels of sensor_msgs/Image fields as (h, w) or (h, w, c), a view if possible."""
     info = encoding_info(encoding)
     height = _check_size('height', height)
     width = _check_size('width', width)
+    check_pixels(width, height, max_pixels)
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
         raise ImageFormatError(f'image step must be an integer, got {step!r}')
     step = int(step)
@@ -225,13 +255,8 @@ def _percentile_range(array: np.ndarray, low_percentile: float,
     return float(min(low, counts.size - 1)), float(min(high, counts.size - 1))
 
 
-def thermal_to_uint8(array: np.ndarray, low_percentile: float = 1.0,
-                     high_percentile: float = 99.0) -> np.ndarray:
-    """Return a (h, w) uint8 robust percentile stretch of a thermal/depth/grey image."""
-    if not 0.0 <= low_percentile < high_percentile <= 100.0:
-        raise ValueError(
-            f'percentiles must satisfy 0 <= low < high <= 100, got {low_percentile}, '
-            f'{high_percentile}')
+def _prepare_thermal(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+    """Return (2D native array, mask of non-finite pixels or None, full scale of its dtype)."""
     if not isinstance(array, np.ndarray):
         raise ImageFormatError(f'expected a numpy array, got {type(array).__name__}')
     if array.ndim == 3 and array.shape[2] == 1:
@@ -243,6 +268,8 @@ def thermal_to_uint8(array: np.ndarray, low_percentile: float = 1.0,
         raise ImageFormatError(f'thermal_to_uint8 cannot stretch dtype {array.dtype}')
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder('='))
+    # Unsigned counts have an absolute scale (a flat frame at 65535 is saturated, not cold).
+    full_scale = float(np.iinfo(array.dtype).max) if array.dtype.kind == 'u' else None
     invalid = None
     if array.dtype.kind == 'f':
         # Non-finite pixels (NaN depth, inf) carry no reading: they are left out of the
@@ -255,23 +282,94 @@ def thermal_to_uint8(array: np.ndarray, low_percentile: float = 1.0,
     elif array.dtype.kind == 'i' or array.dtype.itemsize == 4:
         # Signed or 32-bit counts take the float path: the histogram path wants small uints.
         array = array.astype(np.float32)
-    low, high = _percentile_range(array if invalid is None else array[~invalid][None, :],
-                                  low_percentile, high_percentile)
-    # A flat frame has no contrast to stretch: values at `low` map to 0, anything above to 255.
-    scale = 255.0 / max(high - low, 1e-6 if array.dtype.kind == 'f' else 1.0)
-    if array.dtype.kind == 'f' or array.shape[1] <= 4:
+    return array, invalid, full_scale
+
+
+def _stretch(array: np.ndarray, low: float, high: float, invalid: np.ndarray | None,
+             full_scale: float | None) -> np.ndarray:
+    """Return array linearly mapped from [low, high] to [0, 255] (clipped), as uint8."""
+    if high - low < (1e-6 if array.dtype.kind == 'f' else 1.0):
+        # A flat frame has no contrast to stretch: show its level on the dtype's own scale
+        # (saturated 16-bit counts are white), or mid-grey where there is none (32FC1).
+        level = 128.0 if full_scale is None else 255.0 * min(max(low, 0.0), full_scale) / (
+            full_scale)
+        stretched = np.full(array.shape, round(level), np.uint8)
+    elif array.dtype.kind == 'f' or array.shape[1] <= 4:
         # Float images, and narrow ones that OpenCV's Python binding would mistake for a
         # Scalar (shape (n, 1) with n <= 4), take the plain numpy path; it rounds the same way.
         # float64: float32 extremes (~3e38) minus `low` would overflow.
+        scale = 255.0 / (high - low)
         shifted = np.maximum(array.astype(np.float64) - low, 0.0)
         stretched = np.rint(np.minimum(shifted * scale, 255.0)).astype(np.uint8)
     else:
         # Two saturating OpenCV passes (~0.1 ms each at 640x512): subtract clips below `low`
         # to 0, convertScaleAbs rounds and clips above `high` to 255 (abs() sees no negative).
-        stretched = cv2.convertScaleAbs(cv2.subtract(array, low), alpha=scale)
+        stretched = cv2.convertScaleAbs(cv2.subtract(array, low), alpha=255.0 / (high - low))
     if invalid is not None:
         stretched[invalid] = 0
     return stretched
+
+
+def thermal_to_uint8(array: np.ndarray, low_percentile: float = 1.0,
+                     high_percentile: float = 99.0) -> np.ndarray:
+    """Return a (h, w) uint8 robust percentile stretch of a thermal/depth/grey image."""
+    if not 0.0 <= low_percentile < high_percentile <= 100.0:
+        raise ValueError(
+            f'percentiles must satisfy 0 <= low < high <= 100, got {low_percentile}, '
+            f'{high_percentile}')
+    array, invalid, full_scale = _prepare_thermal(array)
+    low, high = _percentile_range(array if invalid is None else array[~invalid][None, :],
+                                  low_percentile, high_percentile)
+    return _stretch(array, low, high, invalid, full_scale)
+
+
+THERMAL_MODES = ('auto', 'fixed')
+
+
+class ThermalNormalizer:
+    """Map a thermal stream's frames to uint8 without flicker: smoothed auto stretch or fixed.
+
+    ``auto``: the robust percentile range of each frame, smoothed over frames (an exponential
+    moving average with weight ``smoothing`` on the past), so a warm car entering the view does
+    not make the whole scene pulse. ``fixed``: the range [low, high] in the frame's own units
+    (raw counts, centi-Kelvin of a Lepton, degrees of a 32FC1 driver), the same for every frame.
+    8-bit frames are already display levels and pass through unchanged in both modes.
+    """
+
+    def __init__(self, mode: str = 'auto', smoothing: float = 0.9,
+                 fixed_range: tuple[float, float] = (0.0, 65535.0)) -> None:
+        if mode not in THERMAL_MODES:
+            raise ValueError(f'thermal mode must be one of {THERMAL_MODES}, got {mode!r}')
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f'smoothing must be in [0, 1), got {smoothing}')
+        low, high = (float(value) for value in fixed_range)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f'fixed range needs finite low < high, got {fixed_range}')
+        self.mode = mode
+        self.smoothing = smoothing
+        self.fixed_range = (low, high)
+        self._range: tuple[float, float] | None = None  # smoothed (low, high) in auto mode
+
+    def reset(self) -> None:
+        """Forget the smoothed range (a new camera, a new bag loop)."""
+        self._range = None
+
+    def __call__(self, array: np.ndarray, encoding: str) -> np.ndarray:
+        """Return the (h, w) uint8 image of one frame in encoding."""
+        info = encoding_info(encoding)
+        if info.order or info.dtype == np.uint8:
+            return to_mono8(array, encoding)
+        array, invalid, full_scale = _prepare_thermal(_check_array_for(array, info))
+        if self.mode == 'fixed':
+            return _stretch(array, *self.fixed_range, invalid, None)
+        low, high = _percentile_range(array if invalid is None else array[~invalid][None, :],
+                                      1.0, 99.0)
+        if self._range is not None:
+            weight = self.smoothing
+            low = weight * self._range[0] + (1.0 - weight) * low
+            high = weight * self._range[1] + (1.0 - weight) * high
+        self._range = (low, high)
+        return _stretch(array, low, high, invalid, full_scale)
 
 
 _TO_RGB = {'bgr': cv2.COLOR_BGR2RGB, 'rgba': cv2.COLOR_RGBA2RGB, 'bgra': cv2.COLOR_BGRA2RGB}
@@ -279,10 +377,22 @@ _TO_GREY = {'rgb': cv2.COLOR_RGB2GRAY, 'bgr': cv2.COLOR_BGR2GRAY, 'rgba': cv2.CO
             'bgra': cv2.COLOR_BGRA2GRAY}
 
 
+def _even_pixel_pairs(array: np.ndarray, encoding: str) -> np.ndarray:
+    """Return a 4:2:2 YUV array (h, w, 2) as contiguous memory; its width must be even."""
+    if array.shape[1] % 2:
+        raise ImageFormatError(
+            f'{encoding} packs two pixels per chroma pair: width {array.shape[1]} must be even')
+    return np.ascontiguousarray(array)
+
+
 def to_mono8(array: np.ndarray, encoding: str) -> np.ndarray:
     """Return a (h, w) uint8 grey image (colour: luma; 16-bit and 32FC1: thermal_to_uint8)."""
     info = encoding_info(encoding)
     array = _check_array_for(array, info)
+    if info.order in _DRIVER_TO_GREY:
+        return cv2.cvtColor(_even_pixel_pairs(array, encoding), _DRIVER_TO_GREY[info.order])
+    if info.order in _DRIVER_TO_RGB:  # a Bayer mosaic: demosaic, then luma
+        return cv2.cvtColor(to_rgb8(array, encoding), cv2.COLOR_RGB2GRAY)
     if info.order:
         return cv2.cvtColor(array, _TO_GREY[info.order])
     if info.dtype == np.uint8:
@@ -296,6 +406,13 @@ def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
     array = _check_array_for(array, info)
     if info.order == 'rgb':
         return array
+    if info.order in _DRIVER_TO_RGB:
+        # Demosaicing needs a 2x2 cell: a 1-pixel-wide or -high mosaic is no image.
+        if info.channels == 1 and min(array.shape[:2]) < 2:
+            raise ImageFormatError(f'{encoding} needs at least 2x2 pixels, got {array.shape}')
+        if info.channels == 2:
+            array = _even_pixel_pairs(array, encoding)
+        return cv2.cvtColor(np.ascontiguousarray(array), _DRIVER_TO_RGB[info.order])
     if info.order:
         return cv2.cvtColor(array, _TO_RGB[info.order])
     return cv2.cvtColor(to_mono8(array, encoding), cv2.COLOR_GRAY2RGB)
@@ -320,8 +437,47 @@ def _compression_of(fmt: str) -> str:
     raise ImageFormatError(f'unknown CompressedImage format {fmt!r} (expected jpeg or png)')
 
 
-def decode_compressed(fmt: str, data: BufferLike) -> tuple[np.ndarray, str]:
-    """Return (array, encoding) decoded from sensor_msgs/CompressedImage format and data."""
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...): their segment holds the
+# size. 0xC4 (Huffman tables), 0xC8 (reserved) and 0xCC (arithmetic coding) share the range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_size(data: BufferLike) -> tuple[int, int] | None:
+    """Return (width, height) from a PNG or JPEG header without decoding; None if not found."""
+    buffer = _as_byte_buffer(data)
+    head = buffer[:8].tobytes()
+    if head == _PNG_SIGNATURE and buffer.size >= 24:
+        # The IHDR chunk comes first: width and height as big-endian uint32 at bytes 16-23.
+        width, height = (int.from_bytes(buffer[k:k + 4].tobytes(), 'big') for k in (16, 20))
+        return width, height
+    if head[:2] != b'\xff\xd8':
+        return None
+    index = 2
+    # Walk the marker segments up to the first start of frame (bounded by the buffer).
+    while index + 9 <= buffer.size:
+        if buffer[index] != 0xFF:
+            return None
+        marker = int(buffer[index + 1])
+        if marker == 0xFF:  # fill byte
+            index += 1
+            continue
+        length = int(buffer[index + 2]) << 8 | int(buffer[index + 3])
+        if marker in _JPEG_SOF:
+            height = int(buffer[index + 5]) << 8 | int(buffer[index + 6])
+            width = int(buffer[index + 7]) << 8 | int(buffer[index + 8])
+            return width, height
+        if length < 2:
+            return None
+        index += 2 + length
+    return None
+
+
+def decode_compressed(fmt: str, data: BufferLike,
+                      max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """Return (array, encoding) decoded from sensor_msgs/CompressedImage format and data.
+
+    With ``max_pixels`` the size in the PNG/JPEG header is checked before anything is decoded.
+    """
     if not isinstance(fmt, str):
         raise ImageFormatError(f'CompressedImage format must be a string, got {fmt!r}')
     compression = _compression_of(fmt)
@@ -336,7 +492,17 @@ def decode_compressed(fmt: str, data: BufferLike) -> tuple[np.ndarray, str]:
             buffer = buffer[_DEPTH_HEADER_BYTES:]
     if buffer.size == 0:
         raise ImageFormatError(f'empty CompressedImage data (format {fmt!r})')
-    array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    size = compressed_size(buffer)
+    if size is not None:
+        if min(size) == 0:
+            raise ImageFormatError(f'{compression} header claims a {size[0]}x{size[1]} image')
+        check_pixels(*size, max_pixels, what=f'{compression} image')
+    try:
+        array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:  # e.g. OpenCV's own pixel limit, a broken header
+        message = str(error).strip().splitlines()[-1] if str(error).strip() else 'cv2.error'
+        raise ImageFormatError(f'cannot decode {buffer.size} bytes as {compression} '
+                               f'(format {fmt!r}): {message}') from None
     if array is None:
         raise ImageFormatError(f'cannot decode {buffer.size} bytes as {compression} '
                                f'(format {fmt!r}): corrupt or truncated data')
