@@ -12,20 +12,29 @@ from typing import Any, NoReturn
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
-from rclpy.time import Time
+from rclpy.utilities import remove_ros_args
 
 from ivf_ros.nodes.param_specs import ParameterValueError, ParamSpec, ParamValue
 from ivf_ros.nodes.parameters import add_validation, declare_parameters
-from ivf_ros.pipeline.runtime import Throttle
+from ivf_ros.pipeline.runtime import ProblemLog, Throttle
+
+# A problem (bad frame, failed callback) makes the status WARN for this long after it was seen;
+# the counters stay.
+RECENT_PROBLEM_S = 5.0
 
 
 def stamp_to_ns(stamp: Any) -> int:
-    """Return a builtin_interfaces/Time as integer nanoseconds."""
-    return Time.from_msg(stamp).nanoseconds
+    """Return a builtin_interfaces/Time as integer nanoseconds; ValueError if negative."""
+    # Plain arithmetic: rclpy's Time.from_msg raises on negative seconds (any int32 may arrive).
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if sec < 0:
+        raise ValueError(f'negative stamp {sec}.{nanosec:09d} s')
+    return sec * 1_000_000_000 + nanosec
 
 
 Transition = Callable[[Any, LifecycleState], TransitionCallbackReturn]
@@ -56,25 +65,84 @@ class IvfLifecycleNode(LifecycleNode):
         add_validation(self, self.specs, self._apply_parameters, self.check_parameter)
         self._throttle = Throttle(period_s=2.0)
         self.publish_errors = 0
+        self.problems = ProblemLog()
+        self.configure_error = ''  # why the last configure failed ('' = it did not)
+        self._tracebacks_logged: set[str] = set()
+        self._diagnostics_pub: Any = None
+        self._diagnostics_timer: Any = None
+        self.start_diagnostics()
+
+    def guarded(self, where: str, callback: Callable[..., None]) -> Callable[..., None]:
+        """Wrap a subscription or timer callback: an exception is counted and logged, not fatal.
+
+        An exception escaping a callback would stop the executor and with it every node of the
+        process: the first one of each callback is logged with its traceback, the rest are
+        throttled, all are counted on /diagnostics.
+        """
+
+        @functools.wraps(callback)
+        def run(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as error:  # noqa: BLE001 - the boundary that keeps the node alive
+                message = f'{where} failed ({type(error).__name__}): {error}'
+                self.problems.add('callback', message)
+                if where not in self._tracebacks_logged:
+                    self._tracebacks_logged.add(where)
+                    self.get_logger().error(
+                        f'{message}; the node goes on (later failures are counted and '
+                        f'throttled):\n{traceback.format_exc().rstrip()}')
+                else:
+                    self.warn_throttled(f'callback_{where}', message)
+
+        return run
 
     def diagnostic_status(self) -> DiagnosticStatus | None:
         """Return the node's health for /diagnostics (None: nothing to report)."""
         return None
 
+    @property
+    def lifecycle_state(self) -> str:
+        """Return the current lifecycle state's label ('unconfigured', 'active', ...)."""
+        return self._state_machine.current_state[1]
+
     def make_status(self, task: str, message: str, problems: list[str], hardware_id: str,
-                    values: dict[str, str]) -> DiagnosticStatus:
-        """Return a DiagnosticStatus named '<node>: <task>', WARN when there are problems."""
+                    values: dict[str, str], errors: Sequence[str] = ()) -> DiagnosticStatus:
+        """Return '<node>: <task>': ERROR with errors, WARN with problems, else OK.
+
+        Recent callback failures and a failed configure are added here for every node; a node
+        that is not active says so in the message.
+        """
+        errors = list(errors)
+        if self.configure_error:
+            errors.insert(0, f'configure failed: {self.configure_error}')
+        problems = list(problems) + list(self.problems.recent(RECENT_PROBLEM_S).values())
+        state = self.lifecycle_state
+        values = {'lifecycle state': state, **values,
+                  'callback errors': str(self.problems.count('callback'))}
+        if errors:
+            level, text = DiagnosticStatus.ERROR, '; '.join(errors + problems)
+        elif problems:
+            level, text = DiagnosticStatus.WARN, '; '.join(problems)
+        else:
+            level, text = DiagnosticStatus.OK, message if state == 'active' else state
         return DiagnosticStatus(
-            level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
-            name=f'{self.get_fully_qualified_name()}: {task}',
-            message='; '.join(problems) if problems else message, hardware_id=hardware_id,
+            level=level, name=f'{self.get_fully_qualified_name()}: {task}', message=text,
+            hardware_id=hardware_id,
             values=[KeyValue(key=key, value=value) for key, value in values.items()])
 
     def start_diagnostics(self) -> None:
-        """Publish diagnostic_status() on /diagnostics every diagnostics_period seconds."""
+        """Publish diagnostic_status() on /diagnostics every diagnostics_period seconds.
+
+        From construction on, in every lifecycle state (a node that failed to configure says
+        why), on a steady timer: with use_sim_time, ROS time stands still before the first
+        /clock and while a bag is paused, but the node's health is still news.
+        """
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diagnostics_timer = self.create_timer(
-            float(self.params['diagnostics_period']), self._publish_diagnostics)
+            float(self.params['diagnostics_period']),
+            self.guarded('diagnostics', self._publish_diagnostics),
+            clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def stop_diagnostics(self) -> None:
         """Stop publishing /diagnostics."""
@@ -120,6 +188,18 @@ class IvfLifecycleNode(LifecycleNode):
         self.stop_inputs()
         self.release_resources()
         return super().on_shutdown(state)
+
+    def fail_configure(self, reason: str) -> TransitionCallbackReturn:
+        """Log why configure failed, report it as ERROR on /diagnostics, return FAILURE."""
+        self.get_logger().error(reason)
+        self.configure_error = reason
+        self._publish_diagnostics()  # at once: a supervisor need not wait a period
+        return TransitionCallbackReturn.FAILURE
+
+    def destroy_node(self) -> None:
+        """Stop /diagnostics, then destroy the node."""
+        self.stop_diagnostics()
+        super().destroy_node()
 
     def check_parameter(self, name: str, value: ParamValue) -> None:
         """Reject a runtime value the spec allows but the node cannot take (ValueError)."""
@@ -173,6 +253,26 @@ def _interrupt(signum: int, frame: Any) -> NoReturn:
     raise KeyboardInterrupt
 
 
+def node_help(executable: str, summary: str, specs: Sequence[ParamSpec]) -> str:
+    """Return the --help text of a node executable: usage, summary, every parameter."""
+    lines = [f'usage: {executable} [-h] [--ros-args [-r FROM:=TO] [-p NAME:=VALUE] '
+             '[--params-file FILE] ...]', '', summary.strip(), '', 'parameters (set with -p or '
+             'a params file; `ros2 param describe` shows them on a running node):']
+    for spec in specs:
+        constraints = f' [{spec.constraints}]' if spec.constraints else ''
+        read_only = ' (read-only)' if spec.read_only else ''
+        lines.append(f'  {spec.name} ({spec.kind.value}, default {spec.default!r}){read_only}'
+                     f'{constraints}')
+        lines.append(f'      {spec.description}')
+    return '\n'.join(lines) + '\n'
+
+
+def wants_help(args: Sequence[str] | None) -> bool:
+    """Return whether -h/--help is among the non-ROS command-line arguments."""
+    argv = list(sys.argv[1:] if args is None else args)
+    return any(arg in ('-h', '--help') for arg in remove_ros_args(argv))
+
+
 def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
                args: list[str] | None = None) -> int:
     """Init rclpy with args, build and start the nodes, spin them multi-threaded, clean up."""
@@ -197,7 +297,7 @@ def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
             node.start()
         # Short waits: Python only runs the signal handlers between them (an idle graph, e.g.
         # unconfigured nodes with no timers, would otherwise block Ctrl-C forever).
-        while rclpy.ok():
+        while rclpy.ok() and not all(node.lifecycle_state == 'finalized' for node in nodes):
             executor.spin_once(timeout_sec=0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -28,8 +28,15 @@ from vision_msgs.msg import (
     ObjectHypothesisWithPose,
 )
 
-from ivf_ros.io.image_codec import ImageFormatError, to_rgb8
-from ivf_ros.nodes.base import IvfLifecycleNode, logged_transition, spin_nodes
+from ivf_ros.io.image_codec import check_pixels, ImageFormatError, to_rgb8
+from ivf_ros.nodes.base import (
+    IvfLifecycleNode,
+    logged_transition,
+    node_help,
+    spin_nodes,
+    stamp_to_ns,
+    wants_help,
+)
 from ivf_ros.nodes.param_specs import DETECTION_NODE, DETECTION_PARAMS, ParamValue
 from ivf_ros.nodes.ros_image import array_to_image_msg, image_msg_to_array
 from ivf_ros.pipeline.detector import Detection, DetectorLoadError, YoloDetector
@@ -65,9 +72,7 @@ class DetectionNode(IvfLifecycleNode):
         self.rate = RateMeter()
         self.input_rate = RateMeter()
         self.latency = LatencyStats()  # image taken by the worker -> detections published
-        self.bad_input = 0
         self.last_bad_input = ''
-        self.detect_errors = 0
 
     @logged_transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -83,9 +88,9 @@ class DetectionNode(IvfLifecycleNode):
             self.detector.warmup(width=int(self.params['imgsz']),
                                  height=int(self.params['imgsz']))
         except (DetectorLoadError, ValueError) as error:
-            self.get_logger().error(f'cannot load the detector: {error}')
             self.detector = None
-            return TransitionCallbackReturn.FAILURE
+            return self.fail_configure(f'cannot load the detector: {error}')
+        self.configure_error = ''
         self._detections_pub = self.create_lifecycle_publisher(
             Detection2DArray, 'detections', DETECTIONS_QOS,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
@@ -93,7 +98,6 @@ class DetectionNode(IvfLifecycleNode):
             self._annotated_pub = self.create_lifecycle_publisher(
                 Image, 'detections/image', QoSProfile(depth=5),
                 qos_overriding_options=QoSOverridingOptions.with_default_policies())
-        self.start_diagnostics()
         self.get_logger().info(
             f'YOLO {self.detector.weights} on {self.detector.device} '
             f'({len(self.detector.names)} classes, keeping {self.detector.classes or "all"})')
@@ -104,7 +108,8 @@ class DetectionNode(IvfLifecycleNode):
         """Start the worker and subscribe to fused/image."""
         self.worker = LatestWorker('detection_worker', self._process, self._on_worker_error)
         self._image_sub = self.create_subscription(
-            Image, 'fused/image', self._on_image, qos_profile_sensor_data,
+            Image, 'fused/image', self.guarded('image callback', self._on_image),
+            qos_profile_sensor_data,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
         return super().on_activate(state)
 
@@ -122,7 +127,6 @@ class DetectionNode(IvfLifecycleNode):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
         self._detections_pub = self._annotated_pub = None
-        self.stop_diagnostics()
         self.detector = None
         if 'torch' in sys.modules:
             import torch
@@ -161,11 +165,13 @@ class DetectionNode(IvfLifecycleNode):
             return
         started = time.perf_counter()
         try:
+            stamp_to_ns(msg.header.stamp)  # a negative stamp is no time to detect at
+            check_pixels(msg.width, msg.height, int(self.params['max_pixels']))
             array, encoding = image_msg_to_array(msg)
             rgb = to_rgb8(array, encoding)
         except (ImageFormatError, ValueError) as error:
-            self.bad_input += 1
             self.last_bad_input = f'image dropped: {error}'
+            self.problems.add('bad input', self.last_bad_input)
             self.warn_throttled('bad_input', self.last_bad_input)
             return
         detections = detector.detect(np.ascontiguousarray(rgb))
@@ -181,17 +187,13 @@ class DetectionNode(IvfLifecycleNode):
 
     def _on_worker_error(self, error: Exception) -> None:
         """Log a frame YOLO could not process; the worker goes on."""
-        self.detect_errors += 1
-        self.warn_throttled('detect', f'detection failed ({type(error).__name__}): {error}')
+        message = f'detection failed ({type(error).__name__}): {error}'
+        self.problems.add('detect', message)
+        self.warn_throttled('detect', message)
 
     def diagnostic_status(self) -> DiagnosticStatus:
         """Return the node's health: rates, latency, drops, bad input, device."""
         p50, p95 = self.latency.percentiles(50, 95)
-        problems = []
-        if self.bad_input:
-            problems.append(f'bad input: {self.last_bad_input}')
-        if self.detect_errors:
-            problems.append(f'{self.detect_errors} images failed in YOLO')
         device = self.detector.device if self.detector is not None else 'none'
         values = {
             'input rate [Hz]': f'{self.input_rate.rate():.2f}',
@@ -199,16 +201,20 @@ class DetectionNode(IvfLifecycleNode):
             'latency p50 [ms]': f'{p50:.2f}', 'latency p95 [ms]': f'{p95:.2f}',
             'images detected': str(self.rate.count),
             'dropped stale images': str(self.worker.dropped if self.worker else 0),
-            'bad images': str(self.bad_input), 'last bad input': self.last_bad_input,
-            'detection errors': str(self.detect_errors),
+            'bad images': str(self.problems.count('bad input')),
+            'last bad input': self.last_bad_input,
+            'detection errors': str(self.problems.count('detect')),
             'publish errors': str(self.publish_errors), 'device': device,
             'model': self.detector.weights if self.detector is not None else 'none',
         }
-        return self.make_status('detection', 'detecting', problems, device, values)
+        return self.make_status('detection', 'detecting', [], device, values)
 
 
 def main(args: list[str] | None = None) -> int:
     """Run detection_node on its own (ROS arguments: --ros-args -r ... -p ...)."""
+    if wants_help(args):
+        print(node_help('detection_node', __doc__, DETECTION_PARAMS), end='')
+        return 0
     return spin_nodes([DetectionNode], args=args)
 
 

@@ -25,14 +25,23 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ivf_ros.io.image_codec import ImageFormatError, to_mono8, to_rgb8
-from ivf_ros.nodes.base import IvfLifecycleNode, logged_transition, spin_nodes, stamp_to_ns
-from ivf_ros.nodes.param_specs import FUSION_NODE, FUSION_PARAMS, ParamValue
-from ivf_ros.nodes.ros_image import (
-    array_to_image_msg,
-    compressed_msg_to_array,
-    image_msg_to_array,
+from ivf_ros.io.image_codec import (
+    check_pixels,
+    decode_compressed,
+    ImageFormatError,
+    ThermalNormalizer,
+    to_rgb8,
 )
+from ivf_ros.nodes.base import (
+    IvfLifecycleNode,
+    logged_transition,
+    node_help,
+    spin_nodes,
+    stamp_to_ns,
+    wants_help,
+)
+from ivf_ros.nodes.param_specs import FUSION_NODE, FUSION_PARAMS, ParamValue
+from ivf_ros.nodes.ros_image import array_to_image_msg, image_msg_to_array
 from ivf_ros.pipeline.registration import homography_matrix, register_infrared
 from ivf_ros.pipeline.runtime import LatencyStats, LatestWorker, RateMeter
 from ivf_ros.pipeline.sync import MatchedPair, PairSynchronizer
@@ -99,10 +108,10 @@ class FusionNode(IvfLifecycleNode):
         self.model_time = LatencyStats()
         self.overhead = LatencyStats()  # everything but the model: decode, sync, register, publish
         self.overhead_cpu = LatencyStats()  # the same in CPU time: its cost on a busy machine
-        self.bad_input: dict[str, int] = {}
         self.last_bad_input = ''
+        self.accepted = {'visible': 0, 'infrared': 0}  # decoded and handed to the synchroniser
         self.time_jumps = 0
-        self.fusion_errors = 0
+        self._flowing_since: float | None = None  # both cameras flowing since (monotonic)
         self._last_stamp_ns: dict[str, int] = {}
         self._size_warned: set[tuple[Any, ...]] = set()
 
@@ -116,9 +125,16 @@ class FusionNode(IvfLifecycleNode):
             self.model = load_fusion_model(path, str(self.params['device']),
                                            bool(self.params['half']))
         except Exception as error:  # ModelLoadError, or torch failing on a corrupt file
-            self.get_logger().error(f'cannot load the fusion model ({path or "shipped"}): '
-                                    f'{error}')
-            return TransitionCallbackReturn.FAILURE
+            return self.fail_configure(
+                f'cannot load the fusion model ({path or "shipped"}): {error}')
+        try:
+            self.thermal = ThermalNormalizer(
+                str(self.params['thermal_range']), float(self.params['thermal_smoothing']),
+                (float(self.params['thermal_min']), float(self.params['thermal_max'])))
+        except ValueError as error:
+            self.model = None
+            return self.fail_configure(f'invalid thermal settings: {error}')
+        self.configure_error = ''
         self.sync = PairSynchronizer(float(self.params['slop']), int(self.params['queue_size']))
         outputs = {'fused': ('fused/image', True),
                    'enhanced': ('enhanced/image', self.params['publish_enhanced']),
@@ -128,7 +144,6 @@ class FusionNode(IvfLifecycleNode):
                 self._outputs[key] = self.create_lifecycle_publisher(
                     Image, topic, QoSProfile(depth=5),
                     qos_overriding_options=QoSOverridingOptions.with_default_policies())
-        self.start_diagnostics()
         self.get_logger().info(f'fusion model loaded on {self.model.device}')
         return super().on_configure(state)
 
@@ -143,12 +158,14 @@ class FusionNode(IvfLifecycleNode):
             topic = self.resolve_topic_name(base) + '/compressed' if compressed else base
             self._inputs.append(self.create_subscription(
                 CompressedImage if compressed else Image, topic,
-                lambda msg, stream=stream: self._on_image(stream, msg),
+                self.guarded(f'{stream} callback',
+                             lambda msg, stream=stream: self._on_image(stream, msg)),
                 qos_profile_sensor_data,
                 qos_overriding_options=QoSOverridingOptions.with_default_policies()))
         # A wall-clock timer: with use_sim_time a paused bag also stops the ROS clock.
         self._flush_timer = self.create_timer(
-            0.1, self._flush_when_idle, clock=Clock(clock_type=ClockType.STEADY_TIME))
+            0.1, self.guarded('idle flush', self._flush_when_idle),
+            clock=Clock(clock_type=ClockType.STEADY_TIME))
         return super().on_activate(state)
 
     def stop_inputs(self) -> None:
@@ -167,7 +184,6 @@ class FusionNode(IvfLifecycleNode):
         for publisher in self._outputs.values():
             self.destroy_lifecycle_publisher(publisher)
         self._outputs.clear()
-        self.stop_diagnostics()
         self.model, self.sync, self.worker = None, None, None
         if 'torch' in sys.modules:
             import torch
@@ -194,33 +210,43 @@ class FusionNode(IvfLifecycleNode):
     # Input ------------------------------------------------------------------------------------
 
     def _on_image(self, stream: str, msg: Image | CompressedImage) -> None:
-        """Decode one frame, check its stamp, hand it to the synchroniser."""
+        """Check the stamp and size, decode one frame, hand it to the synchroniser."""
         received = time.perf_counter()
         received_cpu = time.thread_time()
         self.rates[stream].tick()
         sync = self.sync
         if sync is None:
             return
+        max_pixels = int(self.params['max_pixels'])
         try:
+            # The stamp and the size first: neither costs a decode.
+            stamp_ns = stamp_to_ns(msg.header.stamp)
             if isinstance(msg, CompressedImage):
-                array, encoding = compressed_msg_to_array(msg)
+                array, encoding = decode_compressed(msg.format, msg.data, max_pixels)
             else:
+                check_pixels(msg.width, msg.height, max_pixels)
                 array, encoding = image_msg_to_array(msg)
-            image = to_rgb8(array, encoding) if stream == 'visible' else to_mono8(array, encoding)
+            image = to_rgb8(array, encoding) if stream == 'visible' else self.thermal(
+                array, encoding)
         except (ImageFormatError, ValueError) as error:
             self._report_bad_input(stream, f'{stream} frame dropped: {error}')
             return
-        stamp_ns = stamp_to_ns(msg.header.stamp)
+        self.accepted[stream] += 1
         last = self._last_stamp_ns.get(stream)
-        if last is not None and stamp_ns < last:
-            self.time_jumps += 1
-            self.warn_throttled(
-                f'{stream}_time', f'{stream} stamps went back by {(last - stamp_ns) / 1e9:.3f} s '
-                '(bag loop or clock reset): older queued frames are dropped, pairing restarts')
         self._last_stamp_ns[stream] = stamp_ns
         frame = Frame(msg.header, image, received, 0.0, 0.0)
         add = sync.add_visible if stream == 'visible' else sync.add_infrared
+        resets = sync.stats.resets
         pairs = add(stamp_ns, frame)
+        if last is not None and stamp_ns < last:
+            self.time_jumps += 1
+            back_s = (last - stamp_ns) / 1e9
+            if sync.stats.resets > resets:
+                what = 'bag loop or clock reset: waiting pairs emitted, pairing restarts'
+            else:
+                what = f'within {sync.reset_jump_s:g} s: kept if it can still pair, no reset'
+            self.warn_throttled(f'{stream}_time',
+                                f'{stream} stamps went back by {back_s:.3f} s ({what})')
         self._last_frame_s = time.perf_counter()
         frame.convert_s = self._last_frame_s - received
         frame.convert_cpu_s = time.thread_time() - received_cpu
@@ -245,7 +271,7 @@ class FusionNode(IvfLifecycleNode):
 
     def _report_bad_input(self, key: str, message: str) -> None:
         """Count a rejected frame and log it (throttled)."""
-        self.bad_input[key] = self.bad_input.get(key, 0) + 1
+        self.problems.add(f'bad {key} input', message)
         self.last_bad_input = message
         self.warn_throttled(f'bad_{key}', message)
 
@@ -304,8 +330,9 @@ class FusionNode(IvfLifecycleNode):
 
     def _on_worker_error(self, error: Exception) -> None:
         """Count and log a pair the model could not fuse; the worker goes on."""
-        self.fusion_errors += 1
-        self.warn_throttled('fusion', f'fusion failed on a pair ({type(error).__name__}): {error}')
+        message = f'fusion failed on a pair ({type(error).__name__}): {error}'
+        self.problems.add('fusion', message)
+        self.warn_throttled('fusion', message)
 
     # Diagnostics ------------------------------------------------------------------------------
 
@@ -317,17 +344,17 @@ class FusionNode(IvfLifecycleNode):
         model_p50, = self.model_time.percentiles(50)
         overhead_p50, overhead_p95 = self.overhead.percentiles(50, 95)
         overhead_cpu_p50, overhead_cpu_p95 = self.overhead_cpu.percentiles(50, 95)
-        problems = []
+        problems: list[str] = []
+        errors: list[str] = []
         for stream, other in (('infrared', 'visible'), ('visible', 'infrared')):
             last, other_last = self.rates[stream].last_time, self.rates[other].last_time
             if other_last is not None and now - other_last < STREAM_SILENT_S and (
                     last is None or now - last > STREAM_SILENT_S):
                 silent = 'never' if last is None else f'{now - last:.1f} s ago'
                 problems.append(f'no {stream} frames (last {silent}) while {other} flows')
-        if self.bad_input:
-            problems.append(f'bad input: {self.last_bad_input}')
-        if self.fusion_errors:
-            problems.append(f'{self.fusion_errors} pairs failed to fuse')
+        unpaired = self._unpaired_for(now)
+        if unpaired is not None:
+            errors.append(unpaired)
         for problem in problems:
             if problem.startswith('no '):
                 self.warn_throttled('missing_stream', problem)
@@ -341,24 +368,61 @@ class FusionNode(IvfLifecycleNode):
             'overhead CPU p50 [ms]': f'{overhead_cpu_p50:.2f}',
             'overhead CPU p95 [ms]': f'{overhead_cpu_p95:.2f}',
             'fused frames': str(self.rates['fused'].count),
+            'received visible frames': str(self.rates['visible'].count),
+            'received infrared frames': str(self.rates['infrared'].count),
+            'accepted visible frames': str(self.accepted['visible']),
+            'accepted infrared frames': str(self.accepted['infrared']),
             'dropped stale pairs': str(self.worker.dropped if self.worker else 0),
             'unmatched visible': str(stats.unmatched_visible if stats else 0),
             'unmatched infrared': str(stats.unmatched_infrared if stats else 0),
             'dropped overflow': str(stats.dropped_overflow if stats else 0),
             'sync resets': str(stats.resets if stats else 0),
             'time jumps back': str(self.time_jumps),
-            'bad visible frames': str(self.bad_input.get('visible', 0)),
-            'bad infrared frames': str(self.bad_input.get('infrared', 0)),
+            'bad visible frames': str(self.problems.count('bad visible input')),
+            'bad infrared frames': str(self.problems.count('bad infrared input')),
             'last bad input': self.last_bad_input,
-            'fusion errors': str(self.fusion_errors),
+            'fusion errors': str(self.problems.count('fusion')),
+            'stamp offset infrared - visible [s]': self._stamp_offset_text(),
             'publish errors': str(self.publish_errors),
             'device': self.model.device if self.model is not None else 'none',
         }
-        return self.make_status('fusion', 'fusing', problems, values['device'], values)
+        return self.make_status('fusion', 'fusing', problems, values['device'], values, errors)
+
+    def _stamp_offset_text(self) -> str:
+        """Return the newest infrared minus newest visible stamp in seconds ('' before both)."""
+        stamps = self._last_stamp_ns
+        if 'visible' not in stamps or 'infrared' not in stamps:
+            return ''
+        return f'{(stamps["infrared"] - stamps["visible"]) / 1e9:.3f}'
+
+    def _unpaired_for(self, now: float) -> str | None:
+        """Return an error when both cameras flow but no pair has been fused for a while."""
+        if self.lifecycle_state != 'active':
+            return None
+        rates = self.rates
+        flowing = all(rates[key].last_time is not None
+                      and now - rates[key].last_time < STREAM_SILENT_S
+                      for key in ('visible', 'infrared'))
+        if not flowing:
+            self._flowing_since = None
+            return None
+        if self._flowing_since is None:
+            self._flowing_since = now  # judged from the next report on
+        last_fused = rates['fused'].last_time
+        quiet_since = self._flowing_since if last_fused is None else max(
+            self._flowing_since, last_fused)
+        if now - quiet_since < STREAM_SILENT_S:
+            return None
+        return (f'both cameras flow but nothing was fused for {now - quiet_since:.1f} s: '
+                f'infrared - visible stamp offset {self._stamp_offset_text() or "?"} s, '
+                f'slop {float(self.params["slop"]):g} s')
 
 
 def main(args: list[str] | None = None) -> int:
     """Run fusion_node on its own (ROS arguments: --ros-args -r ... -p ...)."""
+    if wants_help(args):
+        print(node_help('fusion_node', __doc__, FUSION_PARAMS), end='')
+        return 0
     return spin_nodes([FusionNode], args=args)
 
 

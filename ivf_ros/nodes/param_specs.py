@@ -12,6 +12,8 @@ from typing import Any, Union
 
 import yaml
 
+from ivf_ros.io.image_codec import DEFAULT_MAX_PIXELS, THERMAL_MODES
+
 ParamValue = Union[bool, int, float, str, list[str], list[float]]
 
 FUSION_NODE = 'fusion_node'
@@ -130,6 +132,12 @@ _HALF = ParamSpec(
     'half', ParamKind.BOOL, False, 'Run the network in float16 (CUDA only; ignored on CPU).',
     read_only=True)
 
+_MAX_PIXELS = ParamSpec(
+    'max_pixels', ParamKind.INTEGER, DEFAULT_MAX_PIXELS,
+    'Largest input image (width x height) accepted; bigger frames are rejected and counted '
+    'before decoding (a compressed frame by its header).', min_value=1, max_value=2**31 - 1,
+    read_only=True)
+
 _DIAGNOSTICS_PERIOD = ParamSpec(
     'diagnostics_period', ParamKind.DOUBLE, 1.0, 'Seconds between /diagnostics messages.',
     min_value=0.1, max_value=60.0, read_only=True)
@@ -154,6 +162,22 @@ FUSION_PARAMS: tuple[ParamSpec, ...] = (
               'When no frame has arrived for this long [s, wall clock], pair what is still '
               'waiting for a later frame (the last pair of a bag or before a camera stops); '
               '0 = never.', min_value=0.0, max_value=60.0),
+    ParamSpec('thermal_range', ParamKind.STRING, 'auto',
+              "How 16-bit and 32FC1 thermal frames become grey: 'auto' (1-99 % stretch of "
+              "each frame, smoothed over frames) or 'fixed' (thermal_min..thermal_max in the "
+              "frame's units: raw counts, centi-Kelvin, degrees). 8-bit frames pass unchanged.",
+              choices=THERMAL_MODES, read_only=True),
+    ParamSpec('thermal_min', ParamKind.DOUBLE, 0.0,
+              'With thermal_range fixed: the value shown black.', min_value=-1e9, max_value=1e9,
+              read_only=True),
+    ParamSpec('thermal_max', ParamKind.DOUBLE, 65535.0,
+              'With thermal_range fixed: the value shown white (above thermal_min).',
+              min_value=-1e9, max_value=1e9, read_only=True),
+    ParamSpec('thermal_smoothing', ParamKind.DOUBLE, 0.9,
+              'With thermal_range auto: weight of the past range in each frame (0 = no '
+              'smoothing; 0.9 at 10 Hz settles in about 2 s).', min_value=0.0, max_value=0.99,
+              read_only=True),
+    _MAX_PIXELS,
     ParamSpec('homography', ParamKind.DOUBLE_ARRAY, IDENTITY_HOMOGRAPHY,
               'Row-major 3x3 map from the infrared image (already resized to the visible size) to '
               'visible pixels; identity = resize only.', array_length=9),
@@ -189,6 +213,7 @@ DETECTION_PARAMS: tuple[ParamSpec, ...] = (
     _HALF,
     ParamSpec('publish_annotated', ParamKind.BOOL, True,
               'Also publish the image with boxes drawn on detections/image.', read_only=True),
+    _MAX_PIXELS,
     _DIAGNOSTICS_PERIOD,
 )
 

@@ -126,3 +126,36 @@ class Throttle:
             return True
         self.suppressed[key] = self.suppressed.get(key, 0) + 1
         return False
+
+
+class ProblemLog:
+    """Counted problems by kind, each with its last message and when it last happened.
+
+    Counters never reset (what was dropped stays reported); only problems seen within a recent
+    window make a status WARN, so a node returns to OK once good input flows again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.last_message: dict[str, str] = {}
+        self._last_time: dict[str, float] = {}
+
+    def add(self, kind: str, message: str, now: float | None = None) -> int:
+        """Count one problem of a kind; return how many of that kind there have been."""
+        with self._lock:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            self.last_message[kind] = message
+            self._last_time[kind] = time.monotonic() if now is None else now
+            return self.counts[kind]
+
+    def count(self, kind: str) -> int:
+        """Return how many problems of a kind were counted."""
+        return self.counts.get(kind, 0)
+
+    def recent(self, window_s: float, now: float | None = None) -> dict[str, str]:
+        """Return {kind: last message} for the kinds seen within the last window_s seconds."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return {kind: self.last_message[kind] for kind, seen in self._last_time.items()
+                    if now - seen <= window_s}
