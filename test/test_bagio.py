@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+import shutil
 
 import numpy as np
 import pytest
@@ -247,3 +248,30 @@ def test_folder_pairs_from_the_shared_datasets(datasets: Path) -> None:
     pairs = list(bagio.folder_pairs(datasets / 'msrs', count=2, size=(80, 60), night_only=True))
     assert len(pairs) == 2
     assert pairs[0][0].shape == (60, 80, 3) and pairs[0][1].shape == (60, 80)
+
+
+@pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
+def test_reindex_recovers_what_was_flushed_before_a_crash(tmp_path: Path, storage: str) -> None:
+    writer = BagWriter(tmp_path / 'live', storage).__enter__()
+    writer.add_topic('/cam', bagio.IMAGE)
+    pairs = list(bagio.synthetic_pairs(7, 32, 24))
+    for index, (visible, _) in enumerate(pairs):
+        msg = bagio.image_message(visible, 'rgb8', index * 100_000_000, 'cam')
+        writer.write('/cam', index * 100_000_000, msg)
+        if index == 4:
+            writer.flush()
+    # The process dies here: copy what is on disk, as a kill would leave it (no metadata.yaml).
+    crashed = tmp_path / 'crashed'
+    crashed.mkdir()
+    for file in (tmp_path / 'live').iterdir():
+        if file.suffix in ('.db3', '.mcap'):
+            shutil.copyfile(file, crashed / f'crashed{file.suffix}')
+    assert bagio.needs_reindex(crashed)
+    counts = bagio.reindex(crashed)
+    assert counts == {'/cam': 5}
+    assert not bagio.needs_reindex(crashed)
+    with BagReader(crashed) as reader:
+        assert reader.counts == {'/cam': 5} and reader.storage == storage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['crashed', 'live']
+    with pytest.raises(BagError, match='no rosbag2 storage file'):
+        bagio.reindex(tmp_path / 'nowhere')

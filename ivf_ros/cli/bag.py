@@ -76,8 +76,28 @@ def make_command(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------- info
+def reindex_if_cut_short(bag: str) -> None:
+    """Rebuild a bag that has no metadata.yaml (a recorder killed), saying so on stderr."""
+    if bagio.needs_reindex(bag):
+        print(f'{bag} has no metadata.yaml (a recording cut short?): reindexing it from its '
+              'storage file', file=sys.stderr)
+        counts = bagio.reindex(bag)
+        print(f'reindexed {sum(counts.values())} messages on {len(counts)} topic(s)',
+              file=sys.stderr)
+
+
+def reindex_command(args: argparse.Namespace) -> int:
+    """Rebuild metadata.yaml (and a complete storage file) of a bag whose recording was cut."""
+    counts = bagio.reindex(args.bag)
+    print(f'reindexed {args.bag}: {sum(counts.values())} messages')
+    for topic, count in counts.items():
+        print(f'  {topic}: {count}')
+    return 0
+
+
 def info_command(args: argparse.Namespace) -> int:
     """Print topics, types, counts, rates and duration."""
+    reindex_if_cut_short(args.bag)
     info = bagio.bag_info(args.bag)
     if args.json:
         print(json.dumps({
@@ -99,6 +119,7 @@ def play_command(args: argparse.Namespace) -> int:
     from ivf_ros.nodes.bag_player import Pacing, parse_remaps, play_bag
 
     pacing = Pacing(args.pace, args.pace_trigger, args.pace_lag) if args.pace else None
+    reindex_if_cut_short(args.bag)
     stats = play_bag(
         args.bag, wait_for_subscribers=args.wait_for_subscribers,
         wait_timeout_s=args.wait_timeout, delay_s=args.delay, ros_args=args.ros_args,
@@ -123,9 +144,14 @@ def record_command(args: argparse.Namespace) -> int:
         print(f'recording {len(args.topics)} topic(s) to {args.output}', flush=True)
 
     stats = record_bag(args.output, args.topics, args.storage, args.overwrite, args.duration,
-                       ros_args=args.ros_args, on_ready=ready)
+                       ros_args=args.ros_args, on_ready=ready,
+                       on_progress=lambda count: print(f'received {count} messages', flush=True),
+                       progress_every=args.log_every)
     print(f'received {sum(stats.received.values())}, '
           f'written {sum(stats.written.values())} messages')
+    if not any(stats.written.values()):
+        print('nothing was recorded: no requested topic had a publisher', file=sys.stderr)
+        return 1
     for topic in stats.received:
         print(f'  {topic}: received {stats.received[topic]}, written {stats.written[topic]}'
               + (f' (error: {stats.errors[topic]})' if topic in stats.errors else ''))
@@ -417,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument('--json', action='store_true', help='machine-readable output')
     info.set_defaults(handler=info_command)
 
+    reindex = commands.add_parser(
+        'reindex', help='rebuild a bag whose recording was cut short (no metadata.yaml)')
+    reindex.add_argument('bag')
+    reindex.set_defaults(handler=reindex_command)
+
     play = commands.add_parser('play', help='publish a bag over DDS with its timing')
     play.add_argument('bag')
     play.add_argument('--rate', type=float, default=1.0, help='speed factor')
@@ -449,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument('topics', nargs='+')
     record.add_argument('-o', '--output', required=True, help='bag directory to write')
     record.add_argument('--duration', type=float, default=0.0, help='stop after N seconds')
+    record.add_argument('--log-every', type=int, default=0, metavar='N',
+                        help='print the count each time N more messages were recorded')
     record.set_defaults(handler=record_command)
 
     process = commands.add_parser('process', help='offline fusion + detection over a bag')

@@ -273,6 +273,24 @@ class BagWriter:
             self._writer.close()
             self._writer.storage = None
 
+    def flush(self) -> None:
+        """Make what was written so far survive a crash (sqlite3 commit; MCAP chunk to disk).
+
+        metadata.yaml is written at close only; a bag cut short by a kill is read again after
+        :func:`reindex`.
+        """
+        storage = self._writer.storage
+        if storage is None:
+            return
+        # rosbags writes one sqlite3 transaction per bag and one MCAP chunk per MiB; neither has
+        # a public flush, so this reaches into its storage objects (rosbags 0.11).
+        if hasattr(storage, 'conn'):
+            storage.conn.commit()
+        elif hasattr(storage, 'close_chunk'):
+            if storage.chunk.msgs:
+                storage.close_chunk()
+            storage.bio.flush()
+
     def add_topic(self, topic: str, msgtype: str, qos: Sequence[Qos] | Qos | None = None,
                   msgdef: str | None = None, rihs01: str | None = None) -> None:
         """Register a topic; msgdef/rihs01 default to the typestore's definition."""
@@ -307,6 +325,113 @@ class BagWriter:
     def write(self, topic: str, log_time_ns: int, message: Any) -> None:
         """Serialize and write one rosbags message."""
         self.write_raw(topic, log_time_ns, serialize(message))
+
+
+def needs_reindex(path: str | Path) -> bool:
+    """Return whether path is a bag folder with a storage file but no metadata.yaml."""
+    path = Path(path)
+    if not path.is_dir() or (path / 'metadata.yaml').exists():
+        return False
+    return any(path.glob('*.db3')) or any(path.glob('*.mcap'))
+
+
+def _sqlite_messages(database: Path) -> Iterator[tuple[str, str, list[Qos], int, bytes]]:
+    """Yield (topic, type, qos, log time, raw) of a rosbag2 sqlite3 file, in log-time order."""
+    import sqlite3
+
+    from rosbags.rosbag2.metadata import parse_qos
+
+    # Read-write: sqlite rolls back the journal of a transaction a kill left open.
+    connection = sqlite3.connect(str(database))
+    try:
+        topics = {row[0]: (row[1], row[2], parse_qos(row[3] or []))
+                  for row in connection.execute(
+                      'SELECT id, name, type, offered_qos_profiles FROM topics')}
+        for topic_id, stamp, data in connection.execute(
+                'SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp, id'):
+            if topic_id in topics:
+                name, msgtype, qos = topics[topic_id]
+                yield name, msgtype, qos, int(stamp), bytes(data)
+    except sqlite3.DatabaseError as error:
+        raise BagError(f'cannot read {database}: {error}') from None
+    finally:
+        connection.close()
+
+
+def _mcap_messages(file: Path) -> Iterator[tuple[str, str, list[Qos], int, bytes]]:
+    """Yield (topic, type, qos, log time, raw) of an MCAP file read linearly (no index needed)."""
+    from mcap.records import Channel, Message, Schema
+    from mcap.stream_reader import StreamReader
+    from rosbags.rosbag2.metadata import parse_qos
+
+    schemas: dict[int, str] = {}
+    channels: dict[int, tuple[str, str, list[Qos]]] = {}
+    with file.open('rb') as handle:
+        records = StreamReader(handle, emit_chunks=False).records
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except Exception:  # noqa: BLE001 - a file cut short ends in a partial record
+                return
+            if isinstance(record, Schema):
+                schemas[record.id] = record.name
+            elif isinstance(record, Channel):
+                qos = parse_qos(record.metadata.get('offered_qos_profiles', '') or [])
+                channels[record.id] = (record.topic, schemas.get(record.schema_id, ''), qos)
+            elif isinstance(record, Message) and record.channel_id in channels:
+                topic, msgtype, qos = channels[record.channel_id]
+                yield topic, msgtype, qos, int(record.log_time), bytes(record.data)
+
+
+def _copy_messages(sources: list[Path], storage: Storage, target: Path,
+                   skipped: set[str]) -> dict[str, int]:
+    """Write what the storage files hold into a new bag at target; return counts by topic."""
+    reader = _sqlite_messages if storage == 'sqlite3' else _mcap_messages
+    with BagWriter(target, storage) as writer:
+        for source in sources:
+            for topic, msgtype, qos, stamp, raw in reader(source):
+                if not writer.has_topic(topic):
+                    if msgtype not in typestore().fielddefs:
+                        skipped.add(f'{topic} ({msgtype or "unknown type"})')
+                        continue
+                    writer.add_topic(topic, msgtype, qos or None)
+                writer.write_raw(topic, stamp, raw)
+        return dict(writer.counts)
+
+
+def reindex(path: str | Path) -> dict[str, int]:
+    """Rebuild a bag whose recording was cut short (no metadata.yaml); return counts by topic.
+
+    The messages its storage file holds are written into a complete bag of the same storage,
+    which then replaces it (like ``ros2 bag reindex``, but also for an MCAP file without its
+    summary). Topics of types ivf_ros has no definition for are reported and left out.
+    """
+    path = Path(path)
+    databases, mcaps = sorted(path.glob('*.db3')), sorted(path.glob('*.mcap'))
+    if not path.is_dir() or not (databases or mcaps):
+        raise BagError(f'no rosbag2 storage file (*.db3, *.mcap) in {path}')
+    storage: Storage = 'sqlite3' if databases else 'mcap'
+    sources = databases or mcaps
+    # Built beside the bag under its own name: rosbags names the storage file after the folder.
+    scratch = path.with_name(f'.{path.name}.reindexing')
+    shutil.rmtree(scratch, ignore_errors=True)
+    rebuilt = scratch / path.name
+    skipped: set[str] = set()
+    try:
+        counts = _copy_messages(sources, storage, rebuilt, skipped)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if skipped:
+        shutil.rmtree(scratch)
+        raise BagError(f'cannot reindex {path}: no message definition for {", ".join(skipped)}')
+    broken = scratch / f'{path.name}.broken'
+    path.rename(broken)
+    rebuilt.rename(path)
+    shutil.rmtree(scratch)
+    return counts
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,10 @@ class BagPlayer(Node):
                  reliability: str = 'reliable', pacing: Pacing | None = None,
                  node_name: str = 'ivf_bag_player') -> None:
         super().__init__(node_name)
+        # Set before anything can raise: rclpy's shutdown destroys a half-built node too, and
+        # destroy_node must then not hide the real BagError behind an AttributeError.
+        self.pacing: Pacing | None = None
+        self._reader: BagReader | None = None
         if rate <= 0:
             raise BagError(f'--rate must be > 0, got {rate}')
         if reliability not in RELIABILITIES:
@@ -92,7 +96,9 @@ class BagPlayer(Node):
         self.loops = 0 if loop and not loops else max(1, loops)  # 0 = forever
         self.start_offset_ns = int(start_offset_s * 1e9)
         self.clock_period_s = 1.0 / clock_hz if clock_hz > 0 else 0.0
-        self._reader = BagReader(self.bag).__enter__()
+        reader = BagReader(self.bag)
+        reader.__enter__()
+        self._reader = reader
         available = self._reader.topics
         self.topics = list(topics) if topics else sorted(available)
         missing = [topic for topic in self.topics if topic not in available]
@@ -110,12 +116,12 @@ class BagPlayer(Node):
         self.stats = PlayStats({topic: 0 for topic in self.topics},
                                {topic: 0 for topic in self.topics},
                                sent={topic: [] for topic in self.topics})
-        self.pacing = pacing
         self._outputs = 0
         self._output_event = threading.Event()
         if pacing is not None:
             if pacing.trigger_topic not in self.topics:
                 raise BagError(f'pace trigger {pacing.trigger_topic} is not played')
+            self.pacing = pacing
             self._pace_subscription = None
             self._executor = SingleThreadedExecutor()
             self._executor.add_node(self)
@@ -241,7 +247,10 @@ class BagPlayer(Node):
             self._executor.shutdown()
             # Join the spinning thread: a thread still inside rcl at exit aborts the process.
             self._spinner.join(timeout=5.0)
-        self._reader.__exit__(None, None, None)
+            self.pacing = None
+        if self._reader is not None:
+            self._reader.__exit__(None, None, None)
+            self._reader = None
         super().destroy_node()
 
 

@@ -33,8 +33,15 @@ from ivf_ros.nodes.bag_player import message_class
 
 # Deep enough that a burst of 640x512 frames waits in the reader instead of being overwritten.
 RECORD_DEPTH = 1000
-# After a stop request, keep taking messages until the queues stay empty this long.
+# After a stop request, keep taking what the DDS readers still hold until they stay empty this
+# long, but never longer than DRAIN_MAX_S: a live camera never pauses, and Ctrl-C must stop.
 DRAIN_QUIET_S = 0.3
+DRAIN_MAX_S = 1.0
+# Crash safety: what was written is committed to disk every FLUSH_MESSAGES messages or
+# FLUSH_PERIOD_S seconds, so a killed recorder loses at most one such chunk (`ivf-bag reindex`,
+# or info/play, rebuild the bag's metadata.yaml afterwards).
+FLUSH_MESSAGES = 50
+FLUSH_PERIOD_S = 1.0
 
 
 def _time(duration: object) -> QosTime:
@@ -87,7 +94,9 @@ class BagRecorder(Node):
         super().__init__(node_name)
         if not topics:
             raise BagError('record needs at least one topic')
-        self.wanted = list(dict.fromkeys(topics))
+        # Names as `ros2 bag record` takes them: relative ones resolve against the node's
+        # namespace (and remaps), so 'visible/image_raw' means '/visible/image_raw'.
+        self.wanted = list(dict.fromkeys(self.resolve_topic_name(topic) for topic in topics))
         self.writer = BagWriter(output, storage, overwrite).__enter__()
         self.stats = RecordStats({topic: 0 for topic in self.wanted},
                                  {topic: 0 for topic in self.wanted})
@@ -99,6 +108,8 @@ class BagRecorder(Node):
         # clock time, so nothing is lost and no message is stamped 1970.
         self._sim_time = bool(self.get_parameter('use_sim_time').value)
         self._held: list[tuple[str, bytes]] = []
+        self._unflushed = 0
+        self._flushed_at = time.monotonic()
         self.ready = threading.Event()
         self._discover()
         # Topics appear whenever their publishers start: look again until all are subscribed.
@@ -143,6 +154,11 @@ class BagRecorder(Node):
                 self._write_held(stamp)
                 self.writer.write_raw(topic, stamp, raw)
                 self.stats.written[topic] += 1
+                self._unflushed += 1
+                if (self._unflushed >= FLUSH_MESSAGES
+                        or time.monotonic() - self._flushed_at >= FLUSH_PERIOD_S):
+                    self.writer.flush()
+                    self._unflushed, self._flushed_at = 0, time.monotonic()
         return record
 
     def _write_held(self, stamp: int) -> None:
@@ -152,8 +168,14 @@ class BagRecorder(Node):
             self.stats.written[topic] += 1
         self._held.clear()
 
+    def missing_topics(self) -> list[str]:
+        """Return the wanted topics that never appeared (no publisher was ever seen)."""
+        return [topic for topic in self.wanted if topic not in self._topic_subscriptions]
+
     def close(self) -> RecordStats:
         """Stop recording, write metadata.yaml; return the counts."""
+        for topic in self.missing_topics():
+            self.get_logger().warning(f'{topic} never appeared: nothing recorded from it')
         with self._lock:
             if self._held:
                 stamp = self.get_clock().now().nanoseconds
@@ -169,8 +191,13 @@ class BagRecorder(Node):
 def record_bag(output: str | Path, topics: list[str], storage: Storage = 'sqlite3',
                overwrite: bool = False, duration_s: float = 0.0,
                ros_args: list[str] | None = None,
-               on_ready: Callable[[], None] | None = None) -> RecordStats:
-    """Record until SIGINT/SIGTERM (or duration_s), then drain the queues; return the counts."""
+               on_ready: Callable[[], None] | None = None,
+               on_progress: Callable[[int], None] | None = None,
+               progress_every: int = 0) -> RecordStats:
+    """Record until SIGINT/SIGTERM (or duration_s), then drain the queues; return the counts.
+
+    on_progress(received) is called each time another progress_every messages were written.
+    """
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -182,15 +209,22 @@ def record_bag(output: str | Path, topics: list[str], storage: Storage = 'sqlite
         recorder = BagRecorder(output, topics, storage, overwrite)
         deadline = time.monotonic() + duration_s if duration_s > 0 else None
         announced = False
+        reported = 0
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             rclpy.spin_once(recorder, timeout_sec=0.05)
+            received = sum(recorder.stats.received.values())
+            if on_progress is not None and progress_every and (
+                    received - reported >= progress_every):
+                reported = received
+                on_progress(received)
             if not announced and recorder.ready.is_set():
                 announced = True
                 if on_ready is not None:
                     on_ready()
         # Take what is still queued in the DDS readers: count in = count written.
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < DRAIN_QUIET_S:
+        quiet_since = stopped = time.monotonic()
+        while (time.monotonic() - quiet_since < DRAIN_QUIET_S
+               and time.monotonic() - stopped < DRAIN_MAX_S):
             before = sum(recorder.stats.received.values())
             rclpy.spin_once(recorder, timeout_sec=0.05)
             if sum(recorder.stats.received.values()) != before:
