@@ -395,3 +395,14 @@ def test_a_killed_recording_loses_at_most_one_chunk(tmp_path: Path, storage: str
     assert 'reindexing' in result.stderr
     messages = json.loads(result.stdout)['messages']
     assert received - FLUSH_MESSAGES <= messages <= received + 2, (messages, received)
+
+
+def test_play_of_an_unreadable_bag_says_why_in_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / 'metadata.yaml').write_text('rosbag2_bagfile_information: {version: 99}\n')
+    result = subprocess.run(bag_command('play', str(broken)), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert 'ivf-bag play: error: cannot' in result.stderr
+    assert 'Traceback' not in result.stderr and 'AttributeError' not in result.stderr

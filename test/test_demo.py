@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from ivf_ros.cli import demo
@@ -68,3 +69,14 @@ def test_tiny_demo_without_detector_weights(tmp_path: Path, fusion_weights: Path
     latency = json.loads((output / 'latency.json').read_text())
     assert latency['outputs_received'] == summary['fused_received']
     assert '/fusion_node: fusion' in ' '.join(latency['graph_diagnostics'])
+
+
+def test_a_mismatched_source_is_one_clear_line_and_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / 'pairs'
+    for sub, name in (('vi', 'a'), ('ir', 'b')):
+        (source / sub).mkdir(parents=True)
+        cv2.imwrite(str(source / sub / f'{name}.png'), np.zeros((32, 32), np.uint8))
+    assert demo.main(['--source', str(source), '--output', str(tmp_path / 'out'), '-q']) == 2
+    error = capsys.readouterr().err.strip()
+    assert 'names do not match' in error and len(error.splitlines()) == 1, error

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from ivf_ros.cli.eval import main
@@ -156,3 +157,28 @@ def test_best_marks_follow_each_metric_direction() -> None:
     table = markdown_table(evaluation, with_std=False)
     assert '| b | 1 | **7.000** | 500.0 | 7.0 |' in table
     assert '| a | 1 | 6.000 | **300.0** | 6.0 |' in table
+
+
+@pytest.mark.parametrize('case', ['tiny_images', 'output_is_a_file', 'negative_examples'])
+def test_bad_eval_input_is_one_clear_line_and_exit_2(
+        tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / 'data'
+    for sub, channels in (('vi', 3), ('ir', 1)):
+        (data / sub).mkdir(parents=True)
+        size = 1 if case == 'tiny_images' else 32
+        shape = (size, size, channels) if channels == 3 else (size, size)
+        cv2.imwrite(str(data / sub / 'a.png'), np.full(shape, 40, np.uint8))
+    output = tmp_path / 'report'
+    args = [str(data), '-m', 'max', '--no-progress', '-o', str(output)]
+    if case == 'output_is_a_file':
+        output.write_text('not a folder')
+    if case == 'negative_examples':
+        args += ['--examples', '-3']
+    if case == 'tiny_images':
+        assert main(args) == 2
+    else:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error and 'error' in error[-1] and 'Traceback' not in '\n'.join(error)

@@ -112,3 +112,48 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
         load_config(bad)
     bad.write_text(bad.read_text().replace('model: [16, 24]', 'model:'))
     assert load_config(bad).model == {}
+
+
+def write_pair(folder: Path, name: str, size: int = 64, visible_name: str | None = None) -> None:
+    (folder / 'vi').mkdir(parents=True, exist_ok=True)
+    (folder / 'ir').mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / 'vi' / f'{visible_name or name}.png'),
+                rng.integers(0, 60, (size, size, 3), dtype=np.uint8))
+    cv2.imwrite(str(folder / 'ir' / f'{name}.png'),
+                rng.integers(0, 255, (size, size), dtype=np.uint8))
+
+
+@pytest.mark.parametrize('case', ['empty', 'mismatched', 'corrupt', 'tiny', 'bad_config',
+                                  'resume_without_checkpoint', 'corrupt_checkpoint'])
+def test_bad_training_input_is_one_clear_line_and_exit_2(
+        tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    data, output = tmp_path / 'data', tmp_path / 'run'
+    args = ['--data', str(data), '--output', str(output), '--stage', '1', '--no-progress',
+            '--steps-scale', '0.001', '--device', 'cpu']
+    expected = {'empty': 'no training pairs', 'mismatched': 'names do not match',
+                'corrupt': 'cannot read image', 'tiny': 'at least 32 px',
+                'bad_config': 'cannot read training config',
+                'resume_without_checkpoint': 'no checkpoint at',
+                'corrupt_checkpoint': 'cannot resume from'}[case]
+    data.mkdir()
+    if case == 'mismatched':
+        write_pair(data, 'a', visible_name='b')
+    elif case == 'corrupt':
+        write_pair(data, 'a')
+        (data / 'vi' / 'a.png').write_bytes(b'not a png')
+    elif case == 'tiny':
+        write_pair(data, 'a', size=4)
+    elif case != 'empty':
+        write_pair(data, 'a')
+    if case == 'bad_config':
+        (tmp_path / 'bad.yaml').write_text('stages: [\n')
+        args += ['--config', str(tmp_path / 'bad.yaml')]
+    if case in ('resume_without_checkpoint', 'corrupt_checkpoint'):
+        args.append('--resume')
+    if case == 'corrupt_checkpoint':
+        output.mkdir()
+        (output / 'checkpoint.pt').write_bytes(b'\x80\x04 truncated')
+    assert train_main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert expected in error and len(error.splitlines()) == 1, error

@@ -22,7 +22,8 @@ import numpy as np
 from ivf_ros.cli.bag import ANNOTATED_TOPIC, DETECTIONS_TOPIC, FUSED_TOPIC, parse_size
 from ivf_ros.io import bagio
 from ivf_ros.io.bagio import BagReader, INFRARED_TOPIC, VISIBLE_TOPIC
-from ivf_ros.io.image_codec import to_mono8, to_rgb8
+from ivf_ros.io.datasets import DatasetError
+from ivf_ros.io.image_codec import ImageFormatError, to_mono8, to_rgb8
 from ivf_ros.io.paths import datasets_dir, share_file, shared_dir
 
 ENHANCED_TOPIC = '/enhanced/image'
@@ -524,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = run_demo(args)
-    except (DemoError, bagio.BagError) as error:
+    except (DemoError, bagio.BagError, DatasetError, ImageFormatError, OSError) as error:
         print(f'ivf-demo: error: {error}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ import sys
 
 from ivf_ros.evaluation.baselines import BASELINES
 from ivf_ros.evaluation.detection import LabelError
-from ivf_ros.evaluation.metrics import METRICS
+from ivf_ros.evaluation.metrics import MetricInputError, METRICS
 from ivf_ros.evaluation.report import (
     DetectionSetup,
     evaluate_methods,
@@ -138,7 +138,12 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ivf-eval; return the exit status (0 ok, 2 bad input)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.examples < 0:
+        parser.error(f'--examples must be >= 0, got {args.examples}')
+    if args.output.exists() and not args.output.is_dir():
+        parser.error(f'--output {args.output} is a file, not a folder')
     try:
         pairs = collect_pairs(args.data, args.split, args.night_only, args.limit)
         methods = [resolve_method(spec, args.device) for spec in args.methods]
@@ -149,12 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluation = evaluate_methods(pairs, methods, example_count=args.examples,
                                       metric_names=args.metrics,
                                       progress=not args.no_progress, detection=detection)
-    except (DatasetError, MethodError, LabelError) as error:
+        command = shlex.join(['ivf-eval'] + list(sys.argv[1:] if argv is None else argv))
+        paths = write_report(evaluation, args.output, args.title, command,
+                             describe_selection(args), figures=not args.no_figures)
+    except (DatasetError, MethodError, LabelError, MetricInputError, OSError) as error:
         print(f'ivf-eval: error: {error}', file=sys.stderr)
         return 2
-    command = shlex.join(['ivf-eval'] + list(sys.argv[1:] if argv is None else argv))
-    paths = write_report(evaluation, args.output, args.title, command,
-                         describe_selection(args), figures=not args.no_figures)
     print(f'report: {paths["report"]}')
     for key in ('summary', 'per_image', 'bars', 'grid'):
         if key in paths:

@@ -8,11 +8,11 @@ import shutil
 import sys
 import time
 
-from ivf_ros.fusion.inference import resolve_device
-from ivf_ros.io.datasets import all_pairs, is_validation, list_pairs, PairedImage
+from ivf_ros.fusion.inference import ModelLoadError, resolve_device
+from ivf_ros.io.datasets import all_pairs, DatasetError, is_validation, list_pairs, PairedImage
 from ivf_ros.io.paths import datasets_dir, share_file
-from ivf_ros.training.config import load_config, STAGES
-from ivf_ros.training.trainer import PairBank, Trainer
+from ivf_ros.training.config import load_config, STAGES, TrainingConfigError
+from ivf_ros.training.trainer import CheckpointError, PairBank, Trainer
 
 
 def gather_pairs(folders: list[Path]) -> list[PairedImage]:
@@ -51,8 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ivf-train."""
+    """Entry point of ivf-train: one clear line and exit 2 for bad data, config or checkpoint."""
     args = build_parser().parse_args(argv)
+    try:
+        return train(args)
+    except (DatasetError, TrainingConfigError, CheckpointError, ModelLoadError, OSError,
+            ValueError) as error:
+        print(f'ivf-train: error: {" ".join(str(error).split())}', file=sys.stderr)
+        return 2
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train what args ask for; raise the errors main() reports."""
     config = load_config(args.config or share_file('config', 'train.yaml'))
     if args.seed is not None:
         config.seed = args.seed

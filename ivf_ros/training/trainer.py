@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ivf_ros.evaluation.plots import save_loss_curves
 from ivf_ros.fusion.inference import save_weights
 from ivf_ros.fusion.model import IVFNet, ModelConfig
-from ivf_ros.io.datasets import is_night, load_pair, PairedImage, resize_to
+from ivf_ros.io.datasets import DatasetError, is_night, load_pair, PairedImage, resize_to
 from ivf_ros.training import losses
 from ivf_ros.training.config import StageConfig, TrainConfig
 
@@ -33,6 +33,13 @@ TRAINABLE = {
     3: ('fusion',),
 }
 CHECKPOINT = 'checkpoint.pt'
+# The smallest image side training can crop from: the losses pool 4x4 and 8x8 windows of the
+# working grid, which is 1/4 of the crop.
+MIN_TRAIN_SIDE = 32
+
+
+class CheckpointError(RuntimeError):
+    """A training checkpoint that is missing, unreadable or of another network."""
 
 
 class PairBank:
@@ -48,6 +55,10 @@ class PairBank:
         for index, pair in enumerate(tqdm(pairs, desc='loading pairs', leave=False,
                                                disable=not show_progress)):
             visible, infrared = load_pair(pair)
+            if min(visible.shape[:2]) < MIN_TRAIN_SIDE:
+                raise DatasetError(
+                    f'{pair.visible_path} is {visible.shape[1]}x{visible.shape[0]}: training '
+                    f'needs at least {MIN_TRAIN_SIDE} px per side')
             scale = max_side / max(visible.shape[:2])
             if scale < 1.0:
                 height = round(visible.shape[0] * scale)
@@ -184,9 +195,16 @@ class Trainer:
         path = self.output / CHECKPOINT
         if not path.is_file():
             return None
-        state = torch.load(str(path), map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state['model'])
-        self.completed = list(state['completed'])
+        try:
+            state = torch.load(str(path), map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state['model'])
+            self.completed = list(state['completed'])
+            for key in ('stage', 'step', 'optimizer', 'generator', 'elapsed_s'):
+                state[key]  # noqa: B018 - a checkpoint without them cannot resume
+        except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise CheckpointError(
+                f'cannot resume from {path} ({type(error).__name__}: {reason})') from error
         return state
 
     def load_weights(self, path: Path) -> None:
@@ -257,6 +275,9 @@ class Trainer:
     def run(self, stages: list[int], resume: bool = False) -> Path:
         """Train the given stages in order (resuming from output/ if asked); return weights."""
         state = self.load_checkpoint() if resume else None
+        if resume and state is None:
+            raise CheckpointError(f'--resume: no checkpoint at {self.output / CHECKPOINT} '
+                                  '(train without --resume to start afresh)')
         weights = None
         for stage in stages:
             if state is not None and stage in state['completed']:
@@ -265,7 +286,7 @@ class Trainer:
                     and stage - 1 not in self.completed:
                 previous = self.output / f'stage{stage - 1}.pt'
                 if not previous.is_file():
-                    raise FileNotFoundError(
+                    raise CheckpointError(
                         f'stage {stage} starts from stage {stage - 1}: {previous} is missing')
                 self.load_weights(previous)
             weights = self.train_stage(stage, state)
