@@ -137,3 +137,32 @@ def test_image_messages_round_trip() -> None:
     assert compressed.header.stamp.sec == 7 and 'png' in compressed.format
     decoded, encoding = compressed_msg_to_array(compressed)
     assert np.array_equal(decoded, thermal) and encoding in ('mono16', '16UC1')
+
+
+@pytest.mark.ros
+def test_a_callback_that_raises_is_counted_not_fatal() -> None:
+    import rclpy
+    from rclpy.context import Context
+
+    from ivf_ros.nodes.fusion_node import FusionNode
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = FusionNode(context=context)
+        calls = []
+
+        def broken(*args: object) -> None:
+            calls.append(args)
+            raise KeyError('what a subscription callback must never let out')
+
+        guarded = node.guarded('test callback', broken)
+        guarded('msg')
+        guarded('msg')  # the second one is throttled, still counted
+        assert len(calls) == 2
+        assert node.problems.count('callback') == 2
+        status = node.diagnostic_status()
+        assert status.level == status.WARN and 'test callback failed (KeyError)' in status.message
+        node.destroy_node()
+    finally:
+        context.try_shutdown()

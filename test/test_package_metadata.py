@@ -106,3 +106,16 @@ def test_console_script_target_is_importable(script: str) -> None:
     module = importlib.import_module(module_name)
     assert callable(getattr(module, function_name, None)), \
         f'{module_name} has no callable {function_name}() for console script {script}'
+
+
+def test_fast_dds_profile_carries_a_4k_rgb8_frame(repo_root: Path) -> None:
+    import xml.etree.ElementTree as ElementTree
+
+    namespace = {'dds': 'http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles'}
+    root = ElementTree.parse(repo_root / 'config' / 'fastdds_large_images.xml').getroot()
+    shm = next(d for d in root.iterfind('.//dds:transport_descriptor', namespace)
+               if d.findtext('dds:type', namespaces=namespace) == 'SHM')
+    max_message = int(shm.findtext('dds:maxMessageSize', namespaces=namespace))
+    segment = int(shm.findtext('dds:segment_size', namespaces=namespace))
+    frame_4k = 3840 * 2160 * 3 + 1024  # pixels plus the Image header
+    assert frame_4k <= max_message <= segment
