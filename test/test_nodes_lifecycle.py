@@ -29,7 +29,9 @@ def graph(tmp_path_factory: pytest.TempPathFactory, yolo_config_dir: Path,
         folder / 'params.yaml', fusion={'model_path': str(missing_weights), 'device': 'cpu'},
         detection={'model': str(cached_tiny_yolo(tmp_path_factory.getbasetemp())),
                    'device': 'cpu', 'imgsz': 64, 'autostart': False})
-    process = ChildProcess(['-m', 'ivf_ros.nodes.graph', '--params-file', str(params)],
+    # Over DDS (no in-process fast path): the test watches detection_node's subscription.
+    process = ChildProcess(['-m', 'ivf_ros.nodes.graph', '--params-file', str(params),
+                            '--no-fast-path'],
                            folder / 'graph.log')
     try:
         yield process

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from ivf_ros.io import bagio
-from ivf_ros.io.bagio import BagError, BagReader, BagWriter, CameraFrame
-from ivf_ros.io.image_codec import ImageFormatError, to_mono8, to_rgb8
+from ivf_ros.io.bagio import BagError, BagReader, BagWriter
+from ivf_ros.io.image_codec import ImageFormatError
+from ivf_ros.io.paths import share_file
 
 # Output topics of the live graph (fusion_node and detection_node with the launch file's
 # remappings): `process` writes the same names and types so tools cannot tell them apart.
@@ -161,19 +162,22 @@ def record_command(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------- process
 @dataclass
 class ProcessOptions:
-    """What `process` runs and writes (defaults = the live graph's)."""
+    """What `process` runs and writes: the live graph's settings, from the same YAML.
 
-    model: str | None = None              # None = the shipped fusion weights
+    Every setting left None comes from the params file (fusion_node's and detection_node's
+    sections, as the nodes read them); ``fusion`` overrides fusion_node parameters by name.
+    """
+
+    params_file: str | None = None        # None = the package's config/ivf_ros.yaml
+    model: str | None = None              # None = fusion_node's model_path ('' = shipped)
     detector: str | None = None           # None = fusion only
     allow_unsafe_checkpoint: bool = False  # full pickle for the detector (can run code)
-    device: str = 'auto'
-    conf: float = 0.25
-    iou: float = 0.45
-    imgsz: int = 640
-    classes: list[str] = field(default_factory=list)
-    slop_s: float = 0.02
-    queue_size: int = 10
-    homography: list[float] = field(default_factory=lambda: [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0])
+    device: str | None = None
+    conf: float | None = None
+    iou: float | None = None
+    imgsz: int | None = None
+    classes: list[str] | None = None
+    fusion: dict[str, Any] = field(default_factory=dict)  # e.g. {'slop': 0.05}
     visible_topic: str = bagio.VISIBLE_TOPIC
     infrared_topic: str = bagio.INFRARED_TOPIC
     fused_topic: str = FUSED_TOPIC
@@ -229,14 +233,21 @@ class ProcessStats:
                 'detection_ms_median': median(self.detection_ms)}
 
 
-def network_inputs(visible: CameraFrame, infrared: CameraFrame,
-                   homography: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Return the (h,w,3) RGB and registered (h,w) uint8 infrared the fusion node feeds."""
-    from ivf_ros.pipeline.registration import register_infrared
+def node_settings(options: ProcessOptions) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (fusion_node, detection_node) parameter values: defaults < YAML < options."""
+    from ivf_ros.nodes.param_specs import defaults, DETECTION_NODE, FUSION_NODE, load_params_file
 
-    visible_rgb = to_rgb8(visible.array, visible.encoding)
-    infrared_mono = to_mono8(infrared.array, infrared.encoding)
-    return visible_rgb, register_infrared(infrared_mono, visible_rgb.shape[:2], homography)
+    path = options.params_file or share_file('config', 'ivf_ros.yaml')
+    fusion = {**defaults(FUSION_NODE), **load_params_file(path, FUSION_NODE), **options.fusion}
+    detection = {**defaults(DETECTION_NODE), **load_params_file(path, DETECTION_NODE)}
+    for name in ('conf', 'iou', 'imgsz', 'classes'):
+        if getattr(options, name) is not None:
+            detection[name] = getattr(options, name)
+    if options.device is not None:
+        fusion['device'] = detection['device'] = options.device
+    if options.model is not None:
+        fusion['model_path'] = options.model
+    return fusion, detection
 
 
 def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOptions,
@@ -246,11 +257,11 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
     from tqdm import tqdm
 
     from ivf_ros.fusion.inference import FusionModel
-    from ivf_ros.pipeline.registration import homography_matrix
-    from ivf_ros.pipeline.sync import PairSynchronizer
+    from ivf_ros.pipeline.frames import FramePipeline, PairDecodeError, PipelineConfig
 
     stats = ProcessStats()
-    synchronizer = PairSynchronizer(options.slop_s, options.queue_size)
+    fusion, detection = node_settings(options)
+    pipeline = FramePipeline(PipelineConfig.from_params(fusion))  # checks before any loading
     video = _VideoSink(options.mp4) if options.mp4 else None
     png_dir = Path(options.png_dir) if options.png_dir else None
     if png_dir:
@@ -259,15 +270,17 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
         # Cheap checks first: a wrong topic fails before seconds of model loading.
         visible_topic, infrared_topic = camera_topics(
             reader, options.visible_topic, options.infrared_topic)
-        homography = homography_matrix(options.homography)
-        model = FusionModel.load(options.model, device=options.device)
+        pipeline.model = FusionModel.load(fusion['model_path'] or None,
+                                          device=fusion['device'], half=fusion['half'])
         detector = None
         if options.detector:
             from ivf_ros.pipeline.detector import YoloDetector
 
-            detector = YoloDetector(options.detector, conf=options.conf, iou=options.iou,
-                                    imgsz=options.imgsz, classes=options.classes or None,
-                                    device=options.device,
+            detector = YoloDetector(options.detector, conf=detection['conf'],
+                                    iou=detection['iou'], imgsz=detection['imgsz'],
+                                    classes=detection['classes'] or None,
+                                    max_det=detection['max_det'], device=detection['device'],
+                                    half=detection['half'],
                                     allow_unsafe_checkpoint=options.allow_unsafe_checkpoint)
             detector.warmup()  # the first frame must not carry Ultralytics' lazy set-up
         started = time.perf_counter()  # throughput excludes loading the models
@@ -288,12 +301,18 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
         bar = tqdm(total=total, desc='process', unit='pair', disable=not progress)
 
         def handle(pair: Any) -> None:
-            (visible_log, visible), (infrared_log, infrared) = pair.visible, pair.infrared
-            log_time = max(visible_log, infrared_log)  # the pair exists once both arrived
-            visible_rgb, infrared_mono = network_inputs(visible, infrared, homography)
-            tick = time.perf_counter()
-            result = model.run(visible_rgb, infrared_mono, with_enhanced=options.with_enhanced)
-            stats.fusion_ms.append((time.perf_counter() - tick) * 1e3)
+            try:
+                fused = pipeline.fuse(pair, with_enhanced=options.with_enhanced)
+            except PairDecodeError as error:
+                stats.bad_frames += 1
+                bar.write(f'skipping a pair: {error}')
+                return
+            visible = fused.visible
+            # The pair exists once both frames arrived: the later receive time.
+            log_time = max(visible.log_time_ns, fused.infrared.log_time_ns)
+            visible_rgb, infrared_mono, result = fused.visible_rgb, fused.infrared_mono, \
+                fused.result
+            stats.fusion_ms.append(fused.model_s * 1e3)
             detections: list[Any] = []
             annotated = result.fused
             if detector is not None:
@@ -305,13 +324,14 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
             stats.detections += len(detections)
             if writer is not None:
                 # Outputs carry the visible header, as the fusion node copies it.
+                frame_id = visible.header.frame_id
                 writer.write(options.fused_topic, log_time, bagio.image_message(
-                    result.fused, 'rgb8', visible.stamp_ns, visible.frame_id))
+                    result.fused, 'rgb8', visible.stamp_ns, frame_id))
                 if detector is not None:
                     writer.write(options.detections_topic, log_time, bagio.detections_message(
-                        detections, visible.stamp_ns, visible.frame_id))
+                        detections, visible.stamp_ns, frame_id))
                     writer.write(options.annotated_topic, log_time, bagio.image_message(
-                        annotated, 'rgb8', visible.stamp_ns, visible.frame_id))
+                        annotated, 'rgb8', visible.stamp_ns, frame_id))
             if video is not None:
                 video.write(annotated)
             if png_dir is not None:
@@ -329,19 +349,18 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
                     writer.write_raw(message.topic, message.log_time_ns, message.raw)
                 if message.topic not in inputs:
                     continue
+                stream = 'visible' if message.topic == visible_topic else 'infrared'
                 try:
-                    frame = bagio.frame_from_message(reader.decode(message))
+                    pairs = pipeline.arrive(stream, reader.decode(message),
+                                            log_time_ns=message.log_time_ns)
                 except (BagError, ImageFormatError) as error:
                     stats.bad_frames += 1
                     bar.write(f'skipping a bad frame on {message.topic}: {error}')
                     continue
-                item = (message.log_time_ns, frame)
-                add = (synchronizer.add_visible if message.topic == visible_topic
-                       else synchronizer.add_infrared)
-                for pair in add(frame.stamp_ns, item):
+                for pair in pairs:
                     handle(pair)
             # The bag is over: no later frame can improve the last pairs.
-            for pair in synchronizer.flush():
+            for pair in pipeline.flush():
                 handle(pair)
         finally:
             bar.close()
@@ -349,7 +368,7 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
                 writer.close()
             if video is not None:
                 video.close()
-    sync = synchronizer.stats
+    sync = pipeline.sync.stats
     stats.unmatched_visible = sync.unmatched_visible
     stats.unmatched_infrared = sync.unmatched_infrared
     stats.seconds = time.perf_counter() - started
@@ -389,11 +408,13 @@ class _VideoSink:
 
 def process_command(args: argparse.Namespace) -> int:
     """Run fusion + detection over a bag offline and write the results."""
+    given = {'slop': args.slop, 'queue_size': args.queue_size}
+    fusion = {name: value for name, value in given.items() if value is not None}
     options = ProcessOptions(
-        model=args.model, detector=args.detector,
+        params_file=args.params_file, model=args.model, detector=args.detector,
         allow_unsafe_checkpoint=args.allow_unsafe_checkpoint, device=args.device, conf=args.conf,
-        iou=args.iou, imgsz=args.imgsz, classes=args.classes or [], slop_s=args.slop,
-        queue_size=args.queue_size, visible_topic=args.visible_topic,
+        iou=args.iou, imgsz=args.imgsz, classes=args.classes, fusion=fusion,
+        visible_topic=args.visible_topic,
         infrared_topic=args.infrared_topic, fused_topic=args.fused_topic,
         detections_topic=args.detections_topic, annotated_topic=args.annotated_topic,
         storage=args.storage, keep_inputs=not args.outputs_only, mp4=args.mp4,
@@ -487,17 +508,20 @@ def build_parser() -> argparse.ArgumentParser:
     process = commands.add_parser('process', help='offline fusion + detection over a bag')
     process.add_argument('bag')
     process.add_argument('-o', '--output', help='output bag (inputs + fused + detections)')
-    process.add_argument('--model', help='fusion weights (default: the shipped ones)')
+    process.add_argument('--model', help="fusion weights (default: the YAML's model_path)")
     process.add_argument('--detector', help='YOLO weights (.pt/.onnx); omit for fusion only')
     process.add_argument('--allow-unsafe-checkpoint', action='store_true',
                          help='load a --detector file that needs full pickle (it can run code)')
-    process.add_argument('--device', default='auto', help='auto | cpu | cuda[:N]')
-    process.add_argument('--conf', type=float, default=0.25)
-    process.add_argument('--iou', type=float, default=0.45)
-    process.add_argument('--imgsz', type=int, default=640)
+    process.add_argument('--params-file',
+                         help="the nodes' YAML every setting below defaults to (default: the "
+                              "package's config/ivf_ros.yaml, as the live graph)")
+    process.add_argument('--device', help='auto | cpu | cuda[:N] (default: the YAML)')
+    process.add_argument('--conf', type=float, help='detection confidence (default: the YAML)')
+    process.add_argument('--iou', type=float, help='NMS IoU (default: the YAML)')
+    process.add_argument('--imgsz', type=int, help='detector input size (default: the YAML)')
     process.add_argument('--classes', nargs='+', help='keep only these class names')
-    process.add_argument('--slop', type=float, default=0.02, help='pairing tolerance (s)')
-    process.add_argument('--queue-size', type=int, default=10)
+    process.add_argument('--slop', type=float, help='pairing tolerance [s] (default: the YAML)')
+    process.add_argument('--queue-size', type=int, help='default: the YAML')
     process.add_argument('--visible-topic', default=bagio.VISIBLE_TOPIC)
     process.add_argument('--infrared-topic', default=bagio.INFRARED_TOPIC)
     process.add_argument('--fused-topic', default=FUSED_TOPIC)

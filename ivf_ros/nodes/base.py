@@ -274,8 +274,9 @@ def wants_help(args: Sequence[str] | None) -> bool:
 
 
 def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
-               args: list[str] | None = None) -> int:
-    """Init rclpy with args, build and start the nodes, spin them multi-threaded, clean up."""
+               args: list[str] | None = None,
+               connect: Callable[[list[IvfLifecycleNode]], None] | None = None) -> int:
+    """Init rclpy with args, build, connect and start the nodes, spin them, clean up."""
     # Our own handlers: the context must stay valid while the nodes release their resources.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -293,6 +294,8 @@ def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
                 return 2
             nodes.append(node)
             executor.add_node(node)
+        if connect is not None:
+            connect(nodes)
         for node in nodes:
             node.start()
         # Short waits: Python only runs the signal handlers between them (an idle graph, e.g.

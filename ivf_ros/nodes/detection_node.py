@@ -10,6 +10,7 @@ results[0].hypothesis.class_id = class name, .score = confidence) and detections
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 import sys
 import time
 from typing import Any
@@ -40,7 +41,13 @@ from ivf_ros.nodes.base import (
 from ivf_ros.nodes.param_specs import DETECTION_NODE, DETECTION_PARAMS, ParamValue
 from ivf_ros.nodes.ros_image import array_to_image_msg, image_msg_to_array
 from ivf_ros.pipeline.detector import Detection, DetectorLoadError, YoloDetector
-from ivf_ros.pipeline.runtime import LatencyStats, LatestWorker, RateMeter
+from ivf_ros.pipeline.runtime import (
+    compute_threads,
+    LatencyStats,
+    LatestWorker,
+    RateMeter,
+    use_threads,
+)
 
 DETECTIONS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -59,13 +66,25 @@ def detections_to_msg(detections: Sequence[Detection], header: Header) -> Detect
     return array
 
 
+@dataclass(frozen=True)
+class DetectionInput:
+    """One image to detect on: a message from fused/image, or an array handed over in-process."""
+
+    header: Header
+    msg: Image | None = None
+    rgb: np.ndarray | None = None  # (h, w, 3) uint8 RGB (ivf-graph's fast path)
+
+
 class DetectionNode(IvfLifecycleNode):
     """Run YOLO on each (newest) fused image and publish the boxes."""
 
     def __init__(self, node_name: str = DETECTION_NODE, **kwargs: Any) -> None:
         super().__init__(node_name, DETECTION_PARAMS, **kwargs)
         self.detector: YoloDetector | None = None
-        self.worker: LatestWorker[Image] | None = None
+        self.worker: LatestWorker[DetectionInput] | None = None
+        # ivf-graph's fast path: fusion_node hands the fused array over (submit_array) and this
+        # node does not subscribe to fused/image, which fusion_node still publishes for others.
+        self.direct_input = False
         self._image_sub = None
         self._detections_pub = None
         self._annotated_pub = None
@@ -106,11 +125,14 @@ class DetectionNode(IvfLifecycleNode):
     @logged_transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker and subscribe to fused/image."""
-        self.worker = LatestWorker('detection_worker', self._process, self._on_worker_error)
-        self._image_sub = self.create_subscription(
-            Image, 'fused/image', self.guarded('image callback', self._on_image),
-            qos_profile_sensor_data,
-            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        threads = compute_threads(int(self.params['threads']))
+        self.worker = LatestWorker('detection_worker', self._process, self._on_worker_error,
+                                   on_start=lambda: use_threads(threads))
+        if not self.direct_input:
+            self._image_sub = self.create_subscription(
+                Image, 'fused/image', self.guarded('image callback', self._on_image),
+                qos_profile_sensor_data,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies())
         return super().on_activate(state)
 
     def stop_inputs(self) -> None:
@@ -156,31 +178,41 @@ class DetectionNode(IvfLifecycleNode):
         """Queue the newest image for the worker."""
         self.input_rate.tick()
         if self.worker is not None:
-            self.worker.submit(msg)
+            self.worker.submit(DetectionInput(msg.header, msg=msg))
 
-    def _process(self, msg: Image) -> None:
+    def submit_array(self, rgb: np.ndarray, header: Header) -> None:
+        """Queue an (h, w, 3) uint8 RGB image handed over in-process (ivf-graph's fast path)."""
+        self.input_rate.tick()
+        if self.worker is not None:
+            self.worker.submit(DetectionInput(header, rgb=rgb))
+
+    def _process(self, item: DetectionInput) -> None:
         """Detect on one image and publish (worker thread)."""
         detector = self.detector
         if detector is None:
             return
         started = time.perf_counter()
-        try:
-            stamp_to_ns(msg.header.stamp)  # a negative stamp is no time to detect at
-            check_pixels(msg.width, msg.height, int(self.params['max_pixels']))
-            array, encoding = image_msg_to_array(msg)
-            rgb = to_rgb8(array, encoding)
-        except (ImageFormatError, ValueError) as error:
-            self.last_bad_input = f'image dropped: {error}'
-            self.problems.add('bad input', self.last_bad_input)
-            self.warn_throttled('bad_input', self.last_bad_input)
-            return
-        detections = detector.detect(np.ascontiguousarray(rgb))
+        rgb = item.rgb
+        if rgb is None:
+            try:
+                stamp_to_ns(item.header.stamp)  # a negative stamp is no time to detect at
+                msg = item.msg
+                check_pixels(msg.width, msg.height, int(self.params['max_pixels']))
+                array, encoding = image_msg_to_array(msg)
+                rgb = to_rgb8(array, encoding)
+            except (ImageFormatError, ValueError) as error:
+                self.last_bad_input = f'image dropped: {error}'
+                self.problems.add('bad input', self.last_bad_input)
+                self.warn_throttled('bad_input', self.last_bad_input)
+                return
+        detections = detector.detect(rgb)
         self.publish_counted(
-            self._detections_pub, detections_to_msg(detections, msg.header), 'detections')
-        if self._annotated_pub is not None:
+            self._detections_pub, detections_to_msg(detections, item.header), 'detections')
+        # Drawing costs a copy of the image: only for someone watching.
+        if self._annotated_pub is not None and self._annotated_pub.get_subscription_count():
             annotated = detector.annotate(rgb, detections)
             self.publish_counted(self._annotated_pub,
-                                 array_to_image_msg(annotated, 'rgb8', msg.header),
+                                 array_to_image_msg(annotated, 'rgb8', item.header),
                                  'detections/image')
         self.rate.tick()
         self.latency.add(time.perf_counter() - started)

@@ -10,11 +10,11 @@ fusion/weights (mono8, 255 = all infrared), and /diagnostics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 import math
 import sys
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
@@ -25,47 +25,39 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ivf_ros.io.image_codec import (
-    check_pixels,
-    decode_compressed,
-    ImageFormatError,
-    ThermalNormalizer,
-    to_rgb8,
-)
+from ivf_ros.io.image_codec import ImageFormatError
 from ivf_ros.nodes.base import (
     IvfLifecycleNode,
     logged_transition,
     node_help,
     spin_nodes,
-    stamp_to_ns,
     wants_help,
 )
 from ivf_ros.nodes.param_specs import FUSION_NODE, FUSION_PARAMS, ParamValue
-from ivf_ros.nodes.ros_image import array_to_image_msg, image_msg_to_array
-from ivf_ros.pipeline.registration import homography_matrix, register_infrared
-from ivf_ros.pipeline.runtime import LatencyStats, LatestWorker, RateMeter
-from ivf_ros.pipeline.sync import MatchedPair, PairSynchronizer
+from ivf_ros.nodes.ros_image import array_to_image_msg
+from ivf_ros.pipeline.frames import (
+    arrived_frame,
+    ArrivedFrame,
+    FramePipeline,
+    FusedPair,
+    FusionModelLike,
+    PairDecodeError,
+    PipelineConfig,
+)
+from ivf_ros.pipeline.registration import homography_matrix
+from ivf_ros.pipeline.runtime import (
+    compute_threads,
+    LatencyStats,
+    LatestWorker,
+    RateMeter,
+    use_threads,
+)
+from ivf_ros.pipeline.sync import MatchedPair
 
 # A stream silent for this long while the other one flows is reported as missing.
 STREAM_SILENT_S = 2.0
-
-
-class FusionResultLike(Protocol):
-    """What FusionModel.run returns (ivf_ros.fusion.inference.FusionResult)."""
-
-    fused: np.ndarray
-    weights: np.ndarray
-    enhanced: np.ndarray | None
-
-
-class FusionModelLike(Protocol):
-    """The part of ivf_ros.fusion.inference.FusionModel the node uses."""
-
-    device: str
-
-    def run(self, visible_rgb: np.ndarray, infrared: np.ndarray,
-            with_enhanced: bool = False) -> FusionResultLike:
-        """Fuse one registered pair."""
+# An in-process consumer of the fused image (ivf-graph's fast path to the detector).
+Downstream = Callable[[np.ndarray, Header], None]
 
 
 def load_fusion_model(path: str, device: str, half: bool) -> FusionModelLike:
@@ -75,29 +67,20 @@ def load_fusion_model(path: str, device: str, half: bool) -> FusionModelLike:
     return FusionModel.load(path or None, device=device, half=half)
 
 
-@dataclass
-class Frame:
-    """One decoded input frame and what decoding it cost."""
-
-    header: Header
-    image: np.ndarray  # visible: (h, w, 3) uint8 RGB; infrared: (h, w) uint8
-    received: float  # time.perf_counter() at arrival
-    convert_s: float  # wall time spent decoding
-    convert_cpu_s: float  # CPU time of this thread spent decoding (immune to preemption)
-
-
 class FusionNode(IvfLifecycleNode):
     """Synchronise visible + infrared, run the fusion network, publish the fused image."""
 
     def __init__(self, node_name: str = FUSION_NODE, **kwargs: Any) -> None:
         super().__init__(node_name, FUSION_PARAMS, **kwargs)
         self.model: FusionModelLike | None = None
-        self.sync: PairSynchronizer | None = None
+        self.pipeline: FramePipeline | None = None
         self.worker: LatestWorker[MatchedPair] | None = None
         self._inputs: list[Any] = []
         self._outputs: dict[str, Any] = {}
-        self._homography = homography_matrix(self.params['homography'])
         self._flush_timer: Any = None
+        # Set by ivf-graph: the fused array goes straight to the detector in this process
+        # (intra-process, as composable nodes do), fused/image still serves other subscribers.
+        self.downstream: Downstream | None = None
         self._last_frame_s = time.perf_counter()
         self._reset_counters()
 
@@ -109,7 +92,10 @@ class FusionNode(IvfLifecycleNode):
         self.overhead = LatencyStats()  # everything but the model: decode, sync, register, publish
         self.overhead_cpu = LatencyStats()  # the same in CPU time: its cost on a busy machine
         self.last_bad_input = ''
-        self.accepted = {'visible': 0, 'infrared': 0}  # decoded and handed to the synchroniser
+        self.last_time_jump = ''
+        self.rejected = {'visible': 0, 'infrared': 0}  # refused on arrival (stamp, size, layout)
+        self.rejected_late = {'visible': 0, 'infrared': 0}  # paired, then failed to decode
+        self.accepted = {'visible': 0, 'infrared': 0}  # checked and handed to the synchroniser
         self.time_jumps = 0
         self._flowing_since: float | None = None  # both cameras flowing since (monotonic)
         self._last_stamp_ns: dict[str, int] = {}
@@ -128,14 +114,11 @@ class FusionNode(IvfLifecycleNode):
             return self.fail_configure(
                 f'cannot load the fusion model ({path or "shipped"}): {error}')
         try:
-            self.thermal = ThermalNormalizer(
-                str(self.params['thermal_range']), float(self.params['thermal_smoothing']),
-                (float(self.params['thermal_min']), float(self.params['thermal_max'])))
-        except ValueError as error:
+            self.pipeline = FramePipeline(PipelineConfig.from_params(self.params), self.model)
+        except ValueError as error:  # thermal range, homography
             self.model = None
-            return self.fail_configure(f'invalid thermal settings: {error}')
+            return self.fail_configure(f'invalid settings: {error}')
         self.configure_error = ''
-        self.sync = PairSynchronizer(float(self.params['slop']), int(self.params['queue_size']))
         outputs = {'fused': ('fused/image', True),
                    'enhanced': ('enhanced/image', self.params['publish_enhanced']),
                    'weights': ('fusion/weights', self.params['publish_weights'])}
@@ -150,7 +133,9 @@ class FusionNode(IvfLifecycleNode):
     @logged_transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker and subscribe to the two cameras."""
-        self.worker = LatestWorker('fusion_worker', self._process_pair, self._on_worker_error)
+        threads = compute_threads(int(self.params['threads']))
+        self.worker = LatestWorker('fusion_worker', self._process_pair, self._on_worker_error,
+                                   on_start=lambda: use_threads(threads))
         compressed = self.params['image_transport'] == 'compressed'
         for stream in ('visible', 'infrared'):
             # image_transport convention: the compressed topic hangs off the (remapped) base name.
@@ -184,7 +169,7 @@ class FusionNode(IvfLifecycleNode):
         for publisher in self._outputs.values():
             self.destroy_lifecycle_publisher(publisher)
         self._outputs.clear()
-        self.model, self.sync, self.worker = None, None, None
+        self.model, self.pipeline, self.worker = None, None, None
         if 'torch' in sys.modules:
             import torch
 
@@ -200,57 +185,55 @@ class FusionNode(IvfLifecycleNode):
 
     def on_parameters_changed(self, changed: dict[str, ParamValue]) -> None:
         """Apply slop, queue_size and homography at once."""
-        if self.sync is not None and 'slop' in changed:
-            self.sync.slop_s = float(changed['slop'])
-        if self.sync is not None and 'queue_size' in changed:
-            self.sync.queue_size = int(changed['queue_size'])
+        pipeline = self.pipeline
+        if pipeline is None:
+            return  # on_configure reads them
+        if 'slop' in changed:
+            pipeline.sync.slop_s = float(changed['slop'])
+        if 'queue_size' in changed:
+            pipeline.sync.queue_size = int(changed['queue_size'])
         if 'homography' in changed:
-            self._homography = homography_matrix(changed['homography'])
+            pipeline.homography = homography_matrix(changed['homography'])
 
     # Input ------------------------------------------------------------------------------------
 
     def _on_image(self, stream: str, msg: Image | CompressedImage) -> None:
-        """Check the stamp and size, decode one frame, hand it to the synchroniser."""
+        """Check a frame's stamp and size (no decoding yet) and hand it to the pipeline."""
         received = time.perf_counter()
         received_cpu = time.thread_time()
         self.rates[stream].tick()
-        sync = self.sync
-        if sync is None:
+        pipeline = self.pipeline
+        if pipeline is None:
             return
-        max_pixels = int(self.params['max_pixels'])
         try:
-            # The stamp and the size first: neither costs a decode.
-            stamp_ns = stamp_to_ns(msg.header.stamp)
-            if isinstance(msg, CompressedImage):
-                array, encoding = decode_compressed(msg.format, msg.data, max_pixels)
-            else:
-                check_pixels(msg.width, msg.height, max_pixels)
-                array, encoding = image_msg_to_array(msg)
-            image = to_rgb8(array, encoding) if stream == 'visible' else self.thermal(
-                array, encoding)
+            frame = arrived_frame(msg, pipeline.config.max_pixels, received)
         except (ImageFormatError, ValueError) as error:
+            self.rejected[stream] += 1
             self._report_bad_input(stream, f'{stream} frame dropped: {error}')
             return
         self.accepted[stream] += 1
         last = self._last_stamp_ns.get(stream)
-        self._last_stamp_ns[stream] = stamp_ns
-        frame = Frame(msg.header, image, received, 0.0, 0.0)
-        add = sync.add_visible if stream == 'visible' else sync.add_infrared
-        resets = sync.stats.resets
-        pairs = add(stamp_ns, frame)
-        if last is not None and stamp_ns < last:
-            self.time_jumps += 1
-            back_s = (last - stamp_ns) / 1e9
-            if sync.stats.resets > resets:
-                what = 'bag loop or clock reset: waiting pairs emitted, pairing restarts'
-            else:
-                what = f'within {sync.reset_jump_s:g} s: kept if it can still pair, no reset'
-            self.warn_throttled(f'{stream}_time',
-                                f'{stream} stamps went back by {back_s:.3f} s ({what})')
+        self._last_stamp_ns[stream] = frame.stamp_ns
+        resets = pipeline.sync.stats.resets
+        pairs = pipeline.add(stream, frame)
+        if last is not None and frame.stamp_ns < last:
+            self._note_time_jump(stream, (last - frame.stamp_ns) / 1e9,
+                                 pipeline.sync.stats.resets > resets)
         self._last_frame_s = time.perf_counter()
-        frame.convert_s = self._last_frame_s - received
-        frame.convert_cpu_s = time.thread_time() - received_cpu
+        frame.arrival_s = self._last_frame_s - received
+        frame.arrival_cpu_s = time.thread_time() - received_cpu
         self._submit(pairs)
+
+    def _note_time_jump(self, stream: str, back_s: float, reset: bool) -> None:
+        """Count and report stamps going back; say whether that restarted the pairing."""
+        self.time_jumps += 1
+        if reset:
+            what = 'bag loop or clock reset: waiting pairs emitted, pairing restarts'
+        else:
+            what = (f'within {self.pipeline.sync.reset_jump_s:g} s: kept if it can still pair, '
+                    'no reset')
+        self.last_time_jump = f'{stream} stamps went back by {back_s:.3f} s ({what})'
+        self.warn_throttled(f'{stream}_time', self.last_time_jump)
 
     def _submit(self, pairs: list[MatchedPair]) -> None:
         """Hand the newest ready pair to the worker; older ready pairs are counted drops."""
@@ -262,12 +245,13 @@ class FusionNode(IvfLifecycleNode):
     def _flush_when_idle(self) -> None:
         """Emit the pairs still waiting for a later frame once the cameras have gone quiet."""
         idle_s = float(self.params['idle_flush'])
-        sync = self.sync
-        if sync is None or idle_s <= 0.0 or time.perf_counter() - self._last_frame_s < idle_s:
+        pipeline = self.pipeline
+        if pipeline is None or idle_s <= 0.0 or (
+                time.perf_counter() - self._last_frame_s < idle_s):
             return
         # Flush once per quiet spell: the next frame re-arms it.
         self._last_frame_s = math.inf
-        self._submit(sync.flush())
+        self._submit(pipeline.flush())
 
     def _report_bad_input(self, key: str, message: str) -> None:
         """Count a rejected frame and log it (throttled)."""
@@ -277,42 +261,55 @@ class FusionNode(IvfLifecycleNode):
 
     # Processing -------------------------------------------------------------------------------
 
+    def _wanted(self, key: str) -> bool:
+        """Return whether an output is enabled and someone subscribes to it."""
+        publisher = self._outputs.get(key)
+        return publisher is not None and publisher.get_subscription_count() > 0
+
     def _process_pair(self, pair: MatchedPair) -> None:
-        """Register, fuse and publish one pair (worker thread)."""
-        model = self.model
-        if model is None:
+        """Decode, register, fuse and publish one pair (worker thread)."""
+        pipeline = self.pipeline
+        if pipeline is None:
             return
         started = time.perf_counter()
         started_cpu = time.thread_time()
-        visible: Frame = pair.visible
-        infrared: Frame = pair.infrared
-        size = visible.image.shape[:2]
-        if infrared.image.shape[:2] != size:
-            self._note_size_mismatch(infrared.image.shape[:2], size)
-        registered = register_infrared(infrared.image, size, self._homography)
-        model_started = time.perf_counter()
-        model_started_cpu = time.thread_time()
-        result = model.run(visible.image, registered,
-                           with_enhanced='enhanced' in self._outputs)
-        model_s = time.perf_counter() - model_started
-        model_cpu_s = time.thread_time() - model_started_cpu
-        fused = result.fused if self.params['output_encoding'] == 'rgb8' else result.fused[
-            :, :, ::-1]
-        header = visible.header
-        self._publish('fused', array_to_image_msg(fused, str(self.params['output_encoding']),
-                                                  header))
-        if 'enhanced' in self._outputs and result.enhanced is not None:
-            self._publish('enhanced', array_to_image_msg(result.enhanced, 'rgb8', header))
-        if 'weights' in self._outputs:
-            weights = (np.clip(result.weights, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-            self._publish('weights', array_to_image_msg(weights, 'mono8', header))
+        try:
+            # Optional outputs are computed only for subscribers (enhanced costs a second
+            # rendering; the weight map a conversion).
+            fused = pipeline.fuse(pair, with_enhanced=self._wanted('enhanced'))
+        except PairDecodeError as error:
+            self.rejected_late[error.stream] += 1
+            self._report_bad_input(error.stream, str(error))
+            return
+        if fused.size_mismatch is not None:
+            self._note_size_mismatch(*fused.size_mismatch)
+        self._publish_fused(fused)
         done = time.perf_counter()
+        visible: ArrivedFrame = fused.visible
+        infrared: ArrivedFrame = fused.infrared
         self.rates['fused'].tick()
-        self.model_time.add(model_s)
+        self.model_time.add(fused.model_s)
         self.latency.add(done - max(visible.received, infrared.received))
-        self.overhead.add(visible.convert_s + infrared.convert_s + (done - started) - model_s)
-        self.overhead_cpu.add(visible.convert_cpu_s + infrared.convert_cpu_s
-                              + (time.thread_time() - started_cpu) - model_cpu_s)
+        self.overhead.add(visible.arrival_s + infrared.arrival_s + (done - started)
+                          - fused.model_s)
+        self.overhead_cpu.add(visible.arrival_cpu_s + infrared.arrival_cpu_s
+                              + (time.thread_time() - started_cpu) - fused.model_cpu_s)
+
+    def _publish_fused(self, fused: FusedPair) -> None:
+        """Publish fused/image (and the optional outputs) with the visible frame's header."""
+        header = fused.visible.header
+        image = fused.result.fused  # (h, w, 3) uint8 RGB
+        if self.downstream is not None:
+            self.downstream(image, header)
+        if self._wanted('fused'):
+            encoding = str(self.params['output_encoding'])
+            pixels = image if encoding == 'rgb8' else image[:, :, ::-1]
+            self._publish('fused', array_to_image_msg(pixels, encoding, header))
+        if self._wanted('enhanced') and fused.result.enhanced is not None:
+            self._publish('enhanced', array_to_image_msg(fused.result.enhanced, 'rgb8', header))
+        if self._wanted('weights'):
+            weights = (np.clip(fused.result.weights, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            self._publish('weights', array_to_image_msg(weights, 'mono8', header))
 
     def _note_size_mismatch(self, infrared_size: tuple[int, ...], size: tuple[int, ...]) -> None:
         """Log once per size combination that infrared is resized to the visible frame."""
@@ -339,7 +336,7 @@ class FusionNode(IvfLifecycleNode):
     def diagnostic_status(self) -> DiagnosticStatus:
         """Return the node's health: rates, latency, drops, bad input, device."""
         now = time.monotonic()
-        stats = self.sync.stats if self.sync is not None else None
+        stats = self.pipeline.sync.stats if self.pipeline is not None else None
         p50, p95 = self.latency.percentiles(50, 95)
         model_p50, = self.model_time.percentiles(50)
         overhead_p50, overhead_p95 = self.overhead.percentiles(50, 95)
@@ -372,12 +369,17 @@ class FusionNode(IvfLifecycleNode):
             'received infrared frames': str(self.rates['infrared'].count),
             'accepted visible frames': str(self.accepted['visible']),
             'accepted infrared frames': str(self.accepted['infrared']),
+            'rejected visible frames': str(self.rejected['visible']),
+            'rejected infrared frames': str(self.rejected['infrared']),
+            'undecodable visible frames': str(self.rejected_late['visible']),
+            'undecodable infrared frames': str(self.rejected_late['infrared']),
             'dropped stale pairs': str(self.worker.dropped if self.worker else 0),
             'unmatched visible': str(stats.unmatched_visible if stats else 0),
             'unmatched infrared': str(stats.unmatched_infrared if stats else 0),
             'dropped overflow': str(stats.dropped_overflow if stats else 0),
             'sync resets': str(stats.resets if stats else 0),
             'time jumps back': str(self.time_jumps),
+            'last time jump': self.last_time_jump,
             'bad visible frames': str(self.problems.count('bad visible input')),
             'bad infrared frames': str(self.problems.count('bad infrared input')),
             'last bad input': self.last_bad_input,

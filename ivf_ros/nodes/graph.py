@@ -47,7 +47,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument('--detector-model', help='detection_node model (path or Ultralytics name)')
     parser.add_argument('--device', help='device of both networks: auto, cpu, cuda:N')
     parser.add_argument('--use-sim-time', action='store_true', help='use /clock')
+    parser.add_argument('--no-fast-path', action='store_true',
+                        help='detection_node reads fused/image over DDS instead of taking the '
+                             'fused array in-process (the default when both nodes run here)')
     return parser.parse_args(remove_ros_args(argv)[1:])
+
+
+def connect_fast_path(nodes: list) -> None:
+    """Hand fusion_node's fused array straight to detection_node when they share the topic."""
+    from ivf_ros.nodes.detection_node import DetectionNode
+    from ivf_ros.nodes.fusion_node import FusionNode
+
+    fusion = next((node for node in nodes if isinstance(node, FusionNode)), None)
+    detection = next((node for node in nodes if isinstance(node, DetectionNode)), None)
+    if fusion is None or detection is None:
+        return
+    # Remaps may point detection_node elsewhere: only the same resolved topic is shortcut.
+    if fusion.resolve_topic_name('fused/image') != detection.resolve_topic_name('fused/image'):
+        return
+    detection.direct_input = True
+    fusion.downstream = detection.submit_array
+    fusion.get_logger().info(
+        'fast path: fused images go to detection_node in-process; fused/image is published '
+        'for other subscribers')
 
 
 def ros_arguments(argv: list[str], options: argparse.Namespace) -> list[str]:
@@ -88,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     factories = {FUSION_NODE: FusionNode, DETECTION_NODE: DetectionNode}
     return spin_nodes([factories[name] for name in options.nodes],
-                      args=ros_arguments(argv, options))
+                      args=ros_arguments(argv, options),
+                      connect=None if options.no_fast_path else connect_fast_path)
 
 
 if __name__ == '__main__':

@@ -132,6 +132,11 @@ _HALF = ParamSpec(
     'half', ParamKind.BOOL, False, 'Run the network in float16 (CUDA only; ignored on CPU).',
     read_only=True)
 
+_THREADS = ParamSpec(
+    'threads', ParamKind.INTEGER, 0,
+    "CPU threads of this node's network, set in its worker thread after the model is loaded "
+    '(Ultralytics would otherwise leave 1); 0 = half the cores, so fusion and detection '
+    'overlap without fighting for them.', min_value=0, max_value=256, read_only=True)
 _MAX_PIXELS = ParamSpec(
     'max_pixels', ParamKind.INTEGER, DEFAULT_MAX_PIXELS,
     'Largest input image (width x height) accepted; bigger frames are rejected and counted '
@@ -149,6 +154,7 @@ FUSION_PARAMS: tuple[ParamSpec, ...] = (
               read_only=True),
     _DEVICE,
     _HALF,
+    _THREADS,
     ParamSpec('image_transport', ParamKind.STRING, 'raw',
               "Input transport: 'raw' (sensor_msgs/Image on visible/image_raw) or 'compressed' "
               '(sensor_msgs/CompressedImage on visible/image_raw/compressed).',
@@ -158,6 +164,10 @@ FUSION_PARAMS: tuple[ParamSpec, ...] = (
               min_value=0.0, max_value=1.0),
     ParamSpec('queue_size', ParamKind.INTEGER, 10,
               'Frames per stream kept while waiting for a partner.', min_value=1, max_value=100),
+    ParamSpec('camera_rate', ParamKind.DOUBLE, 0.0,
+              'Camera frame rate [Hz]: a pair is released as soon as no later frame can be '
+              'nearer, instead of one frame later; 0 = learn it from the stamps.',
+              min_value=0.0, max_value=1000.0, read_only=True),
     ParamSpec('idle_flush', ParamKind.DOUBLE, 1.0,
               'When no frame has arrived for this long [s, wall clock], pair what is still '
               'waiting for a later frame (the last pair of a bag or before a camera stops); '
@@ -211,6 +221,7 @@ DETECTION_PARAMS: tuple[ParamSpec, ...] = (
               min_value=1, max_value=1000),
     _DEVICE,
     _HALF,
+    _THREADS,
     ParamSpec('publish_annotated', ParamKind.BOOL, True,
               'Also publish the image with boxes drawn on detections/image.', read_only=True),
     _MAX_PIXELS,

@@ -17,9 +17,11 @@ class LatestWorker(Generic[Item]):
     """Run handler on the newest submitted item in a thread; older pending items are dropped."""
 
     def __init__(self, name: str, handler: Callable[[Item], None],
-                 on_error: Callable[[Exception], None]) -> None:
+                 on_error: Callable[[Exception], None],
+                 on_start: Callable[[], None] | None = None) -> None:
         self._handler = handler
         self._on_error = on_error
+        self._on_start = on_start  # run first, in the worker thread (per-thread settings)
         self._condition = threading.Condition()
         self._pending: Item | None = None
         self._running = True
@@ -47,6 +49,11 @@ class LatestWorker(Generic[Item]):
 
     def _loop(self) -> None:
         """Wait for items and handle them one at a time."""
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception as error:  # noqa: BLE001 - reported; the worker still runs
+                self._on_error(error)
         while True:
             with self._condition:
                 while self._running and self._pending is None:
@@ -59,6 +66,26 @@ class LatestWorker(Generic[Item]):
                 self.processed += 1
             except Exception as error:  # a bad frame must never kill the worker thread
                 self._on_error(error)
+
+
+def compute_threads(requested: int, cpu_count: int | None = None) -> int:
+    """Return the torch threads for one network: requested, or 0 = half the cores (>= 1).
+
+    A graph runs two networks (fusion, detection), each in its own worker thread: half the cores
+    each lets fusion of one pair overlap detection of the one before without thread fights.
+    """
+    if requested > 0:
+        return requested
+    import os
+
+    return max(1, (cpu_count or os.cpu_count() or 1) // 2)
+
+
+def use_threads(count: int) -> None:
+    """Set torch's intra-op threads for the calling thread (torch keeps it per thread)."""
+    import torch
+
+    torch.set_num_threads(count)
 
 
 class RateMeter:

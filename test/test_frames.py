@@ -1,0 +1,123 @@
+"""The frame pipeline: checks on arrival, lazy decoding, learned camera rate, fusion."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ivf_ros.io.image_codec import encode_compressed, ImageFormatError
+from ivf_ros.pipeline.frames import (
+    arrived_frame,
+    ArrivedFrame,
+    FramePipeline,
+    PairDecodeError,
+    PipelineConfig,
+)
+
+MS = 1_000_000
+
+
+def stamp(ns: int) -> SimpleNamespace:
+    return SimpleNamespace(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def raw_message(ns: int, array: np.ndarray, encoding: str) -> SimpleNamespace:
+    """An object with sensor_msgs/Image fields (as rclpy's and rosbags' messages have)."""
+    height, width = array.shape[:2]
+    return SimpleNamespace(header=SimpleNamespace(stamp=stamp(ns), frame_id='cam'),
+                           height=height, width=width, encoding=encoding, is_bigendian=0,
+                           step=array.strides[0], data=array.tobytes())
+
+
+class CountingFrame:
+    """Arrived frames whose decoding is counted."""
+
+    decoded = 0
+
+    @classmethod
+    def make(cls, ns: int, width: int = 8, height: int = 6) -> ArrivedFrame:
+        def decode() -> tuple[np.ndarray, str]:
+            cls.decoded += 1
+            return np.zeros((height, width, 3), np.uint8), 'rgb8'
+        return ArrivedFrame(ns, width, height, decode)
+
+
+class FakeModel:
+    device = 'cpu'
+
+    def run(self, visible_rgb, infrared, with_enhanced=False):
+        assert infrared.shape == visible_rgb.shape[:2]
+        return SimpleNamespace(fused=visible_rgb, weights=np.zeros(infrared.shape, np.float32),
+                               enhanced=None)
+
+
+def test_config_comes_from_the_node_parameters() -> None:
+    config = PipelineConfig.from_params({'slop': 0.05, 'queue_size': 3, 'model_path': 'x',
+                                         'homography': [2.0, 0, 0, 0, 2.0, 0, 0, 0, 1.0]})
+    assert (config.slop, config.queue_size) == (0.05, 3)
+    assert config.homography == (2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def test_arrival_refuses_negative_stamps_and_oversized_frames_before_decoding() -> None:
+    grey = np.zeros((6, 8), np.uint8)
+    message = raw_message(5 * MS, grey, 'mono8')
+    message.header.stamp.sec = -1
+    with pytest.raises(ImageFormatError, match='negative stamp'):
+        arrived_frame(message, None)
+    with pytest.raises(ImageFormatError, match='exceeds max_pixels'):
+        arrived_frame(raw_message(5 * MS, grey, 'mono8'), max_pixels=47)
+    fmt, data = encode_compressed(grey, 'mono8', 'png')
+    compressed = SimpleNamespace(header=SimpleNamespace(stamp=stamp(5 * MS)), format=fmt,
+                                 data=data)
+    frame = arrived_frame(compressed, max_pixels=48)
+    assert (frame.width, frame.height) == (8, 6)
+    array, encoding = frame.decode()  # the PNG is decoded only now
+    assert array.shape == (6, 8) and encoding == 'mono8'
+
+
+def test_frames_that_never_pair_are_never_decoded() -> None:
+    CountingFrame.decoded = 0
+    pipeline = FramePipeline(PipelineConfig(slop=0.01), FakeModel())
+    pairs = []
+    for k in range(5):
+        pairs += pipeline.add('visible', CountingFrame.make(k * 100 * MS))
+        if k % 2 == 0:  # infrared only every other frame
+            pairs += pipeline.add('infrared', CountingFrame.make(k * 100 * MS))
+    pairs += pipeline.flush()
+    assert CountingFrame.decoded == 0
+    for pair in pairs:
+        pipeline.decode(pair)
+    assert len(pairs) == 3 and CountingFrame.decoded == 6  # 2 unpaired visible frames: never
+
+
+def test_a_learned_camera_rate_releases_pairs_without_waiting_a_frame() -> None:
+    pipeline = FramePipeline(PipelineConfig(slop=0.02), FakeModel())
+    waited = []
+    for k in range(12):  # 10 Hz, infrared 3 ms after visible
+        base = 1_000 * MS + k * 100 * MS
+        released = pipeline.add('visible', CountingFrame.make(base))
+        released += pipeline.add('infrared', CountingFrame.make(base + 3 * MS))
+        waited.append(not any(pair.visible_stamp_ns == base for pair in released))
+    # Until the period is known each pair waits for the next frame; then none does.
+    assert waited[:5] == [True] * 5 and not any(waited[7:]), waited
+    assert pipeline.sync.min_interval_s == pytest.approx(0.05)
+    given = FramePipeline(PipelineConfig(slop=0.02, camera_rate=30.0), FakeModel())
+    assert given.sync.min_interval_s == pytest.approx(0.5 / 30)
+
+
+def test_fuse_registers_the_infrared_and_names_a_frame_that_fails() -> None:
+    pipeline = FramePipeline(PipelineConfig(slop=0.0), FakeModel())
+    visible = np.full((12, 16, 3), 50, np.uint8)
+    infrared = np.full((6, 8), 200, np.uint16)
+    pairs = pipeline.arrive('visible', raw_message(0, visible, 'rgb8'))
+    pairs += pipeline.arrive('infrared', raw_message(0, infrared, 'mono16'))
+    fused = pipeline.fuse(pairs[0])
+    assert fused.infrared_mono.shape == (12, 16) and fused.size_mismatch == ((6, 8), (12, 16))
+    assert fused.model_s >= 0 and fused.result.fused.shape == (12, 16, 3)
+    broken = ArrivedFrame(MS, 4, 4, lambda: (_ for _ in ()).throw(ImageFormatError('corrupt')))
+    pairs = pipeline.add('visible', CountingFrame.make(MS)) + pipeline.add('infrared', broken)
+    with pytest.raises(PairDecodeError, match='infrared frame dropped: corrupt') as error:
+        pipeline.fuse(pairs[0])
+    assert error.value.stream == 'infrared'
