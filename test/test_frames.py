@@ -24,7 +24,7 @@ def stamp(ns: int) -> SimpleNamespace:
 
 
 def raw_message(ns: int, array: np.ndarray, encoding: str) -> SimpleNamespace:
-    """An object with sensor_msgs/Image fields (as rclpy's and rosbags' messages have)."""
+    """Return an object with sensor_msgs/Image fields (as rclpy's and rosbags' have)."""
     height, width = array.shape[:2]
     return SimpleNamespace(header=SimpleNamespace(stamp=stamp(ns), frame_id='cam'),
                            height=height, width=width, encoding=encoding, is_bigendian=0,
