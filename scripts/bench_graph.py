@@ -173,12 +173,13 @@ sys.exit(graph.main(['ivf-graph', *sys.argv[1:]]))
 """
 
 
-def start_graph(params: Path, nodes: list[str], log: Path,
-                null_model: bool = False) -> subprocess.Popen:
+def start_graph(params: Path, nodes: list[str], log: Path, null_model: bool = False,
+                no_fast_path: bool = False) -> subprocess.Popen:
     """Start ivf-graph in a child process (null_model: fusion without a network)."""
     program = ['-c', NULL_MODEL_GRAPH] if null_model else ['-m', 'ivf_ros.nodes.graph']
+    extra = ['--no-fast-path'] if no_fast_path else []
     return subprocess.Popen(
-        [sys.executable, *program, '--params-file', str(params), '--nodes', *nodes],
+        [sys.executable, *program, '--params-file', str(params), '--nodes', *nodes, *extra],
         stdout=log.open('w'), stderr=subprocess.STDOUT,
         env=dict(os.environ, RCUTILS_LOGGING_BUFFERED_STREAM='0'))
 
@@ -210,18 +211,58 @@ def resolve_fusion_model(options: argparse.Namespace, folder: Path) -> None:
         save_weights(IVFNet(), options.fusion_model)
 
 
+def median_ms(function: Any, repeats: int) -> float:
+    """Return the median wall time of function() in ms (after one warm-up call)."""
+    function()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1e3)
+
+
+def time_models_alone(options: argparse.Namespace, model: str) -> dict[str, float]:
+    """Return the median ms of fusion, YOLO and decoding one pair, each alone, in this run."""
+    from ivf_ros.fusion.inference import FusionModel
+    from ivf_ros.io.image_codec import to_mono8, to_rgb8
+    from ivf_ros.io.synthetic import make_night_pair
+    from ivf_ros.nodes.ros_image import array_to_image_msg, image_msg_to_array
+    from ivf_ros.pipeline.detector import YoloDetector
+
+    pair = make_night_pair(seed=7, width=options.width, height=options.height)
+    fusion = FusionModel.load(options.fusion_model or None, device=options.device)
+    detector = YoloDetector(model, imgsz=640, device=options.device)
+    fused = fusion.run(pair.visible, pair.infrared).fused
+    visible_msg = array_to_image_msg(pair.visible, 'rgb8', _header(0))
+    infrared_msg = array_to_image_msg(pair.infrared, 'mono8', _header(0))
+
+    def decode() -> None:
+        to_rgb8(*image_msg_to_array(visible_msg))
+        to_mono8(*image_msg_to_array(infrared_msg))
+
+    return {'fusion_ms': median_ms(lambda: fusion.run(pair.visible, pair.infrared), 20),
+            'yolo_ms': median_ms(lambda: detector.detect(fused), 20),
+            'decode_ms': median_ms(decode, 50)}
+
+
 def bench_graph(options: argparse.Namespace) -> None:
-    """Run both phases and print the numbers."""
+    """Time the models alone, run the phases, print the numbers and the issue's bars."""
     folder = Path(tempfile.mkdtemp(prefix='ivf_bench_'))
     params = folder / 'params.yaml'
     model = options.detector or detector_weights()
     resolve_fusion_model(options, folder)
+    threads = {'threads': options.threads} if options.threads is not None else {}
     params.write_text(yaml.safe_dump({
         '/**/fusion_node': {'ros__parameters': {
-            'device': options.device, 'model_path': options.fusion_model}},
+            'device': options.device, 'model_path': options.fusion_model, **threads}},
         '/**/detection_node': {'ros__parameters': {
             'device': options.device, 'model': model, 'imgsz': 640,
-            'publish_annotated': True}}}))
+            'publish_annotated': True, **threads}}}))
+    alone = time_models_alone(options, model)
+    print(f'models alone in this run: fusion {alone["fusion_ms"]:.1f} ms, YOLO '
+          f'{alone["yolo_ms"]:.1f} ms, decoding a pair {alone["decode_ms"]:.2f} ms (medians)')
+    results: dict[int, dict[str, float]] = {}
     print(f'graph benchmark: {options.width}x{options.height} at {options.rate} Hz for '
           f'{options.seconds} s per phase, device {options.device}, detector {model}, '
           f'fusion {options.fusion_model or "shipped"}; logs in {folder}')
@@ -241,13 +282,18 @@ def bench_graph(options: argparse.Namespace) -> None:
                 camera.arrivals[key].clear()
             camera.status = {}
             graphs = [start_graph(params, nodes, folder / f'phase{index + 1}_{number}.log',
-                                  null_model) for number, nodes in enumerate(processes)]
+                                  null_model, options.no_fast_path)
+                      for number, nodes in enumerate(processes)]
             detecting = any('detection_node' in nodes for nodes in processes)
+            # In one ivf-graph process detection_node takes the fused array in-process.
+            over_dds = detecting and (len(processes) > 1 or options.no_fast_path)
             try:
                 # Ready: the new fusion_node reports (configured), both nodes subscribed.
                 ready = (camera.wait_for(lambda: bool(camera.status), 180)
                          and camera.wait_for_subscribers('/visible/image_raw', 1, 60)
-                         and camera.wait_for_subscribers('/fused/image', 1 + detecting, 180))
+                         and camera.wait_for_subscribers('/fused/image', 1 + over_dds, 180)
+                         and (not detecting or camera.wait_for(
+                             lambda: camera.node.count_publishers('/detections') > 0, 180)))
                 if not ready:
                     print(f'\n== {phase} ==\n  the graph did not start: see {folder}')
                     continue
@@ -257,14 +303,40 @@ def bench_graph(options: argparse.Namespace) -> None:
             finally:
                 for graph in graphs:
                     stop_graph(graph)
-            report(phase, camera, sent, start, options, detecting)
+            results[index + 1] = report(phase, camera, sent, start, options, detecting)
     finally:
         camera.close()
+    print_bars(alone, results)
+
+
+def print_bars(alone: dict[str, float], results: dict[int, dict[str, float]]) -> None:
+    """Print the real-time bars of the graph against the models timed alone (ratios)."""
+    budget_ms = alone['fusion_ms'] + alone['yolo_ms']
+    ideal_fps = 1e3 / budget_ms
+    print(f'\n== bars (1 / (fusion + YOLO) = {ideal_fps:.2f} FPS) ==')
+    rows = []
+    if 4 in results:
+        fps = results[4].get('detections_fps', 0.0)
+        rows.append(('ivf-graph detections FPS', f'{fps:.2f}', f'>= {0.9 * ideal_fps:.2f}',
+                     fps >= 0.9 * ideal_fps))
+        p50 = results[4].get('detections_p50_ms', float('nan'))
+        limit = 1.3 * (budget_ms + alone['decode_ms'])
+        rows.append(('ivf-graph camera->detections p50 [ms]', f'{p50:.1f}', f'<= {limit:.1f}',
+                     p50 <= limit))
+    if 3 in results:
+        fps = results[3].get('detections_fps', 0.0)
+        rows.append(('two processes detections FPS', f'{fps:.2f}', f'>= {0.75 * ideal_fps:.2f}',
+                     fps >= 0.75 * ideal_fps))
+    if 1 in results:
+        overhead = results[1].get('overhead_p50_ms', float('nan'))
+        rows.append(('node overhead p50 [ms]', f'{overhead:.2f}', '<= 5', overhead <= 5.0))
+    for name, value, bar, met in rows:
+        print(f'  {name:40s} {value:>9s}  bar {bar:>10s}  {"met" if met else "NOT met"}')
 
 
 def report(phase: str, camera: Camera, sent: list[int], start: float,
-           options: argparse.Namespace, detecting: bool) -> None:
-    """Print one phase's numbers."""
+           options: argparse.Namespace, detecting: bool) -> dict[str, float]:
+    """Print one phase's numbers; return the ones the bars use."""
     warmup = options.warmup
     kept = [s for s in sent if s / 1e9 > start + warmup]
     span = max(options.seconds - warmup, 1e-9)
@@ -275,10 +347,14 @@ def report(phase: str, camera: Camera, sent: list[int], start: float,
           'warm-up)')
     print(f'  fused delivered     : {len(fused)} ({len(fused) / span:.2f} FPS), '
           f'stamp->fused p50/p95 {percentiles(fused)}')
+    numbers = {'fused_fps': len(fused) / span}
     if detecting:
         detected = latencies(camera, 'detections', warmup, start)
         print(f'  detections delivered: {len(detected)} ({len(detected) / span:.2f} FPS), '
               f'stamp->detections p50/p95 {percentiles(detected)}')
+        numbers['detections_fps'] = len(detected) / span
+        if detected:
+            numbers['detections_p50_ms'] = float(np.percentile(detected, 50) * 1e3)
     if status:
         print(f'  fusion_node model   : p50 {status.get("model p50 [ms]")} ms on '
               f'{status.get("device")}')
@@ -290,10 +366,12 @@ def report(phase: str, camera: Camera, sent: list[int], start: float,
         print(f'  dropped stale pairs : {status.get("dropped stale pairs")}, unmatched '
               f'{status.get("unmatched visible")}/{status.get("unmatched infrared")}, '
               f'publish errors {status.get("publish errors")}')
+        numbers['overhead_p50_ms'] = float(status.get('overhead p50 [ms]', 'nan'))
         if fused:
             model_ms = float(status.get('model p50 [ms]', 'nan'))
             print(f'  stamp->fused minus model p50: '
                   f'{np.percentile(fused, 50) * 1e3 - model_ms:.1f} ms (adds DDS both ways)')
+    return numbers
 
 
 def count_objects(options: argparse.Namespace) -> None:
@@ -358,6 +436,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--phases', type=int, nargs='+', choices=(1, 2, 3, 4),
                         help='1 null-model overhead, 2 fusion only, 3 both nodes in two '
                              'processes, 4 both in one ivf-graph (default: all)')
+    parser.add_argument('--threads', type=int,
+                        help="both nodes' threads parameter (default: the nodes' own, 0 = half "
+                             'the cores each)')
+    parser.add_argument('--no-fast-path', action='store_true',
+                        help='ivf-graph: detection over DDS instead of in-process')
     parser.add_argument('--counts', action='store_true',
                         help='count people/cars on the night pairs instead')
     parser.add_argument('--conf', type=float, default=0.25, help='--counts confidence')

@@ -384,3 +384,14 @@ def test_property_pairs_every_unambiguous_partner_when_streams_are_in_order(
     assert stats.dropped_overflow == 0 and stats.resets == 0
     assert stats.unmatched_visible == sum(kind == 'visible' for kind, _, _ in slots)
     assert stats.unmatched_infrared == sum(kind == 'infrared' for kind, _, _ in slots)
+
+
+def test_after_forget_history_a_replay_of_a_short_bag_pairs_again() -> None:
+    sync = PairSynchronizer(slop_s=0.02)
+    short = in_step(S, 4)  # 0.3 s: a replay jumps back less than reset_jump_s
+    assert len(feed(sync, short)) == 4
+    assert feed(sync, short) == []  # without the hint: older than the last pair, dropped
+    sync.flush()
+    sync.forget_history()
+    assert len(feed(sync, short)) == 4 and sync.stats.resets == 0
+    assert_accounted(sync)

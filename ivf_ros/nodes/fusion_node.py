@@ -249,9 +249,10 @@ class FusionNode(IvfLifecycleNode):
         if pipeline is None or idle_s <= 0.0 or (
                 time.perf_counter() - self._last_frame_s < idle_s):
             return
-        # Flush once per quiet spell: the next frame re-arms it.
+        # Flush once per quiet spell: the next frame re-arms it. The cameras have stopped: what
+        # comes next is a new timeline even if its stamps are earlier (a bag played again).
         self._last_frame_s = math.inf
-        self._submit(pipeline.flush())
+        self._submit(pipeline.flush(streams_ended=True))
 
     def _report_bad_input(self, key: str, message: str) -> None:
         """Count a rejected frame and log it (throttled)."""

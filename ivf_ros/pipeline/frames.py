@@ -217,9 +217,17 @@ class FramePipeline:
         add = self.sync.add_visible if stream == 'visible' else self.sync.add_infrared
         return add(frame.stamp_ns, frame)
 
-    def flush(self) -> list[MatchedPair]:
-        """Pair what is still waiting for a later frame (end of a bag, cameras gone quiet)."""
-        return self.sync.flush()
+    def flush(self, streams_ended: bool = False) -> list[MatchedPair]:
+        """Pair what is still waiting for a later frame (end of a bag, cameras gone quiet).
+
+        streams_ended: the next frames start a new timeline, even with earlier stamps (the same
+        bag played again).
+        """
+        pairs = self.sync.flush()
+        if streams_ended:
+            self.sync.forget_history()
+            self._periods = {stream: PeriodLearner() for stream in STREAMS}
+        return pairs
 
     def _learn_rate(self, stream: str, stamp_ns: int) -> None:
         """Tell the synchroniser how far apart frames come, once both periods are known."""

@@ -243,6 +243,17 @@ class PairSynchronizer:
             self._reset_locked()
             self._jumped = None
 
+    def forget_history(self) -> None:
+        """Start a new timeline at the next frame, whatever its stamp (queues must be empty).
+
+        For streams that have ended (a bag played to its end, then played again): the next
+        frames are not 'older than the last pair', they are a new recording.
+        """
+        with self._lock:
+            for stream in (self._visible, self._infrared):
+                stream.newest_ns = stream.last_paired_ns = None
+            self._jumped = None
+
     def flush(self) -> list[MatchedPair]:
         """Pair what can still pair without waiting for later frames, drop the rest (counted)."""
         with self._lock:
