@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 import json
 from pathlib import Path
+import queue
 import sys
+import threading
 import time
 from typing import Any
 
@@ -17,6 +19,7 @@ from ivf_ros.io import bagio
 from ivf_ros.io.bagio import BagError, BagReader, BagWriter
 from ivf_ros.io.image_codec import ImageFormatError
 from ivf_ros.io.paths import share_file
+from ivf_ros.pipeline.runtime import compute_threads, use_threads
 
 # Output topics of the live graph (fusion_node and detection_node with the launch file's
 # remappings): `process` writes the same names and types so tools cannot tell them apart.
@@ -300,26 +303,34 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
                 writer.add_topic(options.annotated_topic, bagio.IMAGE, reliable)
         bar = tqdm(total=total, desc='process', unit='pair', disable=not progress)
 
-        def handle(pair: Any) -> None:
+        def fuse(pair: Any) -> None:
+            """Fuse one pair (this thread) and queue it for detection and writing."""
             try:
                 fused = pipeline.fuse(pair, with_enhanced=options.with_enhanced)
             except PairDecodeError as error:
                 stats.bad_frames += 1
                 bar.write(f'skipping a pair: {error}')
                 return
-            visible = fused.visible
-            # The pair exists once both frames arrived: the later receive time.
-            log_time = max(visible.log_time_ns, fused.infrared.log_time_ns)
-            visible_rgb, infrared_mono, result = fused.visible_rgb, fused.infrared_mono, \
-                fused.result
             stats.fusion_ms.append(fused.model_s * 1e3)
+            finish.put(fused)
+
+        def detect(fused: Any) -> tuple[Any, list[Any], np.ndarray]:
+            """Detect on a fused pair (the worker thread); return what write() needs."""
             detections: list[Any] = []
-            annotated = result.fused
+            annotated = fused.result.fused
             if detector is not None:
                 tick = time.perf_counter()
-                detections = detector.detect(result.fused)
+                detections = detector.detect(fused.result.fused)
                 stats.detection_ms.append((time.perf_counter() - tick) * 1e3)
-                annotated = detector.annotate(result.fused, detections)
+                annotated = detector.annotate(fused.result.fused, detections)
+            return fused, detections, annotated
+
+        def write(done: tuple[Any, list[Any], np.ndarray]) -> None:
+            """Write a detected pair (in this thread: sqlite3 keeps to its thread)."""
+            fused, detections, annotated = done
+            visible, result = fused.visible, fused.result
+            # The pair exists once both frames arrived: the later receive time.
+            log_time = max(visible.log_time_ns, fused.infrared.log_time_ns)
             stats.pairs += 1
             stats.detections += len(detections)
             if writer is not None:
@@ -339,12 +350,18 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
                 if detector is not None:
                     _write_png(png_dir / f'{stats.pairs - 1:05d}_detections.png', annotated)
             if on_frame is not None:
-                on_frame(ProcessedFrame(visible.stamp_ns, visible_rgb, infrared_mono,
+                on_frame(ProcessedFrame(visible.stamp_ns, fused.visible_rgb, fused.infrared_mono,
                                         result.fused, detections, result.enhanced))
             bar.update(1)
 
+        # Two stages as in the live graph: this thread fuses pair N+1 while a worker detects
+        # on pair N; each with the threads the nodes would use (the same threads: the very
+        # same pixels as the live graph), nothing dropped, written in order here.
+        finish = _OrderedStage(detect, write, compute_threads(int(detection['threads'])))
+        previous_threads = torch_threads(compute_threads(int(fusion['threads'])))
         try:
             for message in reader.messages(sorted(set(copied) | set(inputs))):
+                finish.write_done()
                 if writer is not None and message.topic in copied:
                     writer.write_raw(message.topic, message.log_time_ns, message.raw)
                 if message.topic not in inputs:
@@ -358,11 +375,14 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
                     bar.write(f'skipping a bad frame on {message.topic}: {error}')
                     continue
                 for pair in pairs:
-                    handle(pair)
+                    fuse(pair)
             # The bag is over: no later frame can improve the last pairs.
             for pair in pipeline.flush():
-                handle(pair)
+                fuse(pair)
+            finish.close()
         finally:
+            finish.close(raise_error=False)
+            torch_threads(previous_threads)
             bar.close()
             if writer is not None:
                 writer.close()
@@ -373,6 +393,63 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
     stats.unmatched_infrared = sync.unmatched_infrared
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+class _OrderedStage:
+    """A worker thread for the second stage; results are handed back in order, none dropped."""
+
+    def __init__(self, work: Callable[[Any], Any], done: Callable[[Any], None],
+                 threads: int) -> None:
+        self._work = work
+        self._done = done  # called in the caller's thread, by write_done() and close()
+        self._threads = threads
+        self._inputs: queue.Queue[Any] = queue.Queue(maxsize=2)  # bounded: fusion waits
+        self._outputs: queue.Queue[Any] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name='process_detect', daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        """Queue an item (blocks while two wait); hand back what is done."""
+        self.write_done()
+        self._inputs.put(item)
+
+    def write_done(self) -> None:
+        """Pass finished results to `done` in order; re-raise an error of the worker."""
+        if self._error is not None:
+            raise self._error
+        while True:
+            try:
+                result = self._outputs.get_nowait()
+            except queue.Empty:
+                return
+            self._done(result)
+
+    def close(self, raise_error: bool = True) -> None:
+        """Finish every queued item, hand back the results and stop the worker."""
+        if self._thread.is_alive():
+            self._inputs.put(None)
+            self._thread.join()
+        if raise_error:
+            self.write_done()
+
+    def _run(self) -> None:
+        torch_threads(self._threads)
+        while (item := self._inputs.get()) is not None:
+            if self._error is None:
+                try:
+                    self._outputs.put(self._work(item))
+                except BaseException as error:  # noqa: BLE001 - re-raised in the caller
+                    self._error = error
+
+
+def torch_threads(count: int) -> int:
+    """Set torch's threads for the calling thread; return the previous count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    use_threads(count)
+    return previous
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:

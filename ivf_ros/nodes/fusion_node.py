@@ -236,11 +236,11 @@ class FusionNode(IvfLifecycleNode):
         self.warn_throttled(f'{stream}_time', self.last_time_jump)
 
     def _submit(self, pairs: list[MatchedPair]) -> None:
-        """Hand the newest ready pair to the worker; older ready pairs are counted drops."""
+        """Hand the ready pairs to the worker: a new one replaces those still waiting."""
         if pairs and self.worker is not None:
-            # Only the newest pair matters for a live view.
-            self.worker.dropped += len(pairs) - 1
-            self.worker.submit(pairs[-1])
+            # Pairs ready at once (the camera rate just learned, a late frame) both wait; a live
+            # view otherwise wants only the newest: older waiting pairs are counted drops.
+            self.worker.submit_all(pairs)
 
     def _flush_when_idle(self) -> None:
         """Emit the pairs still waiting for a later frame once the cameras have gone quiet."""

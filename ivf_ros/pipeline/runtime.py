@@ -14,7 +14,12 @@ Item = TypeVar('Item')
 
 
 class LatestWorker(Generic[Item]):
-    """Run handler on the newest submitted item in a thread; older pending items are dropped."""
+    """Run handler on the newest submitted item(s) in a thread; older pending items are dropped.
+
+    A submit replaces whatever still waits (a live view wants the newest frame, never a
+    backlog). Items submitted together (two pairs that became ready at once) all wait, up to
+    ``burst`` of them, so an idle worker loses neither.
+    """
 
     def __init__(self, name: str, handler: Callable[[Item], None],
                  on_error: Callable[[Exception], None],
@@ -23,7 +28,7 @@ class LatestWorker(Generic[Item]):
         self._on_error = on_error
         self._on_start = on_start  # run first, in the worker thread (per-thread settings)
         self._condition = threading.Condition()
-        self._pending: Item | None = None
+        self._pending: deque[Item] = deque()
         self._running = True
         self.dropped = 0  # items replaced before the worker reached them (never a backlog)
         self.processed = 0
@@ -31,18 +36,23 @@ class LatestWorker(Generic[Item]):
         self._thread.start()
 
     def submit(self, item: Item) -> None:
-        """Queue item, replacing (and counting) one that is still waiting."""
+        """Queue item, replacing (and counting) what is still waiting."""
+        self.submit_all([item])
+
+    def submit_all(self, items: list[Item], burst: int = 2) -> None:
+        """Queue the newest `burst` of items (in order), replacing what is still waiting."""
+        if not items:
+            return
         with self._condition:
-            if self._pending is not None:
-                self.dropped += 1
-            self._pending = item
+            self.dropped += len(self._pending) + max(0, len(items) - burst)
+            self._pending = deque(items[-burst:])
             self._condition.notify()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread after the item in progress (a pending one is discarded)."""
         with self._condition:
             self._running = False
-            self._pending = None
+            self._pending.clear()
             self._condition.notify()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
@@ -56,11 +66,11 @@ class LatestWorker(Generic[Item]):
                 self._on_error(error)
         while True:
             with self._condition:
-                while self._running and self._pending is None:
+                while self._running and not self._pending:
                     self._condition.wait()
                 if not self._running:
                     return
-                item, self._pending = self._pending, None
+                item = self._pending.popleft()
             try:
                 self._handler(item)
                 self.processed += 1
