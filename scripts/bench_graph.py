@@ -27,6 +27,7 @@ import threading
 import time
 from typing import Any
 
+from benchlib import time_models_alone
 import numpy as np
 import yaml
 
@@ -211,41 +212,6 @@ def resolve_fusion_model(options: argparse.Namespace, folder: Path) -> None:
         save_weights(IVFNet(), options.fusion_model)
 
 
-def median_ms(function: Any, repeats: int) -> float:
-    """Return the median wall time of function() in ms (after one warm-up call)."""
-    function()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times) * 1e3)
-
-
-def time_models_alone(options: argparse.Namespace, model: str) -> dict[str, float]:
-    """Return the median ms of fusion, YOLO and decoding one pair, each alone, in this run."""
-    from ivf_ros.fusion.inference import FusionModel
-    from ivf_ros.io.image_codec import to_mono8, to_rgb8
-    from ivf_ros.io.synthetic import make_night_pair
-    from ivf_ros.nodes.ros_image import array_to_image_msg, image_msg_to_array
-    from ivf_ros.pipeline.detector import YoloDetector
-
-    pair = make_night_pair(seed=7, width=options.width, height=options.height)
-    fusion = FusionModel.load(options.fusion_model or None, device=options.device)
-    detector = YoloDetector(model, imgsz=640, device=options.device)
-    fused = fusion.run(pair.visible, pair.infrared).fused
-    visible_msg = array_to_image_msg(pair.visible, 'rgb8', _header(0))
-    infrared_msg = array_to_image_msg(pair.infrared, 'mono8', _header(0))
-
-    def decode() -> None:
-        to_rgb8(*image_msg_to_array(visible_msg))
-        to_mono8(*image_msg_to_array(infrared_msg))
-
-    return {'fusion_ms': median_ms(lambda: fusion.run(pair.visible, pair.infrared), 20),
-            'yolo_ms': median_ms(lambda: detector.detect(fused), 20),
-            'decode_ms': median_ms(decode, 50)}
-
-
 def bench_graph(options: argparse.Namespace) -> None:
     """Time the models alone, run the phases, print the numbers and the issue's bars."""
     folder = Path(tempfile.mkdtemp(prefix='ivf_bench_'))
@@ -259,7 +225,8 @@ def bench_graph(options: argparse.Namespace) -> None:
         '/**/detection_node': {'ros__parameters': {
             'device': options.device, 'model': model, 'imgsz': 640,
             'publish_annotated': True, **threads}}}))
-    alone = time_models_alone(options, model)
+    alone = time_models_alone(options.width, options.height, options.device, model,
+                              options.fusion_model or None)
     print(f'models alone in this run: fusion {alone["fusion_ms"]:.1f} ms, YOLO '
           f'{alone["yolo_ms"]:.1f} ms, decoding a pair {alone["decode_ms"]:.2f} ms (medians)')
     results: dict[int, dict[str, float]] = {}

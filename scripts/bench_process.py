@@ -8,6 +8,8 @@ from pathlib import Path
 import sys
 import tempfile
 
+from benchlib import time_models_alone
+
 from ivf_ros.cli.bag import process_bag, ProcessOptions
 from ivf_ros.io import bagio
 from ivf_ros.io.paths import shared_dir
@@ -58,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
               f'{detection_ms:>9.1f} /{detection_min:>7.1f} {pairs:>6}')
     print('pairs/s: reading, decoding, pairing, models and writing the output bag (end to end); '
           'min = the uncontended cost on a shared machine')
+    alone = time_models_alone(width, height, args.device, str(detector))
+    ideal = 1e3 / (alone['fusion_ms'] + alone['yolo_ms'])
+    fps = rows[1][1]
+    print(f'bar: fusion + detection {fps:.2f} pairs/s >= 0.9 x 1 / (fusion '
+          f'{alone["fusion_ms"]:.1f} + YOLO {alone["yolo_ms"]:.1f} ms, timed alone in this run) '
+          f'= {0.9 * ideal:.2f}: '
+          f'{"met" if fps >= 0.9 * ideal else "NOT met"}')
     return 0
 
 
