@@ -12,6 +12,7 @@ Prints numbers; asserts nothing.
 
     python scripts/bench_graph.py [--device auto] [--rate 10] [--seconds 20]
     python scripts/bench_graph.py --counts   # people/cars on the night pairs, COCO YOLO11n
+    python scripts/bench_graph.py --device cuda:0 --half --rate 60   # the GPU check
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ def bench_graph(options: argparse.Namespace) -> None:
     model = options.detector or detector_weights()
     resolve_fusion_model(options, folder)
     threads = {'threads': options.threads} if options.threads is not None else {}
+    if options.half:  # fp16 on CUDA (the fusion network replays a CUDA graph)
+        threads['half'] = True
     params.write_text(yaml.safe_dump({
         '/**/fusion_node': {'ros__parameters': {
             'device': options.device, 'model_path': options.fusion_model, **threads}},
@@ -406,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--threads', type=int,
                         help="both nodes' threads parameter (default: the nodes' own, 0 = half "
                              'the cores each)')
+    parser.add_argument('--half', action='store_true',
+                        help='both networks in float16 (CUDA only; the GPU check)')
     parser.add_argument('--no-fast-path', action='store_true',
                         help='ivf-graph: detection over DDS instead of in-process')
     parser.add_argument('--counts', action='store_true',
