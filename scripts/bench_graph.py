@@ -230,8 +230,8 @@ def bench_graph(options: argparse.Namespace) -> None:
             'publish_annotated': True, **threads}}}))
     alone = time_models_alone(options.width, options.height, options.device, model,
                               options.fusion_model or None)
-    print(f'models alone in this run: fusion {alone["fusion_ms"]:.1f} ms, YOLO '
-          f'{alone["yolo_ms"]:.1f} ms, decoding a pair {alone["decode_ms"]:.2f} ms (medians)')
+    print('models alone in this run (medians; the faster thread count counts): ' + ', '.join(
+        f'{key} {value:.1f}' for key, value in alone.items()))
     results: dict[int, dict[str, float]] = {}
     print(f'graph benchmark: {options.width}x{options.height} at {options.rate} Hz for '
           f'{options.seconds} s per phase, device {options.device}, detector {model}, '
