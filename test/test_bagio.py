@@ -166,7 +166,7 @@ def test_detections_round_trip(tmp_path: Path, storage: str) -> None:
 @pytest.mark.ros
 def test_detections_match_rclpy_vision_msgs_hash_and_bytes() -> None:
     """Our .msg text gives the real package's RIHS01 hash, and rclpy reads our CDR bytes."""
-    pytest.importorskip('vision_msgs.msg', reason='needs vision_msgs (build_vision_msgs.sh)')
+    pytest.importorskip('vision_msgs.msg', reason='needs vision_msgs (scripts/setup.sh builds it)')
     import rclpy
     from rclpy.node import Node
     from rclpy.serialization import deserialize_message

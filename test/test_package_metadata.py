@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import os
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
@@ -119,3 +120,33 @@ def test_fast_dds_profile_carries_a_4k_rgb8_frame(repo_root: Path) -> None:
     segment = int(shm.findtext('dds:segment_size', namespaces=namespace))
     frame_4k = 3840 * 2160 * 3 + 1024  # pixels plus the Image header
     assert frame_4k <= max_message <= segment
+
+
+def test_the_installed_package_has_the_colcon_layout() -> None:
+    """Wherever ament finds ivf_ros (pip-mode venv or colcon install), ros2 run/launch find it."""
+    from ament_index_python.packages import get_package_prefix, PackageNotFoundError
+
+    try:
+        prefix = Path(get_package_prefix('ivf_ros'))
+    except PackageNotFoundError:
+        pytest.skip('ivf_ros is not in the ament index: run scripts/setup.sh and . ./env.sh')
+    script_dir = prefix / 'lib' / 'ivf_ros'
+    missing = [name for name in CONSOLE_SCRIPTS
+               if not (script_dir / name).is_file() or not os.access(script_dir / name, os.X_OK)]
+    assert not missing, f'not executable in {script_dir} (ros2 run looks there): {missing}'
+    # ros2 launch finds launch files with os.walk, which does not enter a linked folder.
+    share = prefix / 'share' / 'ivf_ros'
+    found = {name for _, _, files in os.walk(share) for name in files}
+    assert {'fusion_detect.launch.py', 'ivf_ros.yaml', 'fusion_detect.rviz',
+            'fastdds_large_images.xml', 'ivf_fusion.pt', 'package.xml'} <= found
+
+
+def test_ros2_pkg_executables_lists_the_nodes() -> None:
+    ros2 = shutil.which('ros2')
+    if ros2 is None:
+        pytest.skip('the ros2 CLI is not installed (scripts/setup.sh installs it from source)')
+    result = subprocess.run([ros2, 'pkg', 'executables', 'ivf_ros'], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[1] for line in result.stdout.splitlines() if line.strip()}
+    assert listed == set(CONSOLE_SCRIPTS)

@@ -1,44 +1,48 @@
 #!/usr/bin/env bash
-# Build the vision_msgs stand-in (scripts/vision_msgs) into VENV/opt/vision_msgs with colcon (PyPI).
+# Build a ROS 2 interface package with colcon (PyPI) into VENV/opt/PACKAGE, for pip-mode venvs.
 #
-# Usage: bash scripts/build_vision_msgs.sh VENV
+# Usage: bash scripts/build_interfaces.sh VENV PACKAGE SOURCE MODULE
+#   e.g. bash scripts/build_interfaces.sh .venv vision_msgs scripts/vision_msgs vision_msgs.msg
 #
-# Only for environments without vision_msgs (the PyPI ROS 2 wheels have none): when the venv's
-# python already imports a vision_msgs that is not ours, nothing is built, so a real one is never
-# shadowed. Re-running with unchanged sources is a no-op. Afterwards VENV/opt/vision_msgs/ivf_env.sh
-# holds the exports that make `import vision_msgs.msg` and rclpy publishers of its types work.
+# Only for environments without PACKAGE (the PyPI ROS 2 wheels lack vision_msgs and
+# composition_interfaces): when the venv's python already imports a MODULE that is not ours,
+# nothing is built, so a real one is never shadowed. Re-running with unchanged sources is a no-op.
+# Afterwards VENV/opt/PACKAGE/ivf_env.sh holds the exports that make `import MODULE` and rclpy
+# endpoints of its types work (env.sh sources every VENV/opt/*/ivf_env.sh).
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 VENV" >&2
+if [ $# -ne 4 ]; then
+    echo "usage: $0 VENV PACKAGE SOURCE MODULE" >&2
     exit 2
 fi
 VENV=$(cd "$1" && pwd)
+PACKAGE=$2
+SOURCE=$(cd "$3" && pwd)
+MODULE=$4
 PY="$VENV/bin/python"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SOURCE="$ROOT/scripts/vision_msgs"
-PREFIX="$VENV/opt/vision_msgs"
+PREFIX="$VENV/opt/$PACKAGE"
 start=$(date +%s)
 
-log() { printf '[build_vision_msgs] %s\n' "$*"; }
+log() { printf '[build_interfaces] %s: %s\n' "$PACKAGE" "$*"; }
 
-# Our own install must not count as "the environment already has vision_msgs": drop it from the
+# Our own install must not count as "the environment already has it": drop it from the
 # search paths for the check only, and keep everything else (a sourced ROS install, say).
 without_prefix() { tr ':' '\n' <<< "${1:-}" | grep -v "^$PREFIX" | paste -sd: - || true; }
 if env PYTHONPATH="$(without_prefix "${PYTHONPATH:-}")" \
         LD_LIBRARY_PATH="$(without_prefix "${LD_LIBRARY_PATH:-}")" \
-        "$PY" -c 'import vision_msgs.msg' 2>/dev/null; then
-    log "this environment already has vision_msgs: not building the stand-in"
+        "$PY" -c "import $MODULE" 2>/dev/null; then
+    log "this environment already has it: not building our copy"
     if [ -e "$PREFIX" ] || [ -L "$PREFIX" ]; then
-        # A stand-in from an earlier run would shadow the real package through ivf_env.sh.
-        log "removing the earlier stand-in $PREFIX"
+        # A copy from an earlier run would shadow the real package through ivf_env.sh.
+        log "removing the earlier copy $PREFIX"
         rm -rf "$PREFIX" "$PREFIX"-*
     fi
     exit 0
 fi
 
-digest=$(cd "$ROOT" && cat scripts/build_vision_msgs.sh $(find scripts/vision_msgs -type f | sort) \
-    | sha256sum | cut -d' ' -f1)
+digest=$(cat "$ROOT/scripts/build_interfaces.sh" "$ROOT/scripts/interfaces-build-requirements.txt" \
+    $(find "$SOURCE" -type f | sort) | sha256sum | cut -d' ' -f1)
 # Each build goes to its own folder and PREFIX is a symlink switched atomically at the end, so
 # shells and processes using the stand-in never see it half-built while it is rebuilt.
 BUILD_PREFIX="$PREFIX-${digest:0:12}"
@@ -49,7 +53,8 @@ if [ -L "$PREFIX" ] && [ "$(readlink "$PREFIX")" = "$(basename "$BUILD_PREFIX")"
 fi
 
 log "installing the build tools (colcon, ament_cmake, rosidl generators) into $VENV"
-"$PY" -m pip install --quiet --disable-pip-version-check -r "$SOURCE/build-requirements.txt" \
+"$PY" -m pip install --quiet --disable-pip-version-check \
+    -r "$ROOT/scripts/interfaces-build-requirements.txt" \
     2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 
 # Fix 1: the wheels' exported CMake targets name the wheel builder's Python and numpy headers
@@ -88,12 +93,12 @@ for export in glob.glob(pattern):
             stream.write(fixed)
 PYTHON
 
-# Build in a scratch workspace: the source lives under scripts/ (COLCON_IGNORE'd, so colcon in a
-# user's workspace never sees it), and colcon must not discover it there anyway.
-work=$(mktemp -d "${TMPDIR:-/tmp}/ivf_vision_msgs.XXXXXX")
+# Build in a scratch workspace: our sources live under scripts/ (COLCON_IGNORE'd, so colcon in a
+# user's workspace never sees them), and upstream sources (../shared) are never written to.
+work=$(mktemp -d "${TMPDIR:-/tmp}/ivf_$PACKAGE.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src"
-cp -r "$SOURCE" "$work/src/vision_msgs"
+cp -r "$SOURCE" "$work/src/$PACKAGE"
 rm -rf "$BUILD_PREFIX"
 
 log "colcon build in $work (its log is printed on failure)"
@@ -115,15 +120,15 @@ if ! (cd "$work" && "$VENV/bin/colcon" --log-base "$work/log" build --merge-inst
 fi
 
 # Where ament_cmake_python put the generated package (lib/python3.X/site-packages or dist-packages).
-package_dir=$(find "$BUILD_PREFIX/lib" -maxdepth 3 -type d -name vision_msgs -path '*-packages/*' \
+package_dir=$(find "$BUILD_PREFIX/lib" -maxdepth 3 -type d -name "$PACKAGE" -path '*-packages/*' \
     | head -n 1)
-site_packages=${package_dir%/vision_msgs}
+site_packages=${package_dir%/"$PACKAGE"}
 site_packages=${site_packages#"$BUILD_PREFIX/"}
 
 write_env() {  # write_env PREFIX: the shell exports for a stand-in installed at PREFIX
     cat <<'ENV'
-# Generated by scripts/build_vision_msgs.sh: puts the vision_msgs stand-in on the search paths.
-# AMENT_PREFIX_PATH: ament_index (share/vision_msgs) and the rosidl type-support lookup.
+# Generated by scripts/build_interfaces.sh: puts an interface package built there on the search paths.
+# AMENT_PREFIX_PATH: ament_index (share/PACKAGE) and the rosidl type-support lookup.
 # PYTHONPATH: the generated Python package. LD_LIBRARY_PATH: its C libraries; the PyPI wheels'
 # bootstrapper (.pth re-exec) keeps existing entries and adds its own, so both survive.
 _ivf_prepend() {  # _ivf_prepend VAR DIR: put DIR first in VAR once (sourcing twice adds nothing)
@@ -146,9 +151,9 @@ ENV
 
 # Prove the new build before switching to it.
 write_env "$BUILD_PREFIX" > "$work/check_env.sh"
-if ! (. "$work/check_env.sh" && "$PY" -c 'import vision_msgs.msg as m; m.Detection2DArray()'); then
+if ! (. "$work/check_env.sh" && "$PY" -c "import $MODULE"); then
     rm -rf "$BUILD_PREFIX"
-    log "FAILED: the built vision_msgs does not import" >&2
+    log "FAILED: the built $MODULE does not import" >&2
     exit 1
 fi
 # The exports name PREFIX (the symlink), so they stay valid across rebuilds.
@@ -162,4 +167,4 @@ mv -T "$PREFIX.switch" "$PREFIX"  # rename(2): atomic
 for old in "$PREFIX"-*; do
     [ "$old" = "$BUILD_PREFIX" ] || rm -rf "$old"
 done
-log "built vision_msgs into $PREFIX in $(( $(date +%s) - start )) s"
+log "built into $PREFIX in $(( $(date +%s) - start )) s"
