@@ -11,14 +11,30 @@ from types import ModuleType
 
 import pytest
 
-# RIHS01 hashes of upstream vision_msgs 4.1.1 (issue 2): equal hashes mean equal type descriptions,
-# so DDS matches our endpoints with those of any ROS 2 system that runs the real package.
+# RIHS01 hashes of upstream vision_msgs 4.1.1, all 16 messages (the first four checked in issue 2;
+# the rest from the type-description JSON of a colcon build of upstream's sources, whose other
+# hashes agree): equal hashes mean equal type descriptions, so DDS matches our endpoints with
+# those of any ROS 2 system that runs the real package.
 UPSTREAM_TYPE_HASHES = {
     'Detection2DArray': 'RIHS01_214274120007f4a683866481336b70310268cfa107aebe9d594a6acf75bda968',
     'Detection2D': 'RIHS01_0d12b69df5c593b3455b7346fac8205437a7d4bcb09b9e0e0b2dde787ded38ea',
     'BoundingBox2D': 'RIHS01_008eacbb0cf8f26e83795547bed013eec3675485ef386ec056d80eaaf1c1ce2f',
     'ObjectHypothesisWithPose':
         'RIHS01_41c12344c0396c48b81df12467c192d99b2a0eb1463c5c37194e4223251c80bc',
+    'ObjectHypothesis': 'RIHS01_51da43cec11c01957a64d1e05a24acd18aae7745ec30b74348ad5f6d634f7f90',
+    'Point2D': 'RIHS01_eab0e83f44ab4de92ceaf76dd7d0e7638f2bdd1d16ffbe16c7a136c48e407247',
+    'Pose2D': 'RIHS01_b0b5d1d7b4c20dd4fcde3ed1d4b289a919290572007d67a97043814db25d3648',
+    'BoundingBox2DArray':
+        'RIHS01_2464e82838009386d371b523211c21c91d74d313fcdd6788223c531d621cf691',
+    'BoundingBox3D': 'RIHS01_bbb73a65c163d7f9bb29009c7bde9f7faa576bd2d23299c4511d19230dab4698',
+    'BoundingBox3DArray':
+        'RIHS01_a81938db9576b10c2eecd7c5a5da3eac496efd00221b25ed051dfbc81fb56da6',
+    'Classification': 'RIHS01_f74db28d0eaef3afb78f48bf2161cd709a1383a0309d3454383b25be11345143',
+    'Detection3D': 'RIHS01_ddd703be132ab0b69d33121f1bb034132bfbb3b0ac5f9fb1516005ba1c8a265b',
+    'Detection3DArray': 'RIHS01_793f5eab9595ac1c0da07873cc859db42eae51f0ee76056db8562515d830e018',
+    'LabelInfo': 'RIHS01_3d37df4015cdf660cc851c51897f2acd957e1ca6205ba0a99aebffb9406b0783',
+    'VisionClass': 'RIHS01_1e4a11f0fed50b5623cb8ff26ca0e37952a48a9c074d16f804b44e9164c2037a',
+    'VisionInfo': 'RIHS01_95d3116a17484ad91c9a2686e1d54890bbfc3ff6c6a2de137738c4950d45d284',
 }
 
 # Upstream 4.1.1 layouts (field name -> rosidl type), in wire order.
@@ -37,9 +53,30 @@ UPSTREAM_LAYOUTS = {
     'ObjectHypothesisWithPose': {
         'hypothesis': 'vision_msgs/ObjectHypothesis', 'pose': 'geometry_msgs/PoseWithCovariance'},
     'ObjectHypothesis': {'class_id': 'string', 'score': 'double'},
+    'BoundingBox2DArray': {
+        'header': 'std_msgs/Header', 'boxes': 'sequence<vision_msgs/BoundingBox2D>'},
+    'BoundingBox3D': {'center': 'geometry_msgs/Pose', 'size': 'geometry_msgs/Vector3'},
+    'BoundingBox3DArray': {
+        'header': 'std_msgs/Header', 'boxes': 'sequence<vision_msgs/BoundingBox3D>'},
+    'Classification': {
+        'header': 'std_msgs/Header', 'results': 'sequence<vision_msgs/ObjectHypothesis>'},
+    'Detection3D': {
+        'header': 'std_msgs/Header',
+        'results': 'sequence<vision_msgs/ObjectHypothesisWithPose>',
+        'bbox': 'vision_msgs/BoundingBox3D',
+        'id': 'string'},
+    'Detection3DArray': {
+        'header': 'std_msgs/Header', 'detections': 'sequence<vision_msgs/Detection3D>'},
+    'LabelInfo': {
+        'header': 'std_msgs/Header', 'class_map': 'sequence<vision_msgs/VisionClass>',
+        'threshold': 'float'},
+    'VisionClass': {'class_id': 'uint16', 'class_name': 'string'},
+    'VisionInfo': {
+        'header': 'std_msgs/Header', 'method': 'string', 'database_location': 'string',
+        'database_version': 'int32'},
 }
 
-# The same layouts as .msg text, for an independent CDR decoder (rosbags).
+# The same layouts as .msg text, for an independent CDR decoder and hasher (rosbags).
 UPSTREAM_MSG_TEXT = {
     'vision_msgs/msg/Point2D': 'float64 x\nfloat64 y\n',
     'vision_msgs/msg/Pose2D': 'vision_msgs/Point2D position\nfloat64 theta\n',
@@ -52,6 +89,20 @@ UPSTREAM_MSG_TEXT = {
         'std_msgs/Header header\nObjectHypothesisWithPose[] results\nBoundingBox2D bbox\n'
         'string id\n',
     'vision_msgs/msg/Detection2DArray': 'std_msgs/Header header\nDetection2D[] detections\n',
+    'vision_msgs/msg/BoundingBox2DArray': 'std_msgs/Header header\nBoundingBox2D[] boxes\n',
+    'vision_msgs/msg/BoundingBox3D': 'geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n',
+    'vision_msgs/msg/BoundingBox3DArray': 'std_msgs/Header header\nBoundingBox3D[] boxes\n',
+    'vision_msgs/msg/Classification': 'std_msgs/Header header\nObjectHypothesis[] results\n',
+    'vision_msgs/msg/Detection3D':
+        'std_msgs/Header header\nObjectHypothesisWithPose[] results\nBoundingBox3D bbox\n'
+        'string id\n',
+    'vision_msgs/msg/Detection3DArray': 'std_msgs/Header header\nDetection3D[] detections\n',
+    'vision_msgs/msg/VisionClass': 'uint16 class_id\nstring class_name\n',
+    'vision_msgs/msg/LabelInfo':
+        'std_msgs/Header header\nVisionClass[] class_map\nfloat32 threshold\n',
+    'vision_msgs/msg/VisionInfo':
+        'std_msgs/Header header\nstring method\nstring database_location\n'
+        'int32 database_version\n',
 }
 
 
