@@ -16,6 +16,7 @@ from ivf_ros.nodes.param_specs import (
     ParameterValueError,
     ParamKind,
     spec_by_name,
+    yaml_key_matches,
 )
 
 LAUNCH_ARGUMENTS = {'params_file', 'namespace', 'use_sim_time', 'visible_topic',
@@ -147,6 +148,59 @@ def test_params_file_errors_are_clear(tmp_path: Path) -> None:
     bad.write_text('/**:\n  ros__parameters:\n    use_sim_time: true\n'
                    'other_node:\n  ros__parameters:\n    x: 1\n')
     assert load_params_file(bad, 'fusion_node') == {'use_sim_time': True}
+
+
+# What `ros2 param dump /car1/fusion_node` writes (abridged): the node's fully qualified name,
+# rclpy's own parameters and the QoS overrides of its topics.
+PARAM_DUMP = """\
+/car1/fusion_node:
+  ros__parameters:
+    device: cpu
+    qos_overrides:
+      /car1/fused/image:
+        publisher:
+          depth: 5
+          history: keep_last
+          reliability: reliable
+    slop: 0.05
+    start_type_description_service: true
+    use_sim_time: false
+"""
+
+
+def test_a_ros2_param_dump_is_a_params_file(tmp_path: Path) -> None:
+    dump = tmp_path / 'dump.yaml'
+    dump.write_text(PARAM_DUMP)
+    values = load_params_file(dump, 'fusion_node', namespace='car1')
+    assert (values['device'], values['slop'], values['use_sim_time']) == ('cpu', 0.05, False)
+    assert 'qos_overrides' in values
+    # Keyed by /car1/fusion_node: rcl applies nothing of it to a fusion_node elsewhere.
+    assert load_params_file(dump, 'fusion_node') == {}
+    assert load_params_file(dump, 'fusion_node', namespace='/car2') == {}
+
+
+@pytest.mark.ros
+def test_params_file_keys_match_as_rclpy_matches_them(tmp_path: Path) -> None:
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+
+    keys = ['fusion_node', '/fusion_node', '/**/fusion_node', '/**', '/car1/fusion_node',
+            '/*/fusion_node', 'car1/fusion_node', '/a/**/fusion_node', '/*', '/**/other']
+    for index, key in enumerate(keys):
+        params = tmp_path / f'{index}.yaml'
+        params.write_text(yaml.safe_dump({key: {'ros__parameters': {'slop': 0.05}}}))
+        context = Context()
+        rclpy.init(args=['test', '--ros-args', '--params-file', str(params)], context=context)
+        try:
+            for namespace in ('/', '/car1', '/a/b'):
+                node = Node('fusion_node', namespace=namespace, context=context)
+                applied = 'slop' in node._parameter_overrides  # what rclpy takes from the file
+                node.destroy_node()
+                assert yaml_key_matches(key, 'fusion_node', namespace) == applied, \
+                    (key, namespace)
+        finally:
+            context.try_shutdown()
 
 
 def test_rviz_config_shows_the_four_images(repo_root: Path) -> None:

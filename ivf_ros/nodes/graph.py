@@ -24,6 +24,7 @@ from rclpy.utilities import remove_ros_args
 from ivf_ros.io.paths import share_file
 from ivf_ros.nodes.param_specs import (
     DETECTION_NODE,
+    fully_qualified_name,
     FUSION_NODE,
     load_params_file,
     ParameterValueError,
@@ -99,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     try:
         for node_name in options.nodes:
-            load_params_file(options.params_file, node_name)  # fail early on typos
+            # Fail early on typos; a file with no section for a node is legal, but say so.
+            if not load_params_file(options.params_file, node_name, options.namespace):
+                print(f'ivf-graph: {options.params_file} has no section for '
+                      f'{fully_qualified_name(node_name, options.namespace)}: its defaults apply',
+                      file=sys.stderr)
     except ParameterValueError as error:
         print(f'ivf-graph: {error}', file=sys.stderr)
         return 2

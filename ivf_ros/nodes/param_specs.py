@@ -247,17 +247,37 @@ def defaults(node_name: str) -> dict[str, ParamValue]:
     return {name: spec.default for name, spec in spec_by_name(node_name).items()}
 
 
-def yaml_key_matches(key: str, node_name: str) -> bool:
-    """Return whether a params-file key (node, /node, /**/node, /**) applies to node_name."""
-    return key in (node_name, f'/{node_name}', f'/**/{node_name}', '/**')
+def fully_qualified_name(node_name: str, namespace: str = '/') -> str:
+    """Return a node's fully qualified name, e.g. ('fusion_node', 'car1') -> /car1/fusion_node."""
+    return '/' + '/'.join(part for part in (namespace.strip('/'), node_name) if part)
+
+
+def yaml_key_matches(key: str, node_name: str, namespace: str = '/') -> bool:
+    """Return whether a params-file key applies to node_name in namespace, as rcl decides.
+
+    A key names a fully qualified node; a missing leading '/' is implied, '*' stands for one
+    name and '/**' for any number (so '/**/fusion_node' matches in every namespace, '/**' every
+    node, and 'fusion_node' only the root namespace's).
+    """
+    parts = str(key).strip().strip('/').split('/')
+    pattern = ''.join('(/[^/]+)*' if part == '**' else '/[^/]+' if part == '*'
+                      else '/' + re.escape(part) for part in parts)
+    return re.fullmatch(pattern, fully_qualified_name(node_name, namespace)) is not None
 
 
 # Parameters rclpy declares itself; a params file may set them but params.py does not own them.
-ROS_BUILTIN_PARAMS = frozenset({'use_sim_time', 'start_type_description_service'})
+# qos_overrides is the mapping `ros2 param dump` writes for rclpy's QoS-overridable publishers.
+ROS_BUILTIN_PARAMS = frozenset({'use_sim_time', 'start_type_description_service',
+                                'qos_overrides'})
 
 
-def load_params_file(path: str | Path, node_name: str) -> dict[str, ParamValue]:
-    """Return a node's validated values from a ROS params file (keys checked against specs)."""
+def load_params_file(path: str | Path, node_name: str,
+                     namespace: str = '/') -> dict[str, ParamValue]:
+    """Return a node's validated values from a ROS params file (keys checked against specs).
+
+    Accepts what `ros2 param dump` writes: rclpy's own parameters (use_sim_time, qos_overrides,
+    ...) and node keys with their namespace. Sections for other nodes are ignored, like rcl does.
+    """
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -268,7 +288,7 @@ def load_params_file(path: str | Path, node_name: str) -> dict[str, ParamValue]:
     specs = spec_by_name(node_name)
     values: dict[str, ParamValue] = {}
     for key, section in document.items():
-        if not yaml_key_matches(str(key), node_name):
+        if not yaml_key_matches(str(key), node_name, namespace):
             continue
         params = (section or {}).get('ros__parameters') if isinstance(section, Mapping) else None
         if not isinstance(params, Mapping):
