@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,8 @@ def test_launch_executables_are_entry_points(repo_root: Path, launch_nodes: dict
     assert scripts['ivf-graph'] == 'ivf_ros.nodes.graph:main'
 
 
-def test_launch_parameter_overrides_are_declared(launch_nodes: dict) -> None:
+def test_launch_parameter_overrides_are_declared(launch_tree: ast.Module,
+                                                launch_nodes: dict) -> None:
     for keywords in launch_nodes.values():
         if _literal(keywords['package']) != 'ivf_ros':
             continue
@@ -104,14 +106,19 @@ def test_launch_parameter_overrides_are_declared(launch_nodes: dict) -> None:
         for override in overrides:
             for key in override.keys:
                 assert _literal(key) in {*spec_by_name(name), 'use_sim_time'}, (name, key)
+    # override('parameter', 'argument') sets a declared parameter from a declared argument.
+    declared = {*spec_by_name('fusion_node'), *spec_by_name('detection_node')}
+    calls = [call for call in _calls(launch_tree, 'override') if call.args]
+    assert calls
+    for call in calls:
+        assert _literal(call.args[0]) in declared
+        assert _literal(call.args[1]) in LAUNCH_ARGUMENTS
 
 
-def test_launch_defaults_match_the_yaml(launch_arguments: dict, yaml_document: dict) -> None:
-    detection = yaml_document['/**/detection_node']['ros__parameters']
-    fusion = yaml_document['/**/fusion_node']['ros__parameters']
-    assert _literal(launch_arguments['detector_model']['default_value']) == detection['model']
-    assert _literal(launch_arguments['device']['default_value']) == detection['device']
-    assert _literal(launch_arguments['device']['default_value']) == fusion['device']
+def test_launch_overrides_default_to_the_params_file(launch_arguments: dict) -> None:
+    # '' = not given: the params file's value stays (a launch default would always override it).
+    for name in ('detector_model', 'device'):
+        assert _literal(launch_arguments[name]['default_value']) == '', name
 
 
 def test_yaml_keys_are_the_nodes_and_declare_every_parameter(
@@ -208,8 +215,10 @@ def test_rviz_config_shows_the_four_images(repo_root: Path) -> None:
     displays = rviz['Visualization Manager']['Displays']
     topics = {display['Topic']['Value'] for display in displays
               if display['Class'] == 'rviz_default_plugins/Image'}
-    assert topics == {'/visible/image_raw', '/infrared/image_raw', '/fused/image',
-                      '/detections/image'}
+    # Relative, like the nodes' own names: RViz (rclcpp) resolves them in its namespace, which
+    # the launch file gives it with the nodes' remappings, so the panels follow both.
+    assert topics == {'visible/image_raw', 'infrared/image_raw', 'fused/image',
+                      'detections/image'}
 
 
 def test_graph_runner_translates_launch_arguments(repo_root: Path) -> None:
@@ -241,3 +250,137 @@ def test_launch_description_builds(repo_root: Path) -> None:
     assert isinstance(description, LaunchDescription)
     declared = {argument.name for argument in description.get_launch_arguments()}
     assert declared == LAUNCH_ARGUMENTS
+
+
+# ------------------------------------------------------- the launch file through launch itself
+@dataclass
+class ExpandedNode:
+    """A Node action of the launch file after substitution: whether it runs, its ROS argv."""
+
+    name: str
+    namespace: str
+    runs: bool
+    ros_argv: list[str]
+    remappings: list[tuple[str, str]]
+
+
+def expand_launch(repo_root: Path, arguments: dict[str, str]
+                  ) -> tuple[dict[str, ExpandedNode], list[str]]:
+    """Evaluate the launch file with launch's own machinery, starting no process.
+
+    Returns the Node actions by executable and the messages of the LogInfo actions that ran.
+    """
+    pytest.importorskip('launch_ros', reason='launch_ros is not installed: scripts/setup.sh '
+                                             'installs it from ../shared/ros2_tools or GitHub')
+    import importlib.util
+
+    from launch import LaunchContext
+    from launch.actions import LogInfo
+    from launch.utilities import perform_substitutions
+    from launch_ros.actions import Node
+
+    spec = importlib.util.spec_from_file_location(
+        'fusion_detect_launch', repo_root / 'launch' / 'fusion_detect.launch.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    context = LaunchContext()
+    context.launch_configurations.update(arguments)  # what `name:=value` on the command line does
+    nodes: dict[str, ExpandedNode] = {}
+    messages: list[str] = []
+
+    def visit(entities: list) -> None:
+        for entity in entities:
+            if isinstance(entity, Node):
+                runs = entity.condition is None or entity.condition.evaluate(context)
+                entity._perform_substitutions(context)  # what Node.execute does first
+                namespace = entity.expanded_node_namespace
+                context.extend_locals({'ros_specific_arguments': {
+                    'name': f'__node:={entity.node_name.rpartition("/")[2]}',
+                    'ns': f'__ns:={namespace}'}})
+                executable = str(entity.node_executable)
+                nodes[executable] = ExpandedNode(
+                    entity.node_name.rpartition('/')[2], namespace, runs,
+                    [perform_substitutions(context, part) for part in entity.cmd[1:]],
+                    list(entity.expanded_remapping_rules or []))
+                continue
+            if isinstance(entity, LogInfo) and (
+                    entity.condition is None or entity.condition.evaluate(context)):
+                messages.append(perform_substitutions(context, entity.msg))
+            visit(entity.visit(context) or [])
+
+    visit(module.generate_launch_description().visit(context))
+    return nodes, messages
+
+
+def effective_parameters(node: ExpandedNode) -> dict[str, Any]:
+    """Return what rcl gives the node: its params files and -p values, later ones winning."""
+    values: dict[str, Any] = {}
+    argv = node.ros_argv
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag == '--params-file':
+            for key, section in yaml.safe_load(Path(value).read_text()).items():
+                if yaml_key_matches(key, node.name, node.namespace):
+                    values.update(section['ros__parameters'])
+        elif flag == '-p':
+            name, _, text = value.partition(':=')
+            values[name] = yaml.safe_load(text)
+    return values
+
+
+def test_launch_keeps_what_the_params_file_sets(repo_root: Path, tmp_path: Path) -> None:
+    params = tmp_path / 'mine.yaml'
+    params.write_text('/**/fusion_node:\n  ros__parameters:\n    device: cpu\n'
+                      '/**/detection_node:\n  ros__parameters:\n'
+                      '    device: cpu\n    model: /w/mine.pt\n    conf: 0.5\n')
+    nodes, _ = expand_launch(repo_root, {'params_file': str(params)})
+    fusion = effective_parameters(nodes['fusion_node'])
+    detection = effective_parameters(nodes['detection_node'])
+    assert fusion == {'device': 'cpu', 'use_sim_time': False}
+    assert detection == {'device': 'cpu', 'model': '/w/mine.pt', 'conf': 0.5,
+                         'use_sim_time': False}
+
+
+def test_launch_arguments_given_override_the_params_file(repo_root: Path,
+                                                         tmp_path: Path) -> None:
+    params = tmp_path / 'mine.yaml'
+    params.write_text('/**/detection_node:\n  ros__parameters:\n'
+                      '    device: cpu\n    model: /w/mine.pt\n')
+    nodes, _ = expand_launch(repo_root, {
+        'params_file': str(params), 'device': 'cuda:0', 'detector_model': 'yolo11s.pt',
+        'use_sim_time': 'true', 'namespace': 'car1'})
+    assert effective_parameters(nodes['detection_node']) == {
+        'device': 'cuda:0', 'model': 'yolo11s.pt', 'use_sim_time': True}
+    # model is the detection node's alone.
+    assert effective_parameters(nodes['fusion_node']) == {'device': 'cuda:0',
+                                                          'use_sim_time': True}
+    # The package YAML by default: every value it sets reaches the nodes.
+    nodes, _ = expand_launch(repo_root, {})
+    for name in NODE_PARAMS:
+        assert effective_parameters(nodes[name]) == {**defaults(name), 'use_sim_time': False}
+
+
+def test_launch_stops_on_a_missing_params_file(repo_root: Path, tmp_path: Path) -> None:
+    missing = tmp_path / 'typo.yaml'
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        expand_launch(repo_root, {'params_file': str(missing)})
+
+
+def test_launch_rviz_follows_the_namespace_and_remaps(repo_root: Path) -> None:
+    nodes, messages = expand_launch(repo_root, {
+        'namespace': 'car1', 'visible_topic': '/cam/vis', 'use_rviz': 'true'})
+    rviz, fusion = nodes['rviz2'], nodes['fusion_node']
+    assert rviz.namespace == fusion.namespace == '/car1'
+    assert rviz.remappings == fusion.remappings
+    assert ('visible/image_raw', '/cam/vis') in rviz.remappings
+    from launch_ros.substitutions.find_package import get_package_share_directory
+
+    try:
+        get_package_share_directory('rviz2')
+    except LookupError:
+        # pip mode: no RViz. The launch goes on without it and says why (it used to fail
+        # with both nodes already started, and leave them running).
+        assert not rviz.runs
+        assert fusion.runs and nodes['detection_node'].runs
+        assert any('rviz2 is not installed' in message for message in messages)
+    else:
+        assert rviz.runs and not messages
