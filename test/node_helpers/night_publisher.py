@@ -9,6 +9,7 @@ import time
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -17,7 +18,11 @@ from ivf_ros.nodes.ros_image import array_to_image_msg
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Wait for the fusion node's subscriptions, publish --count pairs at --rate, exit."""
+    """Wait for the fusion node's subscriptions, publish --count pairs at --rate, exit.
+
+    ROS arguments after --ros-args (e.g. -r __ns:=/car1) go to rclpy.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--count', type=int, default=5)
     parser.add_argument('--rate', type=float, default=5.0)
@@ -26,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--start', type=float, default=100.0, help='first stamp [s]')
     parser.add_argument('--thermal-bits', type=int, default=8, choices=(8, 16))
     parser.add_argument('--wait', type=float, default=20.0, help='max wait for subscribers [s]')
-    options = parser.parse_args(argv)
-    rclpy.init()
+    options = parser.parse_args(remove_ros_args(['night_publisher', *argv])[1:])
+    rclpy.init(args=['night_publisher', *argv])
     node = Node('night_publisher')
     visible_pub = node.create_publisher(Image, 'visible/image_raw', qos_profile_sensor_data)
     infrared_pub = node.create_publisher(Image, 'infrared/image_raw', qos_profile_sensor_data)
