@@ -209,6 +209,18 @@ def test_sim_time_recorder_holds_messages_until_the_first_clock(tmp_path: Path,
 
 
 @pytest.mark.ros
+def test_play_remap_stays_out_of_rcl(night_bag: Path) -> None:
+    """--remap is the player's own: rcl must not also read it from argv as a global remap."""
+    result = subprocess.run(
+        bag_command('play', str(night_bag), '--remap', f'{VISIBLE_TOPIC}:=/cam/vis',
+                    '--topics', VISIBLE_TOPIC, '--loops', '2'),
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'deprecated' not in result.stderr and 'remap rule' not in result.stderr, result.stderr
+    assert f'played {2 * FRAMES} messages' in result.stdout
+
+
+@pytest.mark.ros
 def test_player_reaches_sensor_data_subscribers(night_bag: Path) -> None:
     """The classic mismatch: a best-effort camera subscription must get every frame."""
     import rclpy

@@ -36,7 +36,7 @@ def message_class(msgtype: str) -> type:
     except (ImportError, AttributeError):
         raise BagError(
             f'message type {msgtype} is not installed for rclpy (pip mode: vision_msgs comes '
-            'from scripts/build_vision_msgs.sh)') from None
+            'from scripts/setup.sh)') from None
 
 
 def parse_remaps(remaps: list[str] | None) -> dict[str, str]:
@@ -258,7 +258,9 @@ def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: flo
              delay_s: float = 0.0, ros_args: list[str] | None = None,
              **options: Any) -> PlayStats:
     """Initialise rclpy, play a bag with BagPlayer options, shut down; return the stats."""
-    rclpy.init(args=['--ros-args', *ros_args] if ros_args else None)
+    # Never args=None: rclpy would then parse sys.argv, where rcl reads `--remap /a:=/b` as a
+    # deprecated global remap rule (a WARN per context, and a remap of every topic of the node).
+    rclpy.init(args=['ivf-bag', '--ros-args', *ros_args] if ros_args else ['ivf-bag'])
     try:
         player = BagPlayer(bag, **options)
         try:
