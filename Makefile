@@ -13,8 +13,8 @@ setup:  ## create .venv, install dependencies and ivf_ros, write env.sh (idempot
 lint: setup  ## ament-style lint (ruff: flake8 rules at 99 columns, pep257)
 	@. ./env.sh && ruff check .
 
-test: setup  ## lint, then the whole test suite
-	@. ./env.sh && ruff check . && python -m pytest
+test: setup  ## lint, then the whole test suite (offline: YOLO never downloads in tests)
+	@. ./env.sh && ruff check . && YOLO_OFFLINE=1 python -m pytest
 
 demo: setup  ## the offline night-drive demo: writes output/demo/
 	@. ./env.sh && ivf-demo --output output/demo

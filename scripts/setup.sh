@@ -94,7 +94,8 @@ unset _ivf_env
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export FASTDDS_DEFAULT_PROFILES_FILE="$ROOT/config/fastdds_large_images.xml"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 YOLO_CONFIG_DIR="$VENV/ultralytics"
+# Ultralytics downloads named weights (yolo11n.pt) the normal way; it never pip-installs packages.
+export YOLO_AUTOINSTALL=0 YOLO_CONFIG_DIR="$VENV/ultralytics"
 ENV
 mkdir -p "$VENV/ultralytics"
 

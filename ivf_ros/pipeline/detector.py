@@ -13,8 +13,8 @@ import threading
 import cv2
 import numpy as np
 
-# Ultralytics must never phone home or pip-install from inside a robot: set before it is imported.
-os.environ.setdefault('YOLO_OFFLINE', '1')
+# Ultralytics must never pip-install from inside a robot: set before it is imported. Downloads of
+# named weights stay Ultralytics' normal way; YOLO_OFFLINE=1 (tests, CI) forbids them.
 os.environ.setdefault('YOLO_AUTOINSTALL', '0')
 # Model files are untrusted input: Ultralytics' opt-in safe mode unpickles checkpoints with
 # torch's weights_only loader against an allow-list of model classes and builds models from yaml
@@ -81,7 +81,9 @@ def resolve_weights(model: str | Path) -> str:
             return text  # the normal Ultralytics way: it downloads a known name when online
         raise DetectorLoadError(
             f'YOLO weights {text!r} not found (looked in {Path.cwd()} and {cached.parent}) and '
-            'YOLO_OFFLINE=1 forbids a download: give the absolute path of a local .pt file')
+            f'YOLO_OFFLINE=1 forbids a download: fetch {path.name} where the internet is '
+            'reachable (https://github.com/ultralytics/assets/releases, or run once without '
+            'YOLO_OFFLINE) and give its absolute path')
     raise DetectorLoadError(f'YOLO weights not found: {path}')
 
 
