@@ -1,7 +1,8 @@
 r"""
 ivf-graph: fusion_node + detection_node in one process, without launch_ros.
 
-The pip-mode twin of `ros2 launch ivf_ros fusion_detect.launch.py`: same YAML, same ROS arguments.
+The one-process twin of `ros2 launch ivf_ros fusion_detect.launch.py` (which needs launch_ros):
+same YAML, same ROS arguments; --params-file also takes what `ros2 param dump` writes.
 
     ivf-graph --params-file config/ivf_ros.yaml --namespace car1 \
         --ros-args -r visible/image_raw:=/cam/vis -r infrared/image_raw:=/cam/ir \
