@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,12 @@ os.environ.setdefault(
     'FASTDDS_DEFAULT_PROFILES_FILE', str(SOURCE_ROOT / 'config' / 'fastdds_large_images.xml'))
 os.environ.setdefault('YOLO_OFFLINE', '1')
 os.environ.setdefault('YOLO_AUTOINSTALL', '0')
+
+# Once the ROS 2 tools are installed, launch_testing's pytest plugin loads in every run and imports
+# `launch`, whose logging makes each logger created afterwards a LaunchLogger that does not
+# propagate: caplog and pytest's log report would see nothing of ivf_ros. Plain loggers again; the
+# loggers launch made for itself at import keep their class.
+logging.setLoggerClass(logging.Logger)
 
 
 @pytest.fixture(scope='session')
