@@ -89,26 +89,15 @@ def generate_test_description() -> tuple[LaunchDescription, dict[str, Any]]:
     ]), {'params': params, 'folder': folder}
 
 
-def call(probe: Probe, service_type: type, name: str, request: object,
-         timeout: float = 15.0) -> Any:
-    """Call a service and return the response."""
-    client = probe.node.create_client(service_type, name)
-    try:
-        assert client.wait_for_service(timeout), f'service {name} not available'
-        future = client.call_async(request)
-        assert probe.wait_for(future.done, timeout), f'{name} did not answer'
-        return future.result()
-    finally:
-        probe.node.destroy_client(client)
 
 
 def lifecycle_state(probe: Probe, node: str) -> str:
-    return call(probe, GetState, f'{NAMESPACE}/{node}/get_state',
+    return probe.call(GetState, f'{NAMESPACE}/{node}/get_state',
                 GetState.Request()).current_state.label
 
 
 def parameters(probe: Probe, node: str, names: list[str]) -> dict[str, Any]:
-    response = call(probe, GetParameters, f'{NAMESPACE}/{node}/get_parameters',
+    response = probe.call(GetParameters, f'{NAMESPACE}/{node}/get_parameters',
                     GetParameters.Request(names=names))
     return {name: parameter_value_to_python(value)
             for name, value in zip(names, response.values, strict=True)}
@@ -132,7 +121,7 @@ class TestWhileRunning(unittest.TestCase):
         probe = self.probe
         # Two processes that import torch and Ultralytics: a minute or more on a loaded host.
         for node in NODES:
-            call(probe, GetState, f'{NAMESPACE}/{node}/get_state', GetState.Request(),
+            probe.call(GetState, f'{NAMESPACE}/{node}/get_state', GetState.Request(),
                  timeout=180)
             assert probe.wait_for(lambda node=node: lifecycle_state(probe, node) == 'active',
                                   120), f'{node} is {lifecycle_state(probe, node)}'

@@ -48,28 +48,17 @@ def probe() -> Iterator[Probe]:
         probe.close()
 
 
-def call(probe: Probe, service_type: type, name: str, request: object,
-         timeout: float = 15.0) -> object:
-    """Call a service of the graph and return the response."""
-    client = probe.node.create_client(service_type, name)
-    try:
-        assert client.wait_for_service(timeout), f'service {name} not available'
-        future = client.call_async(request)
-        assert probe.wait_for(future.done, timeout), f'{name} did not answer'
-        return future.result()
-    finally:
-        probe.node.destroy_client(client)
 
 
 def state_of(probe: Probe, node: str) -> str:
-    return call(probe, GetState, f'/{node}/get_state', GetState.Request()).current_state.label
+    return probe.call(GetState, f'/{node}/get_state', GetState.Request()).current_state.label
 
 
 def change_state(probe: Probe, node: str, transition: int) -> bool:
     request = ChangeState.Request()
     request.transition.id = transition
     # Configuring loads (and warms up) a network: allow for a loaded 2-core machine.
-    return call(probe, ChangeState, f'/{node}/change_state', request, timeout=60).success
+    return probe.call(ChangeState, f'/{node}/change_state', request, timeout=60).success
 
 
 def test_missing_weights_fail_configure_and_the_process_lives(

@@ -315,11 +315,8 @@ def test_fuzzing_never_stops_the_nodes_and_every_rejection_is_counted(graph,
 def test_the_graph_exits_once_both_nodes_are_finalized(graph, probe: Probe) -> None:
     raw, _ = graph
     for node in ('fusion_node', 'detection_node'):
-        client = probe.node.create_client(ChangeState, f'/{node}/change_state')
-        assert client.wait_for_service(10)
         request = ChangeState.Request()
         request.transition.id = Transition.TRANSITION_ACTIVE_SHUTDOWN
-        future = client.call_async(request)
-        assert probe.wait_for(future.done, 30) and future.result().success
+        assert probe.call(ChangeState, f'/{node}/change_state', request, timeout=30).success
     raw.process.wait(30)
     assert raw.process.returncode == 0

@@ -170,6 +170,18 @@ class Probe:
         assert self.wait_for(future.done, timeout), f'set_parameters on {node_name} hung'
         return list(future.result().results)
 
+    def call(self, service_type: type, name: str, request: object,
+             timeout: float = 15.0) -> Any:
+        """Call a service of the graph and return the response."""
+        client = self.node.create_client(service_type, name)
+        try:
+            assert client.wait_for_service(timeout), f'service {name} not available'
+            future = client.call_async(request)
+            assert self.wait_for(future.done, timeout), f'{name} did not answer'
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
     def close(self) -> None:
         """Stop spinning and shut the probe's context down."""
         self._executor.shutdown()
