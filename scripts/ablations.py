@@ -77,6 +77,12 @@ def main() -> int:
     parser.add_argument('--reuse', type=Path, default=None,
                         help='finished full run folder (stage1.pt .. stage3.pt) to reuse')
     parser.add_argument('--imgsz', type=int, default=640, help='detector input size')
+    parser.add_argument('--stage3-steps', type=int, default=None,
+                        help="override stage 3's length in every variant (and 'full' when it "
+                             'is trained here)')
+    parser.add_argument('--keep', action='store_true',
+                        help="don't retrain a variant whose folder already holds stage3.pt")
+    parser.add_argument('--train-only', action='store_true', help='train, evaluate nothing')
     args = parser.parse_args()
     if any(name in RENDER_ONLY for name in args.variants) and not (
             'full' in args.variants or args.reuse is not None):
@@ -90,6 +96,8 @@ def main() -> int:
         folder = args.output / name
         folder.mkdir(parents=True, exist_ok=True)
         config = variant_config(base, name)
+        if args.stage3_steps is not None:
+            config['stages'][3]['steps'] = args.stage3_steps
         config_path = folder / 'train.yaml'
         config_path.write_text(yaml.safe_dump(config))
         if name in RENDER_ONLY:
@@ -105,6 +113,8 @@ def main() -> int:
         if args.reuse is not None and name in FUSION_ONLY:
             shutil.copyfile(args.reuse / 'stage2.pt', folder / 'stage2.pt')  # stage 3 starts here
             stages = ['3']
+        if args.keep and weights[name].is_file():
+            continue
         command = [sys.executable, '-m', 'ivf_ros.cli.train', '--config', str(config_path),
                    '--output', str(folder), '--device', args.device, '--no-progress',
                    '--steps-scale', str(args.steps_scale)]
@@ -116,6 +126,8 @@ def main() -> int:
     if failed:
         print(f'ablations: training failed for {failed} (see their train.log)', file=sys.stderr)
         return 1
+    if args.train_only:
+        return 0
     for name in args.variants:
         if name in RENDER_ONLY:
             reuse_with_config(full_weights, weights[name],

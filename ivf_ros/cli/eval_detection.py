@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('data', nargs='*', type=Path,
                         help='paired folders or dataset roots (default ../shared/datasets)')
     parser.add_argument('-m', '--methods', nargs='+',
-                        default=list(BASELINES) + ['model'], metavar='METHOD',
-                        help='fusion methods as in ivf-eval (baselines, model, folders, .pt)')
+                        default=[name for name in BASELINES if name not in SOURCES] + ['model'],
+                        metavar='METHOD',
+                        help='fusion methods as in ivf-eval (baselines, model, folders, .pt); '
+                             'the two sources are always scored')
     parser.add_argument('--fused', nargs='+', default=None, metavar='NAME',
                         help='methods whose differences to every other input get intervals '
                              '(default: every model and folder method, else the last method)')
