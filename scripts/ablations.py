@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-"""Train the paper's ablations and print one table on the validation split (MSRS night).
+"""Train the ablations and print one table: detection AP (validation) and fusion metrics.
 
-Variants: full model; no stage 1 (no enhancement is learnt: the decoder only renders the raw
-visible image); single scale (one fusion head, on the working grid, instead of four scales
-refined coarse to fine); fixed 0.5 weights instead of adaptive ones (stage 3 then has nothing
-to learn and is skipped); no local contrast (the full model's weights without the fused
-image's local-contrast step: nothing to train).
+Variants: the full model; constant gate (the fusion block replaced by w = 0.5 everywhere,
+details too: nothing to train); max rule (w = 1 where the infrared base is brighter, the larger
+detail per pixel: nothing to train); no detection term and no salience term (stage 3 retrained
+without it, from the full run's stage 2); no stage 1 (no enhancement is learnt: the decoder
+only renders the raw visible image; all three stages retrained).
 
-``--reuse RUN`` takes a finished full run (ivf-train --stage all): 'full' and
-'no_local_contrast' are its stage3.pt (re-saved with this config's model settings, so the two
-differ only in the step), and the variants that differ only in the fusion block (single_scale,
-fixed_0.5) start from its stage2.pt, which they would reproduce exactly (same seed, same data
-order; stages 1 and 2 never touch the fusion block). On the 2-core CPU that saves about 40
-minutes.
+``--reuse RUN`` takes a finished full run (ivf-train --stage all): 'full', 'constant_gate' and
+'max_rule' are its stage3.pt (re-saved with the variant's model config), and the variants that
+differ only in stage 3's losses start from its stage2.pt, which they would reproduce exactly
+(same seed, same data order; stages 1 and 2 never touch the fusion block).
+
+Detection: ``ivf-eval detect`` on the validation split's labelled pairs (person/car AP@0.5);
+fusion metrics: ``ivf-eval`` on its MSRS night pairs.
 """
 
 from __future__ import annotations
@@ -29,28 +30,30 @@ import yaml
 
 from ivf_ros.fusion.inference import load_network, save_weights
 from ivf_ros.fusion.model import IVFNet, ModelConfig
-from ivf_ros.io.paths import share_file
+from ivf_ros.io.datasets import VALIDATION_FUSION_FOLDER
+from ivf_ros.io.paths import datasets_dir, share_file
 
 VARIANTS: dict[str, dict] = {
     'full': {},
+    'constant_gate': {'model': {'gate': 'constant'}},
+    'max_rule': {'model': {'gate': 'max'}},
+    'no_detection': {'losses': {'detection': 0.0}},
+    'no_salience': {'losses': {'salience': 0.0}},
     'no_stage1': {'model': {'enhance': False}},
-    'single_scale': {'model': {'multiscale': False}},
-    'fixed_0.5': {'model': {'adaptive_weights': False}},
-    'no_local_contrast': {'model': {'local_contrast': 0.0}},
 }
-# Variants whose stages 1 and 2 equal the full model's (only the fusion block differs).
-FUSION_ONLY = ('single_scale', 'fixed_0.5')
-# Variants that are the full model's weights rendered differently: stage 3 trains without the
-# local-contrast step, so nothing differs but the config stored with the weights.
-RENDER_ONLY = ('no_local_contrast',)
+# Variants whose stages 1 and 2 equal the full model's (only stage 3's losses differ).
+FUSION_ONLY = ('no_detection', 'no_salience')
+# Variants that are the full model's weights rendered with another gate: nothing to train.
+RENDER_ONLY = ('constant_gate', 'max_rule')
 COLUMNS = ('EN', 'SD', 'SF', 'AG', 'MI', 'SCD', 'VIF', 'Qabf', 'SSIM', 'PSNR', 'CC',
-           'brightness', 'noise')
+           'noise', 'hue_shift', 'clipped_rgb')
 
 
 def variant_config(base: dict, name: str) -> dict:
     """Return the training config of one ablation variant."""
     config = yaml.safe_load(yaml.safe_dump(base))
     config['model'].update(VARIANTS[name].get('model', {}))
+    config['stages'][3]['losses'].update(VARIANTS[name].get('losses', {}))
     if name == 'no_stage1':
         # Only the render term is defined without the curve; keep its weight.
         config['stages'][1]['losses'] = {'render': 1.0}
@@ -85,6 +88,13 @@ def main() -> int:
     parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument('--reuse', type=Path, default=None,
                         help='finished full run folder (stage1.pt .. stage3.pt) to reuse')
+    parser.add_argument('--imgsz', type=int, default=640, help='detector input size')
+    parser.add_argument('--stage3-steps', type=int, default=None,
+                        help="override stage 3's length in every variant (and 'full' when it "
+                             'is trained here)')
+    parser.add_argument('--keep', action='store_true',
+                        help="don't retrain a variant whose folder already holds stage3.pt")
+    parser.add_argument('--train-only', action='store_true', help='train, evaluate nothing')
     args = parser.parse_args()
     if any(name in RENDER_ONLY for name in args.variants) and not (
             'full' in args.variants or args.reuse is not None):
@@ -99,24 +109,25 @@ def main() -> int:
         folder = args.output / name
         folder.mkdir(parents=True, exist_ok=True)
         config = variant_config(base, name)
+        if args.stage3_steps is not None:
+            config['stages'][3]['steps'] = args.stage3_steps
         config_path = folder / 'train.yaml'
         config_path.write_text(yaml.safe_dump(config))
         if name in RENDER_ONLY:
             weights[name] = folder / 'stage3.pt'               # written once 'full' is trained
             continue
-        stages = ['1', '2'] if name == 'fixed_0.5' else ['all']
-        weights[name] = folder / ('stage2.pt' if name == 'fixed_0.5' else 'stage3.pt')
+        stages = ['all']
+        weights[name] = folder / 'stage3.pt'
         if args.reuse is not None and name == 'full':
             # This config's model settings, as every other row: a run saved before a setting
             # existed would otherwise render without it.
             reuse_with_config(full_weights, weights[name], config['model'])
             continue
         if args.reuse is not None and name in FUSION_ONLY:
-            if name == 'fixed_0.5':
-                reuse_with_config(args.reuse / 'stage2.pt', weights[name], config['model'])
-                continue
             shutil.copyfile(args.reuse / 'stage2.pt', folder / 'stage2.pt')  # stage 3 starts here
             stages = ['3']
+        if args.keep and weights[name].is_file():
+            continue
         command = [sys.executable, '-m', 'ivf_ros.cli.train', '--config', str(config_path),
                    '--output', str(folder), '--device', args.device, '--no-progress',
                    '--steps-scale', str(args.steps_scale)]
@@ -129,21 +140,36 @@ def main() -> int:
     if failed:
         print(f'ablations: training failed for {failed} (see their train.log)', file=sys.stderr)
         return 1
+    if args.train_only:
+        return 0
     for name in args.variants:
         if name in RENDER_ONLY:
             reuse_with_config(full_weights, weights[name],
                               variant_config(base, name)['model'])
     methods = [f'{name}={weights[name]}' for name in args.variants]
-    subprocess.run([sys.executable, '-m', 'ivf_ros.cli.eval', '--split', 'validation',
-                    '--no-progress', '-o', str(args.output / 'eval'), '--device', args.device,
-                    '-m', 'clahe_laplacian', *methods], check=True)
+    subprocess.run([sys.executable, '-m', 'ivf_ros.cli.eval', 'detect', '--no-progress',
+                    '--imgsz', str(args.imgsz), '-o', str(args.output / 'detect'),
+                    '--device', args.device, '--no-figures', '--fused', *args.variants,
+                    '-m', *methods], check=True)
+    subprocess.run([sys.executable, '-m', 'ivf_ros.cli.eval',
+                    str(datasets_dir() / VALIDATION_FUSION_FOLDER), '--split', 'validation',
+                    '--no-progress', '--no-figures', '-o', str(args.output / 'eval'),
+                    '--device', args.device, '-m', 'max', 'clahe_laplacian', *methods],
+                   check=True)
+    with (args.output / 'detect' / 'detection.csv').open() as handle:
+        ap = {(row['input'], row['class']): row for row in csv.DictReader(handle)}
     with (args.output / 'eval' / 'summary.csv').open() as handle:
         rows = list(csv.DictReader(handle))
-    print('| variant | ' + ' | '.join(COLUMNS) + ' |')
-    print('|---' * (len(COLUMNS) + 1) + '|')
+    print('| variant | person AP@0.5 [95 %] | car AP@0.5 [95 %] | ' + ' | '.join(COLUMNS) + ' |')
+    print('|---' * (len(COLUMNS) + 3) + '|')
     for row in rows:
+        cells = []
+        for name in ('person', 'car'):
+            entry = ap.get((row['method'], name))
+            cells.append(f"{float(entry['ap50']):.3f} [{float(entry['ap50_low']):.3f}, "
+                         f"{float(entry['ap50_high']):.3f}]" if entry else '-')
         values = ' | '.join(f"{float(row[f'{column}_mean']):.3f}" for column in COLUMNS)
-        print(f"| {row['method']} | {values} |")
+        print(f"| {row['method']} | {' | '.join(cells)} | {values} |")
     return 0
 
 

@@ -28,7 +28,7 @@ from ivf_ros.evaluation.baselines import BASELINES
 from ivf_ros.evaluation.plots import pyplot
 from ivf_ros.evaluation.report import SOURCE_METHODS
 from ivf_ros.fusion.inference import FusionModel
-from ivf_ros.io.datasets import load_pair, validation_pairs
+from ivf_ros.io.datasets import load_pair, VALIDATION_FUSION_FOLDER, validation_pairs
 
 COLUMNS = ('EN', 'VIF', 'Qabf', 'SF', 'brightness', 'noise')
 FUSION_TONES = (0.0, 0.2, 0.4, 0.6, 0.8)
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--output', type=Path, default=Path('output/tradeoff'))
     parser.add_argument('--device', default='auto')
     args = parser.parse_args(argv)
-    found = validation_pairs()
+    # The MSRS night pairs of the validation split, as every fusion-metric table reports.
+    found = [pair for pair in validation_pairs() if pair.dataset == VALIDATION_FUSION_FOLDER]
     if not found:
         parser.error('no validation pairs: ../shared/datasets/msrs is missing')
     pairs = [load_pair(pair) for pair in found]

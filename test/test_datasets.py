@@ -11,6 +11,7 @@ import pytest
 from ivf_ros.io.datasets import (
     all_pairs,
     DatasetError,
+    is_labelled,
     is_night,
     is_validation,
     list_pairs,
@@ -89,8 +90,12 @@ def test_is_night_by_msrs_suffix_and_folder(tmp_path: Path) -> None:
     assert is_night(pair('msrs', '00004N')) and not is_night(pair('msrs', '00055D'))
     assert is_night(pair('llvip_train', '010001')) and not is_night(pair('roadscene', 'FLIR_1'))
     assert not is_night(pair('my_folder', 'frame'))  # unknown: not known to be night
-    assert is_validation(pair('msrs', '00004N'))
-    assert not is_validation(pair('msrs_extra', '00858N'))
+    assert is_validation(pair('msrs', '00004N')) and not is_validation(pair('msrs', '00055D'))
+    assert is_validation(pair('msrs_extra', '00858N'))
+    assert is_validation(pair('flir_night', 'FLIR_08864'))
+    assert is_validation(pair('m3fd_night', '00388'))
+    assert not is_validation(pair('llvip_train', '010001'))   # labelled, but scene 01 trains
+    assert not is_validation(pair('m3fd', 'M3FD_00471'))
 
 
 def test_unknown_split_is_an_error(tmp_path: Path) -> None:
@@ -101,12 +106,14 @@ def test_unknown_split_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.dataset
 def test_shared_datasets_split(datasets: Path) -> None:
     validation = validation_pairs(datasets)
-    assert len(validation) == 12
-    assert all(pair.dataset == 'msrs' and pair.name.endswith('N') for pair in validation)
+    assert len(validation) == 36
+    assert {pair.dataset for pair in validation} == {
+        'msrs', 'msrs_extra', 'flir_night', 'm3fd_night'}
+    assert all(is_night(pair) and is_labelled(pair) for pair in validation)
     training = training_pairs(datasets)
     everything = all_pairs(datasets)
     assert len(training) + len(validation) == len(everything)
     assert not {pair.key for pair in training} & {pair.key for pair in validation}
-    assert len(night_pairs(datasets)) == 64  # the README's count
-    visible, infrared = load_pair(validation[0])
+    assert len(night_pairs(datasets)) == 85  # the README's count
+    visible, infrared = load_pair(next(p for p in validation if p.dataset == 'msrs'))
     assert visible.shape == (480, 640, 3) and infrared.shape == (480, 640)

@@ -2,9 +2,10 @@
 
 Examples::
 
-    ivf-eval ../shared/datasets --split validation                 # all baselines, MSRS night
+    ivf-eval ../shared/datasets --split validation                 # all baselines, night val
     ivf-eval ../shared/datasets/msrs --night-only -m laplacian model results/fused/
     ivf-eval my_pairs/ -m clahe_laplacian ours=runs/fusion/best.pt --limit 20 -o output/cmp
+    ivf-eval detect                     # detection AP per input (ivf_ros.cli.eval_detection)
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f'baseline names ({", ".join(BASELINES)}), "model" (shipped weights), a folder of '
              'fused images named like the pairs, or a checkpoint (.pt); LABEL=METHOD renames')
     parser.add_argument('--split', choices=SPLITS,
-                        help=f'keep one split of the team split ({VALIDATION} = MSRS night pairs)')
+                        help=f'keep one split of the team split ({VALIDATION} = the labelled '
+                             'night pairs)')
     parser.add_argument('--night-only', action='store_true', help='keep night pairs only')
     parser.add_argument('--limit', type=int, metavar='N', help='evaluate the first N pairs only')
     parser.add_argument('-o', '--output', type=Path, default=Path('output/eval'),
@@ -138,6 +140,11 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ivf-eval; return the exit status (0 ok, 2 bad input)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ['detect']:
+        from ivf_ros.cli.eval_detection import main as detect_main
+
+        return detect_main(arguments[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.examples < 0:

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='stage to train (2 and 3 start from the previous stage weights)')
     parser.add_argument('--data', type=Path, nargs='+', default=None,
                         help='paired folders or roots of them (default: ../shared/datasets, '
-                             'training split; MSRS night pairs are always held out)')
+                             'training split; the validation split is always held out)')
     parser.add_argument('--config', type=Path, default=None,
                         help='training config (default: the package config/train.yaml)')
     parser.add_argument('--output', type=Path, default=Path('runs/train'),

@@ -231,3 +231,175 @@ def markdown_summary(results: Mapping[str, DetectionScores | LabelFreeStats]) ->
         lines.append(f'| {kind} | {stats.images} | {stats.detections_per_image:.2f} | '
                      f'{stats.mean_confidence:.3f} | {classes or "-"} |')
     return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-class AP with paired bootstrap intervals (the detection report of ``ivf-eval detect``)
+
+# Class ids of the labelled night sets' files (../shared/datasets/README.md).
+DATASET_CLASSES: dict[int, str] = {0: 'person', 1: 'car', 2: 'bicycle'}
+REPORT_CLASSES = ('person', 'car')
+RECALL_CONFIDENCE = 0.25   # recall counts detections a deployed detector would keep
+
+
+def to_dataset_classes(detections: Sequence[Detection],
+                       classes: Mapping[int, str] = DATASET_CLASSES) -> list[Detection]:
+    """Keep the detections of the label files' classes, renumbered to their ids (by name).
+
+    A COCO detector says 'car' with id 2; the label files say 1: matching goes by name.
+    """
+    ids = {name: class_id for class_id, name in classes.items()}
+    return [Detection(ids[d.class_name], d.class_name, d.score, d.cx, d.cy, d.width, d.height)
+            for d in detections if d.class_name in ids]
+
+
+@dataclass
+class ImageMatches:
+    """One image's detections matched to its targets at the 10 COCO IoU thresholds."""
+
+    correct: np.ndarray       # (n, 10) bool: detection i is a true positive at threshold j
+    scores: np.ndarray        # (n,)
+    classes: np.ndarray       # (n,)
+    target_classes: np.ndarray  # (m,)
+
+
+def match_image(detections: Sequence[Detection], targets: np.ndarray) -> ImageMatches:
+    """Match detections (any order) to targets (m, 5) as Ultralytics' validator does."""
+    import torch
+    from ultralytics.engine.validator import BaseValidator
+    from ultralytics.utils.metrics import box_iou
+
+    boxes, scores, classes = detections_to_arrays(detections)
+    if len(boxes) and len(targets):
+        iou = box_iou(torch.from_numpy(targets[:, 1:]), torch.from_numpy(boxes))
+        matcher = SimpleNamespace(iouv=torch.tensor(IOU_THRESHOLDS, dtype=torch.float32))
+        correct = BaseValidator.match_predictions(
+            matcher, torch.from_numpy(classes), torch.from_numpy(targets[:, 0]), iou).numpy()
+    else:
+        correct = np.zeros((len(boxes), IOU_THRESHOLDS.size), dtype=bool)
+    return ImageMatches(correct, scores, classes, targets[:, 0].copy())
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    """AP@0.5, AP@0.5:0.95 and recall (at RECALL_CONFIDENCE, IoU 0.5) of one class."""
+
+    ap50: float
+    ap50_95: float
+    recall: float
+    targets: int
+
+
+def class_scores(matches: Sequence[ImageMatches], class_id: int) -> ClassScores:
+    """Return one class's COCO AP (Ultralytics' ap_per_class) and recall over the images."""
+    from ultralytics.utils.metrics import ap_per_class
+
+    target_classes = np.concatenate([m.target_classes for m in matches] or [np.zeros(0)])
+    targets = int(np.count_nonzero(target_classes == class_id))
+    if targets == 0:
+        return ClassScores(float('nan'), float('nan'), float('nan'), 0)
+    keep = [m.classes == class_id for m in matches]
+    correct = np.concatenate([m.correct[k] for m, k in zip(matches, keep, strict=True)])
+    scores = np.concatenate([m.scores[k] for m, k in zip(matches, keep, strict=True)])
+    if correct.shape[0] == 0:
+        return ClassScores(0.0, 0.0, 0.0, targets)
+    classes = np.full(scores.shape, float(class_id))
+    result = ap_per_class(correct, scores, classes, np.full(targets, float(class_id)))
+    ap = result[5]                                            # (1, 10)
+    # match_predictions matches each target at most once per threshold: TPs count targets.
+    found = int(np.count_nonzero(correct[:, 0] & (scores >= RECALL_CONFIDENCE)))
+    return ClassScores(float(ap[0, 0]), float(ap[0].mean()), found / targets, targets)
+
+
+@dataclass
+class BootstrapResult:
+    """Point values per input and class, and paired-bootstrap intervals of differences."""
+
+    scores: dict[str, dict[str, ClassScores]]
+    # (input, class) -> (low, high) 95 % interval of the AP@0.5 over image resamples
+    intervals: dict[tuple[str, str], tuple[float, float]]
+    # (fused, source, class) -> (delta, low, high) of AP@0.5: fused minus source
+    differences: dict[tuple[str, str, str], tuple[float, float, float]]
+    resamples: int
+    images: int
+
+
+def bootstrap_ap(matches: Mapping[str, Sequence[ImageMatches]],
+                 fused: Sequence[str], resamples: int = 1000, seed: int = 0,
+                 classes: Mapping[int, str] | None = None) -> BootstrapResult:
+    """Per-class AP of every input, with 95 % paired-bootstrap intervals over the images.
+
+    Every resample draws the images with replacement once and scores all inputs on the same
+    draw, so the interval of (fused - source) is that of a paired difference.
+    """
+    classes = dict(classes or {i: n for i, n in DATASET_CLASSES.items() if n in REPORT_CLASSES})
+    kinds = list(matches)
+    count = len(next(iter(matches.values())))
+    if any(len(value) != count for value in matches.values()):
+        raise ValueError('every input must be matched on the same images')
+    point = {kind: {name: class_scores(matches[kind], class_id)
+                    for class_id, name in classes.items()} for kind in kinds}
+    generator = np.random.default_rng(seed)
+    draws: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for _ in range(resamples):
+        picks = generator.integers(0, count, count)
+        for kind in kinds:
+            chosen = [matches[kind][i] for i in picks]
+            for class_id, name in classes.items():
+                draws[kind, name].append(class_scores(chosen, class_id).ap50)
+    intervals = {key: _interval(values) for key, values in draws.items()}
+    differences = {}
+    for fused_kind in fused:
+        for source in kinds:
+            if source == fused_kind:
+                continue
+            for name in classes.values():
+                delta = np.array(draws[fused_kind, name]) - np.array(draws[source, name])
+                low, high = _interval(delta)
+                differences[fused_kind, source, name] = (
+                    point[fused_kind][name].ap50 - point[source][name].ap50, low, high)
+    return BootstrapResult(point, intervals, differences, resamples, count)
+
+
+def _interval(values: Sequence[float]) -> tuple[float, float]:
+    """Return the 2.5 and 97.5 percentiles, ignoring NaN draws (a class absent from a draw)."""
+    array = np.asarray(values, dtype=np.float64)
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        return float('nan'), float('nan')
+    low, high = np.percentile(array, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def lost_objects(targets: np.ndarray, fused: Sequence[Detection],
+                 sources: Mapping[str, Sequence[Detection]],
+                 confidence: float = RECALL_CONFIDENCE, iou: float = 0.5
+                 ) -> list[tuple[int, list[str]]]:
+    """Return (target index, sources that found it) for targets a source found and fused lost.
+
+    Found = a detection of the target's class with score >= confidence and IoU >= iou.
+    """
+    def found(index: int, detections: Sequence[Detection]) -> bool:
+        target = targets[index]
+        for detection in detections:
+            if detection.class_id != int(target[0]) or detection.score < confidence:
+                continue
+            if _iou(target[1:], detection.xyxy) >= iou:
+                return True
+        return False
+
+    lost = []
+    for index in range(len(targets)):
+        finders = [name for name, detections in sources.items() if found(index, detections)]
+        if finders and not found(index, fused):
+            lost.append((index, finders))
+    return lost
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Return the IoU of two xyxy boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -363,6 +363,37 @@ def colour_cast(rgb: np.ndarray) -> float:
     return float(math.hypot(0.564 * (mean[2] - luma), 0.713 * (mean[0] - luma)) / luma)
 
 
+def _cbcr(rgb: np.ndarray) -> np.ndarray:
+    """Return the BT.601 (Cb, Cr) chroma of (h, w, 3) RGB as (h, w, 2) float, no offset."""
+    rgb = rgb.astype(np.float64)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    return np.stack([0.564 * (rgb[..., 2] - luma), 0.713 * (rgb[..., 0] - luma)], axis=-1)
+
+
+def hue_shift(visible_rgb: np.ndarray, fused_rgb: np.ndarray) -> float:
+    """
+    Hue shift = chroma-weighted mean |angle of CbCr(F) - angle of CbCr(vi)|, in degrees.
+
+    Each pixel's weight is the visible chroma magnitude |CbCr(vi)| less one grey level (8-bit
+    rounding): grey pixels have no hue to keep, coloured ones (a yellow street lamp's road, a
+    red car) count by how coloured they are.
+    Brightening or desaturating keeps the angle (0 degrees); grey-world balancing turns it (a
+    sodium-lit orange street balanced to grey-blue: 90 degrees and more); 180 is the opposite
+    hue. Identical images give 0.
+    """
+    if visible_rgb.ndim != 3 or fused_rgb.shape != visible_rgb.shape:
+        raise MetricInputError(f'hue_shift needs two (h, w, 3) images of one size, got '
+                               f'{visible_rgb.shape} and {fused_rgb.shape}')
+    source, fused = _cbcr(visible_rgb), _cbcr(fused_rgb)
+    weight = np.maximum(np.hypot(source[..., 0], source[..., 1]) - 1.0, 0.0)
+    if weight.sum() <= 0:
+        return 0.0
+    difference = (np.arctan2(fused[..., 1], fused[..., 0])
+                  - np.arctan2(source[..., 1], source[..., 0]))
+    difference = np.abs((difference + np.pi) % (2 * np.pi) - np.pi)      # in [0, pi]
+    return float(np.degrees((difference * weight).sum() / weight.sum()))
+
+
 def noise_sigma(image: np.ndarray) -> float:
     """
     Noise sigma = sqrt(pi / 2) / 6 * mean|F * M| over flat pixels (Immerkaer 1996).
@@ -430,6 +461,8 @@ METRICS: dict[str, MetricInfo] = {info.name: info for info in (
     MetricInfo('clipped', False, 'share of F pixels at 0 or 255'),
     MetricInfo('noise', False, 'noise sigma of F in flat regions (Immerkaer)'),
     MetricInfo('LOE', False, 'lightness order error of F against vi (Wang et al.)'),
+    MetricInfo('hue_shift', False, 'chroma-weighted CbCr angle of F against vi (degrees)'),
+    MetricInfo('clipped_rgb', False, 'share of F pixels with any of R, G, B at 0 or 255'),
 )}
 
 FUSION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
@@ -452,6 +485,12 @@ IMAGE_METRICS: dict[str, Callable[[np.ndarray], float]] = {
     'noise': noise_sigma,
 }
 
+# Metrics of the colour images themselves (visible RGB, fused RGB).
+COLOUR_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    'hue_shift': hue_shift,
+    'clipped_rgb': lambda visible_rgb, fused_rgb: clipped_channels_fraction(fused_rgb),
+}
+
 
 def evaluate(visible_rgb: np.ndarray, infrared: np.ndarray, fused_rgb: np.ndarray,
              names: list[str] | None = None) -> dict[str, float]:
@@ -468,6 +507,8 @@ def evaluate(visible_rgb: np.ndarray, infrared: np.ndarray, fused_rgb: np.ndarra
             results[name] = IMAGE_METRICS[name](fused)
         elif name in FUSION_METRICS:
             results[name] = FUSION_METRICS[name](fused, visible, infrared_grey)
+        elif name in COLOUR_METRICS:
+            results[name] = COLOUR_METRICS[name](visible_rgb, fused_rgb)
         else:  # LOE needs colour: lightness is max(R, G, B), not luma
             results[name] = lightness_order_error(visible_rgb, fused_rgb)
     return results

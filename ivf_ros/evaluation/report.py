@@ -272,7 +272,7 @@ def _format(value: float, metric: str) -> str:
     """Format a value with the metric's number of decimals (clipped as a percentage)."""
     if not math.isfinite(value):
         return str(value)
-    if metric == 'clipped':
+    if metric in ('clipped', 'clipped_rgb'):
         return f'{100 * value:.2f}%'
     return f'{value:.{DECIMALS.get(metric, DEFAULT_DECIMALS)}f}'
 

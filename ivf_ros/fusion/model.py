@@ -21,14 +21,20 @@ Enhancement: the visible luma, denoised (soft-thresholded detail), goes through 
 curve is monotonic and maps [0, 1] onto [0, 1]: dark pixels are lifted by up to ``g``,
 highlights are compressed instead of clipped, and the exposure mask sets ``g = 1`` where the
 input is already bright (lamps, headlights). Chroma comes from the low-resolution image toned
-per channel and grey-world balanced (averaging 4x4 pixels already removes most chroma noise),
-limited so that no channel leaves [0, 1].
-The fused image takes its luminance from a gentler curve of the same gain (``g ** fusion_tone``)
-plus ``w`` times the amount by which the infrared is brighter (warm targets kept, the visible
-scene never darkened), with the full-resolution details of both sources mixed by the weight map
-and amplified by ``detail_boost``; its chroma is the visible image's: infrared carries no colour.
-A CLAHE-like ``local_contrast`` gain lifts that base's band between the working grid and a tent
-blur of it (objects' scale, not the sensor noise's).
+per channel (grey-world balanced only as far as ``white_balance`` asks), limited so that no
+channel leaves [0, 1].
+
+Fused image: the fusion block's gate ``w`` (the infrared share on the working grid) *blends* the
+two bases, ``(1 - w) V + w I`` with ``V`` the visible luma through a gentler curve of the same
+gain (``g ** fusion_tone``): the network decides per region whether the infrared replaces the
+visible scene (a warm pedestrian on a dark road keeps the infrared's contrast, the background is
+not lifted over it) or the visible stays (lit signs, colours). No fixed max rule: the gate may
+also darken a glaring lamp towards the infrared. Full-resolution details of both sources are
+mixed by the same gate sharpened by a learnt detail-energy term. Chroma is the visible image's
+own (Cb, Cr) direction, scaled with the visible tone's brightening (at most ``chroma_gain``) and
+limited to stay inside [0, 1]: the hue is kept; ``cast_correction`` (0 by default) removes that
+share of the frame's mean chroma (grey-world) when a user asks. An optional CLAHE-like
+``local_contrast`` gain lifts the fused base's band between the working grid and a tent blur.
 """
 
 from __future__ import annotations
@@ -75,6 +81,12 @@ class ModelConfig:
     multiscale: bool = True           # False: one fusion head, on the working grid (ablation)
     adaptive_weights: bool = True     # False: fixed 0.5 weights everywhere (ablation)
     enhance: bool = True              # False: no enhancement, the raw visible is used (ablation)
+    # Who decides the infrared share: 'learned' (the fusion block), 'constant' (0.5 everywhere,
+    # as adaptive_weights=False) or 'max' (1 where the infrared base is brighter, per pixel and
+    # per detail: the classical max rule; ablations).
+    gate: str = 'learned'
+    cast_correction: float = 0.0      # share of the frame's mean chroma removed (1: grey-world)
+    chroma_gain: float = 2.0          # most the fused chroma grows with the visible's brightening
 
     def __post_init__(self) -> None:
         """Raise ValueError naming the field when a value is outside its range."""
@@ -92,6 +104,8 @@ class ModelConfig:
                 raise ValueError(f'{name} must be in [{low}, {high}], got {value!r}')
         if self.exposure_softness == 0:
             raise ValueError('exposure_softness must be above 0 (it divides)')
+        if self.gate not in GATES:
+            raise ValueError(f'gate must be one of {", ".join(GATES)}, got {self.gate!r}')
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], strict: bool = False) -> ModelConfig:
@@ -110,6 +124,7 @@ class ModelConfig:
         return asdict(self)
 
 
+GATES = ('learned', 'constant', 'max')
 _LOWEST = {'downscale': 1, 'contrast_radius': 0}
 # Closed ranges of the float fields; inf where only the sign matters.
 _FLOAT_RANGES = {
@@ -121,6 +136,8 @@ _FLOAT_RANGES = {
     'white_balance': (0.0, 1.0),
     'detail_boost': (0.0, math.inf),
     'local_contrast': (0.0, math.inf),
+    'cast_correction': (0.0, 1.0),
+    'chroma_gain': (1.0, math.inf),
 }
 
 
@@ -355,24 +372,42 @@ class IVFNet(nn.Module):
         # Bright regions get gain 1 (the identity curve): lamps are never pushed to clip.
         return self.decoder.curve(visible_trunk) * (1.0 - mask)
 
+    def _gate_logit(self, encoded: Encoded, toned_luma: torch.Tensor) -> torch.Tensor:
+        """Return the infrared-share logit (n, 1, h, w) on the working grid."""
+        if self.config.gate == 'max':
+            # The max rule as a logit: +-30 saturates the sigmoid (w = 1 or 0, 0.5 on ties).
+            return 30.0 * torch.sign(encoded.infrared_low - toned_luma)
+        if self.config.gate == 'constant' or not self.config.adaptive_weights:
+            return torch.zeros_like(toned_luma)                     # sigmoid(0) = 0.5
+        return self.fusion(encoded.visible_features, encoded.infrared_features, encoded.mask)
+
+    def _fused_chroma(self, visible_low: torch.Tensor, luma_low: torch.Tensor,
+                      toned_luma: torch.Tensor, fused_luma: torch.Tensor) -> torch.Tensor:
+        """Return the fused chroma offsets (n, 3, h, w): the visible hue, brightened, limited."""
+        chroma = visible_low - luma_low                                   # (n, 3, h, w)
+        if self.config.cast_correction:
+            chroma = chroma - self.config.cast_correction * chroma.mean(dim=(2, 3), keepdim=True)
+        # Brightening a colour keeps its saturation only if the chroma grows with the luma; the
+        # growth is capped where the 4x4-averaged chroma of a dark frame is mostly noise.
+        growth = (toned_luma / (luma_low + EPS)).clamp(1.0, self.config.chroma_gain)
+        return limit_chroma(fused_luma.clamp(0.0, 1.0), chroma * growth)
+
     def _fusion_maps_low(self, encoded: Encoded, luma_low: torch.Tensor, log_gain: torch.Tensor,
                          with_local_contrast: bool) -> dict[str, torch.Tensor]:
         """Return the fused image's working-grid maps, by name, ready to be upsampled."""
         # The fused image's visible part uses a gentler curve (gain ** fusion_tone): it stays
         # closer to both sources' contrast than the enhanced output.
-        fusion_gain = (log_gain * self.config.fusion_tone).exp()           # (n, 1, h, w)
-        _, base_chroma = self._tone_low(encoded.visible_low, fusion_gain)  # (n, 3, h, w)
-        logit = self.fusion(encoded.visible_features, encoded.infrared_features,
-                            encoded.mask)                                  # (n, 1, h, w)
-        # Intensity: where the infrared is brighter than the toned visible (a warm pedestrian
-        # in the dark), its share of the difference is added; the infrared never darkens the
-        # visible scene (the max rule, made soft and learned).
+        fusion_gain = (log_gain * self.config.fusion_tone).exp()          # (n, 1, h, w)
         toned_luma = tone_curve(luma_low, fusion_gain)                    # (n, 1, h, w)
-        infrared_excess = (encoded.infrared_low - toned_luma).clamp_min(0.0)
-        addition = torch.sigmoid(logit) * infrared_excess                 # (n, 1, h, w)
+        logit = self._gate_logit(encoded, toned_luma)                     # (n, 1, h, w)
+        # The gate blends the bases: (1 - w) V + w I, i.e. V + w (I - V). Where the infrared is
+        # darker than the toned visible the gate may still take it (glare, a lifted background).
+        addition = torch.sigmoid(logit) * (encoded.infrared_low - toned_luma)
         if with_local_contrast and self.config.local_contrast:
             addition = addition + local_contrast_lift(
                 toned_luma + addition, self.config.local_contrast, self.config.contrast_radius)
+        base_chroma = self._fused_chroma(encoded.visible_low, luma_low, toned_luma,
+                                         toned_luma + addition)
         return {
             'fusion_gain': fusion_gain,
             'slope': tone_slope(luma_low, fusion_gain),   # visible detail amplification
@@ -386,7 +421,9 @@ class IVFNet(nn.Module):
                       with_base: bool = False) -> dict[str, torch.Tensor]:
         """Return the fused image (n, 3, Hp, Wp) and its weight map [and base] at full size."""
         vis_detail = visible_detail * up['slope']                 # as the curve renders it
-        if self.config.adaptive_weights:
+        if self.config.gate == 'max':
+            weight = (infrared_detail.abs() > vis_detail.abs()).to(vis_detail.dtype)
+        elif self.config.gate == 'learned' and self.config.adaptive_weights:
             # Full-resolution scale of the fusion: the upsampled working-grid logit, sharpened
             # by which source carries more detail at this pixel.
             energy_gap = infrared_detail.abs() - vis_detail.abs()

@@ -3,9 +3,16 @@
 Layout (as in ../shared/datasets): ``<folder>/vi/<name>.<ext>`` and ``<folder>/ir/<name>.<ext>``
 with the same stem. The split used by the whole team:
 
-- ``validation``: the 12 MSRS night pairs (``msrs/*N.png``, MSRS test split);
+- ``validation``: the 36 labelled night pairs, never trained on: the 12 MSRS night pairs
+  (``msrs/*N.png``, MSRS test split), the 3 ``msrs_extra`` pairs, the 14 ``flir_night`` and
+  the 7 ``m3fd_night`` pairs (person/car/bicycle labels in ``<folder>/labels/<name>.txt``);
 - ``training``: every other pair under the datasets root (day pairs included; filter with
-  :func:`is_night` when only night images are wanted).
+  :func:`is_night` when only night images are wanted). The 9 labelled ``llvip_train`` frames
+  stay in training: they are LLVIP scene 01, whose other 23 frames are training frames of the
+  same street (validating on them would measure a scene the network has seen).
+
+Fusion metrics are still compared on the MSRS night pairs (``VALIDATION_FUSION_FOLDER``), as
+every earlier report did; detection is measured on the whole validation split.
 """
 
 from __future__ import annotations
@@ -25,16 +32,21 @@ INFRARED_DIR = 'ir'
 
 # Dataset folders whose every pair was taken at night (see ../shared/datasets/README.md). MSRS
 # folders hold day and night frames and are told apart by the name suffix instead.
-NIGHT_FOLDERS = frozenset({'llvip_train', 'llvip_extra', 'msrs_extra', 'vifb_night', 'm3fd'})
+NIGHT_FOLDERS = frozenset({'llvip_train', 'llvip_extra', 'msrs_extra', 'vifb_night', 'm3fd',
+                           'flir_night', 'm3fd_night'})
 DAY_FOLDERS = frozenset({'roadscene'})
 # MSRS frame names: five digits then 'N' (night) or 'D' (day), e.g. 00004N.
 MSRS_NAME = re.compile(r'^\d{5}(?P<time>[ND])$')
 
-# Split names: validation = the 12 MSRS night pairs (msrs/*N); training = all other pairs.
+# Split names: validation = the labelled night pairs (msrs/*N, msrs_extra, flir_night,
+# m3fd_night); training = all other pairs. The one place that decides is is_validation.
 VALIDATION = 'validation'
 TRAINING = 'training'
 SPLITS = (VALIDATION, TRAINING)
-VALIDATION_FOLDER = 'msrs'
+VALIDATION_FOLDER = 'msrs'                  # its night pairs only (it also holds day pairs)
+VALIDATION_FOLDERS = frozenset({'msrs_extra', 'flir_night', 'm3fd_night'})  # every pair
+VALIDATION_FUSION_FOLDER = VALIDATION_FOLDER  # where the fusion metrics are compared
+LABELS_DIR = 'labels'
 
 
 class DatasetError(ValueError):
@@ -190,8 +202,20 @@ def night_pairs(root: str | Path | None = None) -> list[PairedImage]:
 
 
 def is_validation(pair: PairedImage) -> bool:
-    """Return True for the validation split: MSRS night pairs (msrs/*N)."""
-    return pair.dataset == VALIDATION_FOLDER and is_night(pair)
+    """Return True for the validation split: MSRS night, msrs_extra, flir_night, m3fd_night."""
+    if pair.dataset == VALIDATION_FOLDER:
+        return is_night(pair)
+    return pair.dataset in VALIDATION_FOLDERS
+
+
+def label_path(pair: PairedImage) -> Path:
+    """Return the pair's YOLO label file ``<folder>/labels/<name>.txt`` (it may not exist)."""
+    return pair.folder / LABELS_DIR / f'{pair.name}.txt'
+
+
+def is_labelled(pair: PairedImage) -> bool:
+    """Return True when the pair has a label file (a frame without one is unlabelled)."""
+    return label_path(pair).is_file()
 
 
 def split_pairs(split: str, root: str | Path | None = None) -> list[PairedImage]:
@@ -203,7 +227,7 @@ def split_pairs(split: str, root: str | Path | None = None) -> list[PairedImage]
 
 
 def validation_pairs(root: str | Path | None = None) -> list[PairedImage]:
-    """Return the validation split: the 12 MSRS night pairs."""
+    """Return the validation split: the 36 labelled night pairs (see the module docstring)."""
     return split_pairs(VALIDATION, root)
 
 

@@ -249,6 +249,11 @@ class YoloDetector:
             in zip(xywh, scores, class_ids, strict=True)
         ]
 
+    @property
+    def network(self):  # noqa: ANN201 (torch is imported lazily)
+        """Return the loaded torch detection model (for frozen-teacher use in training)."""
+        return self._yolo.model
+
     def warmup(self, width: int = 640, height: int = 512) -> None:
         """Run one inference on a black image so the first real frame is not slow."""
         self.detect(np.zeros((height, width, 3), np.uint8))

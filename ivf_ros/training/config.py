@@ -40,6 +40,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     model: dict[str, Any] = field(default_factory=dict)
+    # Frozen COCO detector for stage 3's detection term: a path, absolute or relative to
+    # ../shared (ivf_ros.io.paths.shared_dir); None when no stage uses the term.
+    detector: str | None = None
     stages: dict[int, StageConfig] = field(default_factory=dict)
 
 

@@ -145,6 +145,64 @@ def fusion_ssim_loss(fused: torch.Tensor, enhanced: torch.Tensor,
     return 1.0 - 0.5 * (ssim(luma, luminance(enhanced)) + ssim(luma, infrared))
 
 
+def local_contrast(luma: torch.Tensor, size: int = 31) -> torch.Tensor:
+    """Return luma minus its size x size box mean (n, 1, h, w): contrast to the surroundings."""
+    size = max(1, min(size, luma.shape[-1], luma.shape[-2]))
+    size -= 1 - size % 2                                            # odd box
+    surround = F.avg_pool2d(luma, size, stride=1, padding=size // 2, count_include_pad=False)
+    return luma - surround
+
+
+def salience_loss(fused: torch.Tensor, infrared: torch.Tensor, size: int = 31,
+                  threshold: float = 0.03) -> torch.Tensor:
+    """Penalise warm targets that lose their infrared contrast against their surroundings.
+
+    Where the infrared is warmer than its 31-px surround by more than ``threshold`` (a person,
+    an engine), the fused luma's contrast there must be at least as large: mean of the shortfall
+    over those pixels (0 when every warm target stands out as much as in the infrared).
+    """
+    warm_contrast = local_contrast(infrared, size)
+    warm = (warm_contrast > threshold).to(infrared.dtype)
+    shortfall = F.relu(warm_contrast - local_contrast(luminance(fused), size))
+    return (shortfall * warm).sum() / (warm.sum() + 1.0)
+
+
+def fusion_noise_loss(fused: torch.Tensor, enhanced: torch.Tensor,
+                      infrared: torch.Tensor) -> torch.Tensor:
+    """Penalise amplified noise: fine (Laplacian) energy beyond both sources'.
+
+    The 3x3 Laplacian of the fused luma may carry each source's fine detail, but not more than
+    the larger of the two at that pixel: amplified sensor noise is the excess.
+    """
+    kernel = fused.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(
+        1, 1, 3, 3)
+
+    def laplacian(image: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(image, (1, 1, 1, 1), mode='replicate'), kernel).abs()
+
+    bound = torch.maximum(laplacian(luminance(enhanced)), laplacian(infrared))
+    return F.relu(laplacian(luminance(fused)) - bound).mean()
+
+
+def detection_loss(student: torch.Tensor, teacher: torch.Tensor, confidence: float = 0.25,
+                   background: float = 0.05) -> torch.Tensor:
+    """Keep detections: the fused image's class scores at least the sources' best, per anchor.
+
+    student, teacher: (n, k, anchors) probabilities of the frozen detector on the fused image
+    and max(on visible, on infrared). Where the teacher is confident (> ``confidence``) the
+    shortfall of the fused logit is penalised; where neither source sees anything (teacher
+    < ``background``) a fused score above ``confidence`` is a false positive. Both are summed
+    and divided by the number of confident anchors plus one per image.
+    """
+    def logit(p: torch.Tensor) -> torch.Tensor:
+        return torch.logit(p.clamp(1e-4, 1.0 - 1e-4))
+
+    found = (teacher > confidence).to(student.dtype)
+    missed = F.relu(logit(teacher) - logit(student)) * found
+    spurious = F.relu(student - confidence) * (teacher < background).to(student.dtype)
+    return (missed.sum() + spurious.sum()) / (found.sum() + student.shape[0])
+
+
 # -- per-stage assembly ------------------------------------------------------------------------
 def stage1_terms(outputs: Mapping[str, torch.Tensor], exposure_level: float) -> LossTerms:
     """Stage 1 terms from the network outputs of visible-only crops."""
@@ -171,15 +229,32 @@ def stage2_terms(outputs: Mapping[str, torch.Tensor]) -> LossTerms:
     }
 
 
-def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor) -> LossTerms:
-    """Stage 3 terms: the fused image against its enhanced visible base and the infrared."""
+def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
+                 weights: Mapping[str, float] | None = None,
+                 detection: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 teacher_scores: torch.Tensor | None = None) -> LossTerms:
+    """Stage 3 terms: the fused image against its visible base, the infrared and the detector.
+
+    Only the terms named in ``weights`` (all when None) are computed; 'detection' needs the
+    frozen detector (``detection``: fused RGB -> class scores) and its scores on the sources.
+    """
     fused, enhanced = outputs['fused'], outputs['fused_base'].detach()
-    return {
-        'intensity': intensity_loss(fused, enhanced, infrared),
-        'texture': texture_loss(fused, enhanced, infrared),
-        'colour': colour_consistency_loss(fused, enhanced),
-        'ssim': fusion_ssim_loss(fused, enhanced, infrared),
+    builders: dict[str, Callable[[], torch.Tensor]] = {
+        'intensity': lambda: intensity_loss(fused, enhanced, infrared),
+        'texture': lambda: texture_loss(fused, enhanced, infrared),
+        'colour': lambda: colour_consistency_loss(fused, enhanced),
+        'ssim': lambda: fusion_ssim_loss(fused, enhanced, infrared),
+        'salience': lambda: salience_loss(fused, infrared),
+        'noise': lambda: fusion_noise_loss(fused, enhanced, infrared),
     }
+    if detection is not None and teacher_scores is not None:
+        builders['detection'] = lambda: detection_loss(detection(fused), teacher_scores)
+    # A term weighted 0 is not computed (the detector's passes are the slow part of a step).
+    wanted = builders if weights is None else [name for name, weight in weights.items()
+                                               if name in builders and weight]
+    if weights is not None and weights.get('detection') and 'detection' not in builders:
+        raise ValueError('the detection term needs the frozen detector (config: detector)')
+    return {name: builders[name]() for name in wanted}
 
 
 STAGE_TERMS: dict[int, Callable[..., LossTerms]] = {

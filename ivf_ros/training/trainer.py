@@ -23,8 +23,10 @@ from ivf_ros.evaluation.plots import save_loss_curves
 from ivf_ros.fusion.inference import save_weights
 from ivf_ros.fusion.model import IVFNet, ModelConfig
 from ivf_ros.io.datasets import DatasetError, is_night, load_pair, PairedImage, resize_to
+from ivf_ros.io.paths import shared_dir
 from ivf_ros.training import losses
 from ivf_ros.training.config import StageConfig, TrainConfig
+from ivf_ros.training.teacher import DetectionTeacher, load_teacher
 
 # Which sub-modules each stage trains; everything else is frozen.
 TRAINABLE = {
@@ -138,7 +140,8 @@ def stage_outputs(model: IVFNet, stage: int, visible: torch.Tensor, infrared: to
 
 
 def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torch.Tensor,
-                stage_config: StageConfig, amp: bool = False) -> dict[str, torch.Tensor]:
+                stage_config: StageConfig, amp: bool = False,
+                teacher: DetectionTeacher | None = None) -> dict[str, torch.Tensor]:
     """Return the stage's unweighted loss terms (forward in bf16 under AMP, losses in fp32)."""
     with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp):
         outputs = stage_outputs(model, stage, visible, infrared)
@@ -148,7 +151,12 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
         return losses.stage1_terms(outputs, stage_config.exposure_level)
     if stage == 2:
         return losses.stage2_terms(outputs)
-    return losses.stage3_terms(outputs, infrared)
+    teacher_scores = None
+    if teacher is not None and stage_config.losses.get('detection'):
+        # What the detector finds on either source (no gradient): the fused image must keep it.
+        teacher_scores = teacher.source_scores(visible, infrared)
+    return losses.stage3_terms(outputs, infrared, stage_config.losses,
+                               detection=teacher, teacher_scores=teacher_scores)
 
 
 def learning_rate(stage_config: StageConfig, step: int) -> float:
@@ -175,6 +183,18 @@ class Trainer:
         self.completed: list[int] = []
         self.show_progress = show_progress
         self.amp = device.type == 'cuda'
+        self._teacher: DetectionTeacher | None = None
+
+    def teacher(self) -> DetectionTeacher:
+        """Return the frozen detector of the config's ``detector`` (loaded once)."""
+        if self._teacher is None:
+            if not self.config.detector:
+                raise ValueError('stage 3 has a detection term but the config names no detector')
+            path = Path(self.config.detector).expanduser()
+            if not path.is_absolute():
+                path = shared_dir() / path
+            self._teacher = load_teacher(str(path), self.device)
+        return self._teacher
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _save_checkpoint(self, stage: int, step: int, optimizer: torch.optim.Optimizer,
@@ -227,6 +247,7 @@ class Trainer:
             start, elapsed_before = resume_state['step'], resume_state['elapsed_s']
         elif csv_path.exists():
             csv_path.unlink()
+        teacher = self.teacher() if stage == 3 and stage_config.losses.get('detection') else None
         self.model.train()
         started = time.perf_counter()
         writer_handle = csv_path.open('a', newline='')
@@ -238,7 +259,8 @@ class Trainer:
                 group['lr'] = learning_rate(stage_config, step)
             visible, infrared = self.bank.sample(stage_config.batch, generator,
                                                  night_only=stage_config.data == 'night')
-            terms = stage_terms(self.model, stage, visible, infrared, stage_config, self.amp)
+            terms = stage_terms(self.model, stage, visible, infrared, stage_config, self.amp,
+                                teacher)
             total = losses.weighted_total(terms, stage_config.losses)
             optimizer.zero_grad(set_to_none=True)
             total.backward()

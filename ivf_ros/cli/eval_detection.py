@@ -1,0 +1,250 @@
+"""ivf-eval detect: detection AP per input, to see if fusion finds more people and cars at night.
+
+Runs a COCO detector (default: ../shared/weights/yolo11n/yolo11n-rebuilt.pt) on every input of
+each labelled pair (visible, infrared as grey RGB, every fusion method) and reports per class
+(person, car) AP@0.5, AP@0.5:0.95 (COCO protocol: conf 0.001, Ultralytics' matching and
+ap_per_class) and recall at conf 0.25, with 95 % intervals from a paired bootstrap over images
+for each fused method minus each source. It draws the frames where a fused image lost an object
+that a source found, and a contact sheet (visible | infrared | fused | detections).
+
+Examples::
+
+    ivf-eval detect                                   # validation split, baselines + model
+    ivf-eval detect -m max clahe_laplacian new=runs/ship14/stage3.pt --imgsz 1280
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+import csv
+import math
+from pathlib import Path
+import shlex
+import sys
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ivf_ros.evaluation.baselines import BASELINES
+from ivf_ros.evaluation.detection import (
+    bootstrap_ap,
+    BootstrapResult,
+    DATASET_CLASSES,
+    LabelError,
+    lost_objects,
+    match_image,
+    read_yolo_labels,
+    REPORT_CLASSES,
+    to_dataset_classes,
+)
+from ivf_ros.evaluation.plots import save_image_grid
+from ivf_ros.evaluation.report import MethodError, pick_examples, resolve_method
+from ivf_ros.io.datasets import (
+    DatasetError,
+    is_labelled,
+    label_path,
+    load_pair,
+    PairedImage,
+    SPLITS,
+    VALIDATION,
+)
+from ivf_ros.io.paths import shared_dir
+
+SOURCES = ('visible', 'infrared')
+DEFAULT_DETECTOR = Path('weights') / 'yolo11n' / 'yolo11n-rebuilt.pt'   # under ../shared
+LOST_ROWS = 8
+SHEET_ROWS = 6
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of ``ivf-eval detect``."""
+    parser = argparse.ArgumentParser(
+        prog='ivf-eval detect', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('data', nargs='*', type=Path,
+                        help='paired folders or dataset roots (default ../shared/datasets)')
+    parser.add_argument('-m', '--methods', nargs='+',
+                        default=[name for name in BASELINES if name not in SOURCES] + ['model'],
+                        metavar='METHOD',
+                        help='fusion methods as in ivf-eval (baselines, model, folders, .pt); '
+                             'the two sources are always scored')
+    parser.add_argument('--fused', nargs='+', default=None, metavar='NAME',
+                        help='methods whose differences to every other input get intervals '
+                             '(default: every model and folder method, else the last method)')
+    parser.add_argument('--split', choices=SPLITS, default=VALIDATION,
+                        help='team split (validation: the labelled night pairs)')
+    parser.add_argument('--detector', type=Path, default=None,
+                        help=f'YOLO weights (default ../shared/{DEFAULT_DETECTOR})')
+    parser.add_argument('--imgsz', type=int, default=640, help='detector input size')
+    parser.add_argument('--allow-unsafe-checkpoint', action='store_true',
+                        help='load a --detector file that needs full pickle (it can run code)')
+    parser.add_argument('--conf', type=float, default=0.001,
+                        help='detector confidence threshold for AP (COCO protocol)')
+    parser.add_argument('--iou', type=float, default=0.7, help='NMS IoU (Ultralytics val)')
+    parser.add_argument('--bootstrap', type=int, default=1000, help='bootstrap resamples')
+    parser.add_argument('--seed', type=int, default=0, help='bootstrap seed')
+    parser.add_argument('--device', default='auto', help='auto|cpu|cuda:N')
+    parser.add_argument('-o', '--output', type=Path, default=Path('output/detect'))
+    parser.add_argument('--limit', type=int, default=None, help='first N labelled pairs only')
+    parser.add_argument('--no-figures', action='store_true', help='tables only')
+    parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    return parser
+
+
+def labelled_pairs(data: Sequence[Path], split: str, limit: int | None) -> list[PairedImage]:
+    """Return the split's pairs that have a label file (unlabelled frames are not empty)."""
+    from ivf_ros.cli.eval import collect_pairs
+
+    pairs = [pair for pair in collect_pairs(data, split, False, None) if is_labelled(pair)]
+    if limit is not None:
+        pairs = pairs[:limit]
+    if not pairs:
+        raise DatasetError(f'no labelled pairs in the {split} split of {list(data) or "default"}')
+    return pairs
+
+
+def _draw(image: np.ndarray, boxes: Sequence[Sequence[float]], colour: tuple[int, int, int],
+          thickness: int = 2) -> np.ndarray:
+    """Return a copy of an RGB image with xyxy boxes drawn."""
+    canvas = np.ascontiguousarray(image).copy()
+    for x1, y1, x2, y2 in boxes:
+        cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), colour, thickness)
+    return canvas
+
+
+def markdown(result: BootstrapResult, recall_note: str) -> str:
+    """Return the detection tables: per input and class, then fused minus each source."""
+    lines = [f'{result.images} labelled images; 95 % intervals from {result.resamples} paired '
+             f'bootstrap resamples over images. {recall_note}', '',
+             '| input | ' + ' | '.join(f'{c} AP@0.5 [95 %] | {c} AP@0.5:0.95 | {c} recall'
+                                       for c in REPORT_CLASSES) + ' |',
+             '|---|' + '---|---|---|' * len(REPORT_CLASSES)]
+    for kind, per_class in result.scores.items():
+        cells = []
+        for name in REPORT_CLASSES:
+            score = per_class[name]
+            low, high = result.intervals[kind, name]
+            cells += [f'{score.ap50:.3f} [{low:.3f}, {high:.3f}]', f'{score.ap50_95:.3f}',
+                      f'{score.recall:.3f}']
+        lines.append(f'| {kind} | ' + ' | '.join(cells) + ' |')
+    lines += ['', '| fused - source | ' + ' | '.join(f'{c} ΔAP@0.5 [95 %]'
+                                                       for c in REPORT_CLASSES) + ' |',
+              '|---|' + '---|' * len(REPORT_CLASSES)]
+    pairs = dict.fromkeys((fused, source) for fused, source, _ in result.differences)
+    for fused, source in pairs:
+        cells = []
+        for name in REPORT_CLASSES:
+            delta, low, high = result.differences[fused, source, name]
+            mark = ' **<0**' if high < 0 else (' **>0**' if low > 0 else '')
+            cells.append(f'{delta:+.3f} [{low:+.3f}, {high:+.3f}]{mark}')
+        lines.append(f'| {fused} - {source} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def write_csv(result: BootstrapResult, path: Path) -> None:
+    """Write one row per input and class (point values and AP@0.5 interval)."""
+    with path.open('w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['input', 'class', 'targets', 'ap50', 'ap50_low', 'ap50_high',
+                         'ap50_95', 'recall'])
+        for kind, per_class in result.scores.items():
+            for name, score in per_class.items():
+                low, high = result.intervals[kind, name]
+                writer.writerow([kind, name, score.targets, score.ap50, low, high,
+                                 score.ap50_95, score.recall])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ivf-eval detect``; return 0, or 2 on bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        pairs = labelled_pairs(args.data, args.split, args.limit)
+        methods = [resolve_method(spec, args.device) for spec in args.methods]
+        names = [method.name for method in methods]
+        if len(set(names) | set(SOURCES)) != len(names) + len(SOURCES):
+            raise MethodError(f'method names must be unique and not {SOURCES}: {names}')
+        fused = args.fused or ([m.name for m in methods if m.kind != 'baseline']
+                               or names[-1:])
+        unknown = sorted(set(fused) - set(names))
+        if unknown:
+            raise MethodError(f'--fused {unknown}: not among the methods {names}')
+        from ivf_ros.pipeline.detector import DetectorLoadError, YoloDetector
+
+        weights = args.detector or shared_dir() / DEFAULT_DETECTOR
+        try:
+            detector = YoloDetector(weights, conf=args.conf, iou=args.iou, imgsz=args.imgsz,
+                                    max_det=300, device=args.device,
+                                    allow_unsafe_checkpoint=args.allow_unsafe_checkpoint)
+        except DetectorLoadError as error:
+            raise MethodError(str(error)) from error
+        kinds = list(SOURCES) + names
+        matches: dict[str, list] = {kind: [] for kind in kinds}
+        lost_rows, sheet_rows = [], []
+        sheet_indices = pick_examples(pairs, SHEET_ROWS)
+        bar = tqdm(pairs, desc='detect', unit='pair', disable=args.no_progress)
+        for index, pair in enumerate(bar):
+            visible, infrared = load_pair(pair)
+            targets = read_yolo_labels(label_path(pair), visible.shape[1], visible.shape[0])
+            targets = targets[np.isin(targets[:, 0], [i for i, n in DATASET_CLASSES.items()
+                                                      if n in REPORT_CLASSES])]
+            images = {'visible': visible,
+                      'infrared': cv2.cvtColor(infrared, cv2.COLOR_GRAY2RGB)}
+            for method in methods:
+                images[method.name] = method.fuse(pair, visible, infrared)
+            found = {kind: to_dataset_classes(detector.detect(image))
+                     for kind, image in images.items()}
+            for kind in kinds:
+                matches[kind].append(match_image(found[kind], targets))
+            for name in fused:
+                lost = lost_objects(targets, found[name], {s: found[s] for s in SOURCES})
+                if lost:
+                    boxes = [targets[i, 1:] for i, _ in lost]
+                    kept = [d.xyxy for d in found[name] if d.score >= 0.25]
+                    lost_rows.append((f'{pair.key} {name}: {len(lost)} lost', [
+                        _draw(images['visible'], boxes, (255, 0, 0)),
+                        _draw(images['infrared'], boxes, (255, 0, 0)),
+                        _draw(_draw(images[name], kept, (0, 255, 0)), boxes, (255, 0, 0))]))
+            if index in sheet_indices:
+                name = fused[0]
+                shown = [d for d in found[name] if d.score >= 0.25]
+                sheet_rows.append((pair.key, [visible, infrared, images[name],
+                                              detector.annotate(images[name], shown)]))
+        bar.close()
+    except (DatasetError, MethodError, LabelError) as error:
+        print(f'ivf-eval detect: error: {error}', file=sys.stderr)
+        return 2
+    result = bootstrap_ap(matches, fused, args.bootstrap, args.seed)
+    args.output.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(['ivf-eval', 'detect'] + list(sys.argv[2:] if argv is None else argv))
+    datasets = ', '.join(sorted({pair.dataset for pair in pairs}))
+    text = '\n'.join([
+        '# Detection on the fused images', '',
+        f'Command: `{command}`', '',
+        f'Detector `{weights}` at imgsz {args.imgsz}, conf {args.conf}, NMS IoU {args.iou}; '
+        f'{args.split} split, labelled pairs of {datasets}; classes person, car (label files '
+        'renumbered by name to the COCO ids).', '',
+        markdown(result, 'Recall: share of targets matched at IoU 0.5 by a detection with '
+                         'score >= 0.25.'), ''])
+    (args.output / 'detection.md').write_text(text)
+    write_csv(result, args.output / 'detection.csv')
+    print(text)
+    if not args.no_figures:
+        if lost_rows:
+            save_image_grid(lost_rows[:LOST_ROWS], ['visible', 'infrared', 'fused'],
+                            args.output / 'lost.png')
+            print(f'lost: {args.output / "lost.png"} ({len(lost_rows)} frames, first '
+                  f'{min(len(lost_rows), LOST_ROWS)} shown; red: lost targets, green: fused '
+                  'detections >= 0.25)')
+        if sheet_rows:
+            save_image_grid(sheet_rows, ['visible', 'infrared', f'fused ({fused[0]})',
+                                         'detections >= 0.25'], args.output / 'contact.png')
+            print(f'contact sheet: {args.output / "contact.png"}')
+    if not all(math.isfinite(s.ap50) for per in result.scores.values() for s in per.values()):
+        print('note: a class without targets has NaN AP', file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The detection-aware fusion: gates, true colour, stage-3 terms, the teacher, the report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ivf_ros.evaluation.detection import (
+    bootstrap_ap,
+    class_scores,
+    lost_objects,
+    match_image,
+    to_dataset_classes,
+)
+from ivf_ros.evaluation.metrics import evaluate, hue_shift
+from ivf_ros.fusion.model import IVFNet, ModelConfig
+from ivf_ros.pipeline.detector import Detection
+from ivf_ros.training import losses
+from ivf_ros.training.teacher import DetectionTeacher
+
+TINY = [4, 6, 8, 8]
+
+
+def _pair(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    visible = 0.3 * torch.rand(1, 3, height, width, generator=generator)
+    visible[:, 0] += 0.1                                   # an orange (sodium-lit) cast
+    infrared = torch.rand(1, 1, height, width, generator=generator) * 0.4
+    infrared[..., height // 3: height // 2, width // 3: width // 2] = 0.9   # a warm target
+    return visible.clamp(0, 1), infrared
+
+
+@pytest.mark.parametrize('gate', ['learned', 'constant', 'max'])
+@pytest.mark.parametrize('height, width', [(37, 53), (64, 96)])
+def test_every_gate_runs_at_odd_sizes(gate: str, height: int, width: int) -> None:
+    torch.manual_seed(0)
+    network = IVFNet(ModelConfig(channels=TINY, gate=gate)).eval()
+    visible, infrared = _pair(height, width)
+    with torch.no_grad():
+        fused, weights, enhanced = network(visible, infrared)
+    assert fused.shape == (1, 3, height, width) and weights.shape == (1, 1, height, width)
+    assert enhanced.shape == (1, 3, height, width)
+    assert 0.0 <= float(fused.min()) and float(fused.max()) <= 1.0
+    if gate == 'constant':
+        assert torch.all(weights == 0.5)
+    if gate == 'max':
+        assert set(torch.unique(weights).tolist()) <= {0.0, 1.0}
+
+
+def test_forward_is_deterministic() -> None:
+    torch.manual_seed(0)
+    network = IVFNet(ModelConfig(channels=TINY)).eval()
+    visible, infrared = _pair(48, 40)
+    with torch.no_grad():
+        first = network(visible, infrared)[0]
+        second = network(visible, infrared)[0]
+    assert torch.equal(first, second)
+
+
+def test_max_gate_takes_the_brighter_base() -> None:
+    network = IVFNet(ModelConfig(channels=TINY, gate='max', enhance=False)).eval()
+    visible = torch.full((1, 3, 32, 32), 0.2)
+    infrared = torch.full((1, 1, 32, 32), 0.1)
+    infrared[..., :16, :] = 0.8
+    with torch.no_grad():
+        fused = network(visible, infrared)[0]
+    # Away from the edge (whose details the rule also takes from the infrared).
+    assert torch.allclose(fused[..., :8, :], torch.full_like(fused[..., :8, :], 0.8), atol=1e-4)
+    assert torch.allclose(fused[..., 24:, :], torch.full_like(fused[..., 24:, :], 0.2),
+                          atol=1e-4)
+
+
+def test_fused_colour_keeps_the_visible_hue_and_cast_correction_removes_it() -> None:
+    torch.manual_seed(0)
+    _, infrared = _pair(64, 64)
+    # A smooth sodium-lit scene: orange, darker to the left (noise would have random hues).
+    ramp = torch.linspace(0.3, 1.0, 64).view(1, 1, 1, 64)
+    visible = torch.tensor([0.35, 0.22, 0.06]).view(1, 3, 1, 1) * ramp.expand(1, 3, 64, 64)
+    as_uint8 = (visible[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    shifts = {}
+    for correction in (0.0, 1.0):
+        network = IVFNet(ModelConfig(channels=TINY, cast_correction=correction)).eval()
+        with torch.no_grad():
+            fused = network(visible, infrared)[0]
+        fused_uint8 = (fused[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        shifts[correction] = hue_shift(as_uint8, fused_uint8)
+    assert shifts[0.0] < 10.0          # the orange scene stays orange
+    assert shifts[1.0] > 2 * shifts[0.0]  # grey-world turns it
+
+
+def test_hue_shift_measure() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 200, (20, 30, 3), dtype=np.uint8)
+    assert hue_shift(image, image) == 0.0
+    brighter = np.clip(image.astype(int) + 20, 0, 255).astype(np.uint8)   # same chroma
+    assert hue_shift(image, brighter) < 1.0
+    swapped = image[..., ::-1].copy()                                     # R <-> B
+    assert hue_shift(image, swapped) > 45.0
+    grey = np.repeat(image[..., :1], 3, axis=2)
+    assert hue_shift(grey, image) == 0.0                    # a grey source has no hue to keep
+    infrared = rng.integers(0, 255, (20, 30), dtype=np.uint8)
+    values = evaluate(image, infrared, brighter, ['hue_shift', 'clipped_rgb'])
+    assert set(values) == {'hue_shift', 'clipped_rgb'}
+
+
+# -- stage-3 terms: each one decreases when a tiny fusion block overfits one batch -------------
+def _overfit(term: str, steps: int = 25) -> tuple[float, float]:
+    torch.manual_seed(0)
+    network = IVFNet(ModelConfig(channels=TINY))
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    trainable = list(network.fusion.parameters())
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.Adam(trainable, lr=0.02)
+    visible, infrared = _pair(64, 64, seed=1)
+    values = []
+    for _ in range(steps):
+        outputs = network.forward_all(visible, infrared, outputs=('fused', 'fused_base'))
+        value = losses.stage3_terms(outputs, infrared, {term: 1.0})[term]
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        values.append(float(value))
+    return values[0], min(values[-5:])
+
+
+@pytest.mark.parametrize('term', ['salience', 'texture', 'noise', 'ssim'])
+def test_stage3_term_decreases_on_a_tiny_overfit(term: str) -> None:
+    first, last = _overfit(term)
+    assert last < first
+
+
+class _ToyDetector(torch.nn.Module):
+    """A detector-shaped module: (n, 3, h, w) -> ((n, 4 + 3, anchors), features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 7, 8, stride=8)
+        self.norm = torch.nn.BatchNorm2d(7)
+
+    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, list]:
+        out = self.norm(self.conv(rgb)).flatten(2)
+        return torch.cat([out[:, :4], torch.sigmoid(out[:, 4:])], dim=1), []
+
+
+def test_detection_term_decreases_and_the_teacher_stays_frozen() -> None:
+    torch.manual_seed(0)
+    detector = _ToyDetector()
+    teacher = DetectionTeacher(detector, [0, 2])
+    before = {name: value.clone() for name, value in detector.state_dict().items()}
+    network = IVFNet(ModelConfig(channels=TINY))
+    frozen_before = {name: value.clone() for name, value in network.state_dict().items()
+                     if not name.startswith('fusion.')}
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    trainable = list(network.fusion.parameters())
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.Adam(trainable, lr=0.02)
+    visible, infrared = _pair(61, 45, seed=2)    # odd: the teacher pads to its stride
+    scores = teacher.source_scores(visible, infrared)
+    assert scores.shape[:2] == (1, 2)
+    values = []
+    teacher.train()                               # asked to train: the detector stays in eval
+    assert not detector.training
+    for _ in range(30):
+        outputs = network.forward_all(visible, infrared, outputs=('fused', 'fused_base'))
+        terms = losses.stage3_terms(outputs, infrared, {'detection': 1.0}, teacher, scores)
+        optimizer.zero_grad()
+        terms['detection'].backward()
+        optimizer.step()
+        values.append(float(terms['detection']))
+    assert min(values[-5:]) < values[0]
+    for name, value in detector.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    for name, value in network.state_dict().items():
+        if name in frozen_before:
+            assert torch.equal(value, frozen_before[name]), name
+    assert all(not p.requires_grad for p in detector.parameters())
+
+
+def test_detection_term_needs_the_detector() -> None:
+    network = IVFNet(ModelConfig(channels=TINY))
+    visible, infrared = _pair(32, 32)
+    outputs = network.forward_all(visible, infrared, outputs=('fused', 'fused_base'))
+    with pytest.raises(ValueError, match='frozen detector'):
+        losses.stage3_terms(outputs, infrared, {'detection': 1.0})
+    assert losses.stage3_terms(outputs, infrared, {'detection': 0.0, 'ssim': 1.0}).keys() == {
+        'ssim'}
+
+
+def test_salience_is_zero_when_the_fused_image_is_the_infrared() -> None:
+    _, infrared = _pair(48, 48)
+    assert float(losses.salience_loss(infrared.expand(-1, 3, -1, -1), infrared)) < 1e-6
+    flat = torch.full((1, 3, 48, 48), 0.5)
+    assert float(losses.salience_loss(flat, infrared)) > 0.1
+
+
+# -- detection report ------------------------------------------------------------------------
+def _det(class_id: int, name: str, score: float, box: tuple[float, float, float, float]
+         ) -> Detection:
+    x1, y1, x2, y2 = box
+    return Detection(class_id, name, score, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
+
+
+def test_coco_ids_are_renumbered_by_name() -> None:
+    found = to_dataset_classes([_det(2, 'car', 0.9, (0, 0, 10, 10)),
+                                _det(0, 'person', 0.8, (0, 0, 5, 5)),
+                                _det(9, 'traffic light', 0.7, (0, 0, 3, 3))])
+    assert [(d.class_id, d.class_name) for d in found] == [(1, 'car'), (0, 'person')]
+
+
+def test_class_scores_bootstrap_and_lost_objects() -> None:
+    targets = np.array([[0, 10, 10, 30, 50], [1, 50, 50, 90, 80]], dtype=np.float64)
+    perfect = [_det(0, 'person', 0.9, (10, 10, 30, 50)), _det(1, 'car', 0.8, (50, 50, 90, 80))]
+    only_car = perfect[1:]
+    good = [match_image(perfect, targets) for _ in range(5)]
+    half = [match_image(perfect if i % 2 else only_car, targets) for i in range(5)]
+    score = class_scores(good, 0)
+    assert score.ap50 > 0.99 and score.recall == 1.0 and score.targets == 5
+    assert class_scores(half, 0).recall == pytest.approx(0.4)
+    result = bootstrap_ap({'visible': good, 'fused': half, 'same': good}, ['fused', 'same'],
+                          resamples=50)
+    delta, low, high = result.differences['same', 'visible', 'person']
+    assert delta == 0.0 and low == 0.0 and high == 0.0
+    delta, low, high = result.differences['fused', 'visible', 'person']
+    assert delta < 0 and low <= delta <= high
+    assert math.isfinite(result.intervals['visible', 'car'][0])
+    lost = lost_objects(targets, only_car, {'infrared': perfect, 'visible': []})
+    assert lost == [(0, ['infrared'])]
+
+
+@pytest.mark.dataset
+def test_ivf_eval_detect_writes_the_report(datasets: Path, yolo_config_dir: Path,
+                                           tmp_path: Path) -> None:
+    from node_helpers.tiny_yolo import cached_tiny_yolo
+
+    from ivf_ros.cli.eval import main
+
+    weights = cached_tiny_yolo(tmp_path)
+    assert main(['detect', str(datasets / 'msrs_extra'), '-m', 'max', '--limit', '2',
+                 '--bootstrap', '20', '--detector', str(weights), '--device', 'cpu',
+                 '--imgsz', '160', '--no-progress', '-o', str(tmp_path / 'out')]) == 0
+    text = (tmp_path / 'out' / 'detection.md').read_text()
+    assert '| max - visible |' in text and '| infrared |' in text
+    assert (tmp_path / 'out' / 'detection.csv').is_file()
+    assert main(['detect', str(datasets / 'msrs_extra'), '-m', 'max', '--fused', 'nope',
+                 '--detector', str(weights), '--no-progress']) == 2
