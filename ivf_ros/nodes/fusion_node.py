@@ -227,11 +227,13 @@ class FusionNode(IvfLifecycleNode):
     def _note_time_jump(self, stream: str, back_s: float, reset: bool) -> None:
         """Count and report stamps going back; say whether that restarted the pairing."""
         self.time_jumps += 1
+        jump_s = self.pipeline.sync.reset_jump_s
         if reset:
             what = 'bag loop or clock reset: waiting pairs emitted, pairing restarts'
+        elif back_s > jump_s:
+            what = 'after the cameras went quiet: a new timeline starts'
         else:
-            what = (f'within {self.pipeline.sync.reset_jump_s:g} s: kept if it can still pair, '
-                    'no reset')
+            what = f'within {jump_s:g} s: kept if it can still pair, no reset'
         self.last_time_jump = f'{stream} stamps went back by {back_s:.3f} s ({what})'
         self.warn_throttled(f'{stream}_time', self.last_time_jump)
 
