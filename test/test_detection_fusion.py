@@ -21,6 +21,7 @@ from ivf_ros.fusion.model import IVFNet, ModelConfig
 from ivf_ros.pipeline.detector import Detection
 from ivf_ros.training import losses
 from ivf_ros.training.teacher import DetectionTeacher
+from ivf_ros.training.trainer import set_trainable
 
 TINY = [4, 6, 8, 8]
 
@@ -111,11 +112,7 @@ def test_hue_shift_measure() -> None:
 def _overfit(term: str, steps: int = 25) -> tuple[float, float]:
     torch.manual_seed(0)
     network = IVFNet(ModelConfig(channels=TINY))
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    trainable = list(network.fusion.parameters())
-    for parameter in trainable:
-        parameter.requires_grad_(True)
+    trainable = set_trainable(network, 3)  # the fusion block only, as stage 3
     optimizer = torch.optim.Adam(trainable, lr=0.02)
     visible, infrared = _pair(64, 64, seed=1)
     values = []
@@ -156,11 +153,7 @@ def test_detection_term_decreases_and_the_teacher_stays_frozen() -> None:
     network = IVFNet(ModelConfig(channels=TINY))
     frozen_before = {name: value.clone() for name, value in network.state_dict().items()
                      if not name.startswith('fusion.')}
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    trainable = list(network.fusion.parameters())
-    for parameter in trainable:
-        parameter.requires_grad_(True)
+    trainable = set_trainable(network, 3)  # the fusion block only, as stage 3
     optimizer = torch.optim.Adam(trainable, lr=0.02)
     visible, infrared = _pair(61, 45, seed=2)    # odd: the teacher pads to its stride
     scores = teacher.source_scores(visible, infrared)
