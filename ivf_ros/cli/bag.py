@@ -358,7 +358,7 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
         # on pair N; each with the threads the nodes would use (the same threads: the very
         # same pixels as the live graph), nothing dropped, written in order here.
         finish = _OrderedStage(detect, write, compute_threads(int(detection['threads'])))
-        previous_threads = torch_threads(compute_threads(int(fusion['threads'])))
+        previous_threads = use_threads(compute_threads(int(fusion['threads'])))
         try:
             for message in reader.messages(sorted(set(copied) | set(inputs))):
                 finish.write_done()
@@ -382,7 +382,7 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
             finish.close()
         finally:
             finish.close(raise_error=False)
-            torch_threads(previous_threads)
+            use_threads(previous_threads)
             bar.close()
             if writer is not None:
                 writer.close()
@@ -434,22 +434,13 @@ class _OrderedStage:
             self.write_done()
 
     def _run(self) -> None:
-        torch_threads(self._threads)
+        use_threads(self._threads)
         while (item := self._inputs.get()) is not None:
             if self._error is None:
                 try:
                     self._outputs.put(self._work(item))
                 except BaseException as error:  # noqa: BLE001 - re-raised in the caller
                     self._error = error
-
-
-def torch_threads(count: int) -> int:
-    """Set torch's threads for the calling thread; return the previous count."""
-    import torch
-
-    previous = torch.get_num_threads()
-    use_threads(count)
-    return previous
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:

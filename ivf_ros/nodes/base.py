@@ -28,15 +28,6 @@ from ivf_ros.pipeline.runtime import ProblemLog, Throttle
 RECENT_PROBLEM_S = 5.0
 
 
-def stamp_to_ns(stamp: Any) -> int:
-    """Return a builtin_interfaces/Time as integer nanoseconds; ValueError if negative."""
-    # Plain arithmetic: rclpy's Time.from_msg raises on negative seconds (any int32 may arrive).
-    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
-    if sec < 0:
-        raise ValueError(f'negative stamp {sec}.{nanosec:09d} s')
-    return sec * 1_000_000_000 + nanosec
-
-
 Transition = Callable[[Any, LifecycleState], TransitionCallbackReturn]
 
 

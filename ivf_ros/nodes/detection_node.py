@@ -29,18 +29,18 @@ from vision_msgs.msg import (
     ObjectHypothesisWithPose,
 )
 
-from ivf_ros.io.image_codec import check_pixels, ImageFormatError, to_rgb8
+from ivf_ros.io.image_codec import ImageFormatError, to_rgb8
 from ivf_ros.nodes.base import (
     IvfLifecycleNode,
     logged_transition,
     node_help,
     spin_nodes,
-    stamp_to_ns,
     wants_help,
 )
 from ivf_ros.nodes.param_specs import DETECTION_NODE, DETECTION_PARAMS, ParamValue
-from ivf_ros.nodes.ros_image import array_to_image_msg, image_msg_to_array
+from ivf_ros.nodes.ros_image import array_to_image_msg
 from ivf_ros.pipeline.detector import Detection, DetectorLoadError, YoloDetector
+from ivf_ros.pipeline.frames import arrived_frame
 from ivf_ros.pipeline.runtime import (
     compute_threads,
     LatencyStats,
@@ -195,11 +195,9 @@ class DetectionNode(IvfLifecycleNode):
         rgb = item.rgb
         if rgb is None:
             try:
-                stamp_to_ns(item.header.stamp)  # a negative stamp is no time to detect at
-                msg = item.msg
-                check_pixels(msg.width, msg.height, int(self.params['max_pixels']))
-                array, encoding = image_msg_to_array(msg)
-                rgb = to_rgb8(array, encoding)
+                # The fusion pipeline's checks on arrival: stamp, max_pixels, layout.
+                frame = arrived_frame(item.msg, int(self.params['max_pixels']))
+                rgb = to_rgb8(*frame.decode())
             except (ImageFormatError, ValueError) as error:
                 self.last_bad_input = f'image dropped: {error}'
                 self.problems.add('bad input', self.last_bad_input)

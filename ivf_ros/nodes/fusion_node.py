@@ -383,8 +383,9 @@ class FusionNode(IvfLifecycleNode):
             'sync resets': str(stats.resets if stats else 0),
             'time jumps back': str(self.time_jumps),
             'last time jump': self.last_time_jump,
-            'bad visible frames': str(self.problems.count('bad visible input')),
-            'bad infrared frames': str(self.problems.count('bad infrared input')),
+            'bad visible frames': str(self.rejected['visible'] + self.rejected_late['visible']),
+            'bad infrared frames': str(self.rejected['infrared']
+                                       + self.rejected_late['infrared']),
             'last bad input': self.last_bad_input,
             'fusion errors': str(self.problems.count('fusion')),
             'stamp offset infrared - visible [s]': self._stamp_offset_text(),

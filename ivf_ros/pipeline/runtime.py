@@ -91,11 +91,13 @@ def compute_threads(requested: int, cpu_count: int | None = None) -> int:
     return max(1, (cpu_count or os.cpu_count() or 1) // 2)
 
 
-def use_threads(count: int) -> None:
-    """Set torch's intra-op threads for the calling thread (torch keeps it per thread)."""
+def use_threads(count: int) -> int:
+    """Set torch's intra-op threads for the calling thread (kept per thread); return the old."""
     import torch
 
+    previous = torch.get_num_threads()
     torch.set_num_threads(count)
+    return previous
 
 
 class RateMeter:
