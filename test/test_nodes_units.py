@@ -61,6 +61,22 @@ def test_latest_worker_never_builds_a_backlog() -> None:
         worker.stop()
 
 
+def test_an_idle_worker_loses_neither_of_two_items_submitted_together() -> None:
+    handled: list[int] = []
+    worker: LatestWorker[int] = LatestWorker('test', handled.append, lambda error: None)
+    try:
+        # Two pairs released milliseconds apart (the camera rate just learned): whether the
+        # thread took the first before the second came or not, nothing was stale yet.
+        worker.submit(1)
+        worker.submit(2)
+        deadline = time.monotonic() + 5
+        while worker.processed < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert handled == [1, 2] and worker.dropped == 0
+    finally:
+        worker.stop()
+
+
 def test_worker_survives_a_failing_item() -> None:
     errors: list[Exception] = []
     done = threading.Event()

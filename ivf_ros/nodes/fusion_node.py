@@ -238,11 +238,10 @@ class FusionNode(IvfLifecycleNode):
         self.warn_throttled(f'{stream}_time', self.last_time_jump)
 
     def _submit(self, pairs: list[MatchedPair]) -> None:
-        """Hand the ready pairs to the worker: a new one replaces those still waiting."""
-        if pairs and self.worker is not None:
-            # Pairs ready at once (the camera rate just learned, a late frame) both wait; a live
-            # view otherwise wants only the newest: older waiting pairs are counted drops.
-            self.worker.submit_all(pairs)
+        """Hand the ready pairs to the worker (it drops those gone stale behind a busy one)."""
+        if self.worker is not None:
+            for pair in pairs:
+                self.worker.submit(pair)
 
     def _flush_when_idle(self) -> None:
         """Emit the pairs still waiting for a later frame once the cameras have gone quiet."""

@@ -14,12 +14,15 @@ Item = TypeVar('Item')
 
 
 class LatestWorker(Generic[Item]):
-    """Run handler on the newest submitted item(s) in a thread; older pending items are dropped.
+    """Run handler on the newest submitted item in a thread; stale pending items are dropped.
 
-    A submit replaces whatever still waits (a live view wants the newest frame, never a
-    backlog). Items submitted together (two pairs that became ready at once) all wait, up to
-    ``burst`` of them, so an idle worker loses neither.
+    An item is stale when a newer one arrives while it waits behind a busy worker (a live view
+    wants the newest frame, never a backlog): the newer one replaces it, counted in `dropped`.
+    While the worker is idle nothing is stale yet: items submitted before its thread wakes up
+    (two pairs released a few milliseconds apart) all wait, up to IDLE_QUEUE of them.
     """
+
+    IDLE_QUEUE = 2
 
     def __init__(self, name: str, handler: Callable[[Item], None],
                  on_error: Callable[[Exception], None],
@@ -29,23 +32,20 @@ class LatestWorker(Generic[Item]):
         self._on_start = on_start  # run first, in the worker thread (per-thread settings)
         self._condition = threading.Condition()
         self._pending: deque[Item] = deque()
+        self._busy = False  # the handler is running on an item
         self._running = True
-        self.dropped = 0  # items replaced before the worker reached them (never a backlog)
+        self.dropped = 0  # stale items replaced before the worker reached them
         self.processed = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, item: Item) -> None:
-        """Queue item, replacing (and counting) what is still waiting."""
-        self.submit_all([item])
-
-    def submit_all(self, items: list[Item], burst: int = 2) -> None:
-        """Queue the newest `burst` of items (in order), replacing what is still waiting."""
-        if not items:
-            return
+        """Queue item: it replaces what waits behind a busy worker, else joins the queue."""
         with self._condition:
-            self.dropped += len(self._pending) + max(0, len(items) - burst)
-            self._pending = deque(items[-burst:])
+            if self._busy or len(self._pending) >= self.IDLE_QUEUE:
+                self.dropped += len(self._pending)
+                self._pending.clear()
+            self._pending.append(item)
             self._condition.notify()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -71,11 +71,15 @@ class LatestWorker(Generic[Item]):
                 if not self._running:
                     return
                 item = self._pending.popleft()
+                self._busy = True
             try:
                 self._handler(item)
                 self.processed += 1
             except Exception as error:  # a bad frame must never kill the worker thread
                 self._on_error(error)
+            finally:
+                with self._condition:
+                    self._busy = False
 
 
 def compute_threads(requested: int, cpu_count: int | None = None) -> int:
