@@ -90,3 +90,21 @@ def test_shipped_weights_load_and_fuse() -> None:
     assert fused.shape == (40, 48, 3)
     with pytest.warns(UserWarning, match='fp16'):
         FusionModel.load(device='cpu', half=True)
+
+
+def test_fusion_node_parameters_choose_the_cast_correction(tmp_path: Path) -> None:
+    from ivf_ros.pipeline.frames import load_fusion_model
+
+    save_weights(IVFNet(), tmp_path / 'w.pt')
+    params = {'model_path': str(tmp_path / 'w.pt'), 'device': 'cpu', 'half': False}
+    stored = load_fusion_model({**params, 'cast_correction': -1.0})
+    assert stored.network.config.cast_correction == 0.0          # the weights' own value
+    asked = load_fusion_model({**params, 'cast_correction': 0.5})
+    assert asked.network.config.cast_correction == 0.5
+    # A grey-world request on an orange frame greys its colour; the stored value keeps it.
+    visible = np.zeros((64, 64, 3), np.uint8)
+    visible[...] = (200, 120, 40)
+    infrared = np.full((64, 64), 120, np.uint8)
+    spread = {name: np.ptp(model.fuse(visible, infrared)[0].astype(int), axis=2).mean()
+              for name, model in (('stored', stored), ('asked', asked))}
+    assert spread['asked'] < spread['stored']

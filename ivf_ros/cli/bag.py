@@ -259,8 +259,12 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
     """Fuse (and detect) every synchronised pair of a bag in-process; write an output bag."""
     from tqdm import tqdm
 
-    from ivf_ros.fusion.inference import FusionModel
-    from ivf_ros.pipeline.frames import FramePipeline, PairDecodeError, PipelineConfig
+    from ivf_ros.pipeline.frames import (
+        FramePipeline,
+        load_fusion_model,
+        PairDecodeError,
+        PipelineConfig,
+    )
 
     stats = ProcessStats()
     fusion, detection = node_settings(options)
@@ -273,8 +277,7 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
         # Cheap checks first: a wrong topic fails before seconds of model loading.
         visible_topic, infrared_topic = camera_topics(
             reader, options.visible_topic, options.infrared_topic)
-        pipeline.model = FusionModel.load(fusion['model_path'] or None,
-                                          device=fusion['device'], half=fusion['half'])
+        pipeline.model = load_fusion_model(fusion)
         detector = None
         if options.detector:
             from ivf_ros.pipeline.detector import YoloDetector

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 import warnings
@@ -118,10 +118,19 @@ class FusionModel:
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = 'auto',
-             half: bool = False, cuda_graphs: bool = True) -> FusionModel:
-        """Load weights (None: the shipped models/ivf_fusion.pt) onto a device."""
+             half: bool = False, cuda_graphs: bool = True,
+             cast_correction: float | None = None) -> FusionModel:
+        """Load weights (None: the shipped models/ivf_fusion.pt) onto a device.
+
+        ``cast_correction`` (0..1) overrides the share of the frame's colour cast that the
+        fused image removes (None: the value stored with the weights, 0 for the shipped ones).
+        """
         path = Path(path) if path is not None else default_weights_path()
-        return cls(load_network(path), device=device, half=half, source=str(path),
+        network = load_network(path)
+        if cast_correction is not None:
+            # replace() re-runs the config's range checks; the rendering reads it per frame.
+            network.config = replace(network.config, cast_correction=cast_correction)
+        return cls(network, device=device, half=half, source=str(path),
                    cuda_graphs=cuda_graphs)
 
     def _warm_up(self) -> None:

@@ -41,6 +41,7 @@ from ivf_ros.pipeline.frames import (
     FramePipeline,
     FusedPair,
     FusionModelLike,
+    load_fusion_model,
     PairDecodeError,
     PipelineConfig,
 )
@@ -58,13 +59,6 @@ from ivf_ros.pipeline.sync import MatchedPair
 STREAM_SILENT_S = 2.0
 # An in-process consumer of the fused image (ivf-graph's fast path to the detector).
 Downstream = Callable[[np.ndarray, Header], None]
-
-
-def load_fusion_model(path: str, device: str, half: bool) -> FusionModelLike:
-    """Load the fusion network ('' = shipped weights); ModelLoadError names a bad path."""
-    from ivf_ros.fusion.inference import FusionModel
-
-    return FusionModel.load(path or None, device=device, half=half)
 
 
 class FusionNode(IvfLifecycleNode):
@@ -108,8 +102,7 @@ class FusionNode(IvfLifecycleNode):
         """Load the fusion network, create the synchroniser and the (lifecycle) publishers."""
         path = str(self.params['model_path'])
         try:
-            self.model = load_fusion_model(path, str(self.params['device']),
-                                           bool(self.params['half']))
+            self.model = load_fusion_model(self.params)
         except Exception as error:  # ModelLoadError, or torch failing on a corrupt file
             return self.fail_configure(
                 f'cannot load the fusion model ({path or "shipped"}): {error}')

@@ -191,6 +191,11 @@ FUSION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('homography', ParamKind.DOUBLE_ARRAY, IDENTITY_HOMOGRAPHY,
               'Row-major 3x3 map from the infrared image (already resized to the visible size) to '
               'visible pixels; identity = resize only.', array_length=9),
+    ParamSpec('cast_correction', ParamKind.DOUBLE, -1.0,
+              "Share of the visible frame's mean colour cast removed from the fused image: 0 "
+              'keeps the scene colours (a sodium-lit street stays yellow), 1 = grey-world; '
+              '-1 = the value stored with the weights (0 for the shipped ones).',
+              min_value=-1.0, max_value=1.0, read_only=True),
     ParamSpec('output_encoding', ParamKind.STRING, 'rgb8', 'Encoding of fused/image.',
               choices=('rgb8', 'bgr8')),
     ParamSpec('publish_enhanced', ParamKind.BOOL, False,

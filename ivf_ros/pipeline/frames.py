@@ -91,6 +91,16 @@ class PipelineConfig:
         return cls(**known)
 
 
+def load_fusion_model(params: Mapping[str, Any]) -> FusionModelLike:
+    """Load the fusion network of fusion_node's parameters; ModelLoadError names a bad path."""
+    from ivf_ros.fusion.inference import FusionModel
+
+    cast_correction = float(params['cast_correction'])
+    return FusionModel.load(str(params['model_path']) or None, device=str(params['device']),
+                            half=bool(params['half']),
+                            cast_correction=None if cast_correction < 0 else cast_correction)
+
+
 Decoder = Callable[[], tuple[np.ndarray, str]]
 
 
