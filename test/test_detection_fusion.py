@@ -20,8 +20,9 @@ from ivf_ros.evaluation.metrics import evaluate, hue_shift
 from ivf_ros.fusion.model import IVFNet, ModelConfig
 from ivf_ros.pipeline.detector import Detection
 from ivf_ros.training import losses
-from ivf_ros.training.teacher import DetectionTeacher
-from ivf_ros.training.trainer import set_trainable
+from ivf_ros.training.config import StageConfig
+from ivf_ros.training.teacher import box_mask, DetectionTeacher
+from ivf_ros.training.trainer import set_trainable, stage_terms
 
 TINY = [4, 6, 8, 8]
 
@@ -75,6 +76,47 @@ def test_max_gate_takes_the_brighter_base() -> None:
                           atol=1e-4)
 
 
+@pytest.mark.parametrize('gate', ['learned', 'constant', 'max'])
+def test_infrared_base_adds_only_the_visible_light_the_infrared_lacks(gate: str) -> None:
+    torch.manual_seed(0)
+    network = IVFNet(ModelConfig(channels=TINY, gate=gate, enhance=False,
+                                 fusion_base='infrared')).eval()
+    visible = torch.full((1, 3, 32, 32), 0.3)
+    infrared = torch.full((1, 1, 32, 32), 0.1)
+    infrared[..., :16, :] = 0.8                  # a warm body, brighter than the visible
+    with torch.no_grad():
+        outputs = network.forward_all(visible, infrared, outputs=('fused',))
+    fused = outputs['fused']
+    # Away from the edge: the warm part is the infrared whatever the gate says ...
+    assert torch.allclose(fused[..., :8, :], torch.full_like(fused[..., :8, :], 0.8), atol=1e-4)
+    # ... and the cold part is I + (1 - w) (V - I): between the infrared and the max rule.
+    cold = fused[..., 24:, :]
+    expected = {'constant': 0.2, 'max': 0.3}.get(gate)
+    if expected is None:
+        assert 0.1 - 1e-4 <= float(cold.min()) and float(cold.max()) <= 0.3 + 1e-4
+    else:
+        assert torch.allclose(cold, torch.full_like(cold, expected), atol=1e-4)
+
+
+def test_a_detail_window_keeps_isolated_visible_specks_off_the_infrared() -> None:
+    # Isolated bright visible pixels (twigs, noise) on a flat scene; the infrared has a fine
+    # texture everywhere. Per pixel each speck wins the detail choice; over a 5x5 window the
+    # infrared's steady texture does.
+    generator = torch.Generator().manual_seed(0)
+    visible = torch.full((1, 3, 64, 64), 0.3)
+    specks = torch.rand(1, 1, 64, 64, generator=generator) < 0.02
+    visible = visible + 0.4 * specks
+    infrared = 0.5 + 0.05 * torch.sign(torch.randn(1, 1, 64, 64, generator=generator))
+    taken = {}
+    for window in (1, 5):
+        torch.manual_seed(0)
+        network = IVFNet(ModelConfig(channels=TINY, enhance=False, detail_window=window)).eval()
+        with torch.no_grad():
+            weights = network.forward_all(visible, infrared, outputs=('fused',))['weights']
+        taken[window] = float((weights[specks[:, :, :64, :64]] < 0.5).float().mean())
+    assert taken[1] > 0.9 and taken[5] < 0.1
+
+
 def test_fused_colour_keeps_the_visible_hue_and_cast_correction_removes_it() -> None:
     torch.manual_seed(0)
     _, infrared = _pair(64, 64)
@@ -91,6 +133,30 @@ def test_fused_colour_keeps_the_visible_hue_and_cast_correction_removes_it() -> 
         shifts[correction] = hue_shift(as_uint8, fused_uint8)
     assert shifts[0.0] < 10.0          # the orange scene stays orange
     assert shifts[1.0] > 2 * shifts[0.0]  # grey-world turns it
+
+
+def test_a_warm_target_unseen_by_the_visible_is_not_painted_with_its_colour() -> None:
+    # A green-cast dark road (the visible) and a warm pedestrian only the infrared sees: with
+    # the max gate the fused pixel takes the infrared's brightness there.
+    visible = torch.tensor([0.02, 0.06, 0.02]).view(1, 3, 1, 1).expand(1, 3, 64, 64)
+    infrared = torch.full((1, 1, 64, 64), 0.03)
+    infrared[..., 16:48, 16:48] = 0.8
+    chroma = {}
+    for agreement in (False, True):
+        network = IVFNet(ModelConfig(channels=TINY, gate='max', enhance=False,
+                                     chroma_agreement=agreement)).eval()
+        with torch.no_grad():
+            fused = network(visible, infrared)[0]
+        # Chroma magnitude (max channel minus min channel) at the target and on the road.
+        spread = fused.amax(dim=1) - fused.amin(dim=1)
+        chroma[agreement] = (float(spread[0, 28:36, 28:36].mean()),
+                             float(spread[0, :8, :].mean()))
+    target_without, road_without = chroma[False]
+    target_with, road_with = chroma[True]
+    # The visible's brightness is about 0.05: a 16x brighter target keeps about 1/16 of it.
+    assert target_with < 0.15 * target_without
+    # The road, where the fused and the visible brightness agree, keeps its colour.
+    assert road_with > 0.5 * road_without > 0
 
 
 def test_hue_shift_measure() -> None:
@@ -192,6 +258,43 @@ def test_salience_is_zero_when_the_fused_image_is_the_infrared() -> None:
     assert float(losses.salience_loss(infrared.expand(-1, 3, -1, -1), infrared)) < 1e-6
     flat = torch.full((1, 3, 48, 48), 0.5)
     assert float(losses.salience_loss(flat, infrared)) > 0.1
+
+
+def test_salience_on_detected_targets_only() -> None:
+    _, infrared = _pair(48, 48)
+    flat = torch.full((1, 3, 48, 48), 0.5)
+    everywhere = losses.salience_loss(flat, infrared)
+    assert torch.allclose(losses.salience_loss(flat, infrared, targets=torch.ones(1, 1, 48, 48)),
+                          everywhere)
+    assert float(losses.salience_loss(flat, infrared, targets=torch.zeros(1, 1, 48, 48))) == 0.0
+
+
+def test_box_mask_covers_the_confident_infrared_boxes_only() -> None:
+    # Two anchors: a confident 10x6 box centred at (20, 12), a weak one elsewhere.
+    prediction = torch.tensor([[[20.0, 40.0], [12.0, 30.0], [10.0, 8.0], [6.0, 8.0],
+                                [0.9, 0.1], [0.0, 0.2]]])          # (1, 4 + 2, 2)
+    mask = box_mask(prediction, (48, 64), confidence=0.25)
+    assert mask.shape == (1, 1, 48, 64)
+    assert float(mask.sum()) == 10 * 6
+    assert float(mask[0, 0, 9:15, 15:25].min()) == 1.0
+
+
+def test_detected_salience_gets_its_targets_from_the_teacher() -> None:
+    torch.manual_seed(0)
+    teacher = DetectionTeacher(_ToyDetector(), [0, 2])
+    visible, infrared = _pair(61, 45, seed=2)
+    scores, targets = teacher.sources(visible, infrared)
+    assert torch.equal(scores, teacher.source_scores(visible, infrared))
+    assert targets.shape == (1, 1, 61, 45)
+    network = IVFNet(ModelConfig(channels=TINY))
+    stage = StageConfig(steps=1, batch=1, lr=0.1, losses={'salience': 1.0},
+                        salience_on='detected')
+    terms = stage_terms(network, 3, visible, infrared, stage, teacher=teacher)
+    outputs = network.forward_all(visible, infrared, outputs=('fused', 'fused_base'))
+    expected = losses.salience_loss(outputs['fused'], infrared, targets=targets)
+    assert torch.allclose(terms['salience'], expected)
+    with pytest.raises(ValueError, match='frozen detector'):
+        stage_terms(network, 3, visible, infrared, stage, teacher=None)
 
 
 # -- detection report ------------------------------------------------------------------------

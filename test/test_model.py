@@ -177,7 +177,8 @@ def test_fusion_heads_of_every_scale_shape_the_weights(multiscale: bool,
 
 
 @pytest.mark.parametrize('change', [
-    {'multiscale': False}, {'adaptive_weights': False}, {'enhance': False}])
+    {'multiscale': False}, {'adaptive_weights': False}, {'enhance': False},
+    {'fusion_base': 'infrared'}, {'fusion_base': 'infrared', 'detail_window': 5}])
 def test_ablation_variants_run(change: dict) -> None:
     network = IVFNet(ModelConfig(**change)).eval()
     fused, weights, enhanced = network(*make_pair(37, 45))
@@ -190,7 +191,9 @@ def test_ablation_variants_run(change: dict) -> None:
     ({'local_contrast': -0.3}, 'local_contrast'), ({'contrast_radius': 1.5}, 'contrast_radius'),
     ({'channels': []}, 'channels'), ({'white_balance': 2.0}, 'white_balance'),
     ({'fusion_tone': float('nan')}, 'fusion_tone'), ({'downscale': 0}, 'downscale'),
-    ({'exposure_softness': 0.0}, 'exposure_softness'), ({'channels': [8, True]}, 'channels')])
+    ({'exposure_softness': 0.0}, 'exposure_softness'), ({'channels': [8, True]}, 'channels'),
+    ({'gate': 'mean'}, 'gate'), ({'fusion_base': 'visible'}, 'fusion_base'),
+    ({'detail_window': 4}, 'detail_window'), ({'detail_window': 0}, 'detail_window')])
 def test_config_out_of_range_is_named(change: dict, field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):
         ModelConfig(**change)

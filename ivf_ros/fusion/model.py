@@ -29,11 +29,17 @@ two bases, ``(1 - w) V + w I`` with ``V`` the visible luma through a gentler cur
 gain (``g ** fusion_tone``): the network decides per region whether the infrared replaces the
 visible scene (a warm pedestrian on a dark road keeps the infrared's contrast, the background is
 not lifted over it) or the visible stays (lit signs, colours). No fixed max rule: the gate may
-also darken a glaring lamp towards the infrared. Full-resolution details of both sources are
-mixed by the same gate sharpened by a learnt detail-energy term. Chroma is the visible image's
-own (Cb, Cr) direction, scaled with the visible tone's brightening (at most ``chroma_gain``) and
-limited to stay inside [0, 1]: the hue is kept; ``cast_correction`` (0 by default) removes that
-share of the frame's mean chroma (grey-world) when a user asks. An optional CLAHE-like
+also darken a glaring lamp towards the infrared. With ``fusion_base: infrared`` the infrared is
+the base and the gate keeps ``1 - w`` of the light the visible adds over it,
+``I + (1 - w) max(0, V - I)``: a warm body is never darkened, and the network decides where
+the visible's lit signs and headlit cars join it (``w = 0`` is the max rule). Full-resolution
+details of both sources are mixed by the same gate sharpened by a learnt detail-energy term.
+Chroma is the visible image's own (Cb, Cr) direction, scaled with the visible tone's
+brightening (at most ``chroma_gain``), faded by the ratio of the visible's to the fused
+brightness where they disagree (``chroma_agreement``: a warm body the visible does not see is
+not painted with the road's colour) and limited to stay inside [0, 1]: the hue is kept;
+``cast_correction`` (0 by default) removes that share of the frame's mean chroma (grey-world)
+when a user asks. An optional CLAHE-like
 ``local_contrast`` gain lifts the fused base's band between the working grid and a tent blur.
 """
 
@@ -72,6 +78,12 @@ class ModelConfig:
     fusion_tone: float = 0.5          # the fused image's curve gain is g ** fusion_tone
     white_balance: float = 1.0        # grey-world strength: 0 keeps the cast, 1 removes it
     detail_boost: float = 1.0         # gain on the fused image's full-resolution details
+    # Which source's detail a full-resolution pixel takes is decided on the detail energies
+    # averaged over this odd window (1 = per pixel): a per-pixel choice between two cameras
+    # that are never perfectly registered puts isolated visible twigs on the infrared
+    # (salt-and-pepper); a window decides per small patch, as pyramid fusion's activity
+    # measures do.
+    detail_window: int = 1
     # CLAHE-like local contrast of the fused image: its working-grid base minus a tent blur of
     # it, amplified by local_contrast (0 turns it off). The tent runs at 1/4 of the working
     # grid: radius 2 = 5 taps = 80 px at full resolution per box (one tile of the baseline's
@@ -85,14 +97,26 @@ class ModelConfig:
     # as adaptive_weights=False) or 'max' (1 where the infrared base is brighter, per pixel and
     # per detail: the classical max rule; ablations).
     gate: str = 'learned'
+    # What the gate mixes on the working grid: 'blend' = (1 - w) V + w I; 'infrared' = the
+    # infrared as the base plus (1 - w) of the visible's excess brightness, I + (1 - w)
+    # max(0, V - I): w = 1 is the infrared, w = 0 the max rule, and warm targets are never
+    # darkened.
+    fusion_base: str = 'blend'
     cast_correction: float = 0.0      # share of the frame's mean chroma removed (1: grey-world)
     chroma_gain: float = 2.0          # most the fused chroma grows with the visible's brightening
+    # Fade the visible colour where the fused brightness is not the visible's: a warm body that
+    # the visible camera does not see is not coloured by the dark road behind it.
+    chroma_agreement: bool = True
 
     def __post_init__(self) -> None:
         """Raise ValueError naming the field when a value is outside its range."""
         if not self.channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
                                     for c in self.channels):
             raise ValueError(f'channels must be positive integers, got {self.channels!r}')
+        if (not isinstance(self.detail_window, int) or isinstance(self.detail_window, bool)
+                or self.detail_window < 1 or self.detail_window % 2 == 0):
+            raise ValueError(f'detail_window must be an odd integer >= 1, '
+                             f'got {self.detail_window!r}')
         for name in ('downscale', 'contrast_radius'):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < _LOWEST[name]:
@@ -106,6 +130,9 @@ class ModelConfig:
             raise ValueError('exposure_softness must be above 0 (it divides)')
         if self.gate not in GATES:
             raise ValueError(f'gate must be one of {", ".join(GATES)}, got {self.gate!r}')
+        if self.fusion_base not in FUSION_BASES:
+            raise ValueError(f'fusion_base must be one of {", ".join(FUSION_BASES)}, '
+                             f'got {self.fusion_base!r}')
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], strict: bool = False) -> ModelConfig:
@@ -125,6 +152,7 @@ class ModelConfig:
 
 
 GATES = ('learned', 'constant', 'max')
+FUSION_BASES = ('blend', 'infrared')
 _LOWEST = {'downscale': 1, 'contrast_radius': 0}
 # Closed ranges of the float fields; inf where only the sign matters.
 _FLOAT_RANGES = {
@@ -390,7 +418,16 @@ class IVFNet(nn.Module):
         # Brightening a colour keeps its saturation only if the chroma grows with the luma; the
         # growth is capped where the 4x4-averaged chroma of a dark frame is mostly noise.
         growth = (toned_luma / (luma_low + EPS)).clamp(1.0, self.config.chroma_gain)
-        return limit_chroma(fused_luma.clamp(0.0, 1.0), chroma * growth)
+        fused_luma = fused_luma.clamp(0.0, 1.0)
+        if self.config.chroma_agreement:
+            # The colour describes the surface the visible camera sees, as bright as the toned
+            # visible: where the fused pixel is k times brighter (its light is heat) the chroma
+            # keeps 1/k, where it is k times darker the chroma shrinks with it (the visible's
+            # own saturation). No threshold: the two brightnesses' ratio, in [0, 1].
+            agreement = ((torch.minimum(toned_luma, fused_luma) + EPS)
+                         / (torch.maximum(toned_luma, fused_luma) + EPS))
+            growth = growth * agreement
+        return limit_chroma(fused_luma, chroma * growth)
 
     def _fusion_maps_low(self, encoded: Encoded, luma_low: torch.Tensor, log_gain: torch.Tensor,
                          with_local_contrast: bool) -> dict[str, torch.Tensor]:
@@ -400,9 +437,18 @@ class IVFNet(nn.Module):
         fusion_gain = (log_gain * self.config.fusion_tone).exp()          # (n, 1, h, w)
         toned_luma = tone_curve(luma_low, fusion_gain)                    # (n, 1, h, w)
         logit = self._gate_logit(encoded, toned_luma)                     # (n, 1, h, w)
-        # The gate blends the bases: (1 - w) V + w I, i.e. V + w (I - V). Where the infrared is
-        # darker than the toned visible the gate may still take it (glare, a lifted background).
-        addition = torch.sigmoid(logit) * (encoded.infrared_low - toned_luma)
+        share = torch.sigmoid(logit)                                      # infrared share w
+        gap = encoded.infrared_low - toned_luma                           # I - V
+        if self.config.fusion_base == 'infrared':
+            # I + (1 - w) max(0, V - I) as an addition to V: the visible only ever adds light
+            # the infrared lacks (lit signs, headlit cars), so a warm body keeps its infrared
+            # brightness, and the gate decides where that light would hide it.
+            addition = gap + (1.0 - share) * F.relu(-gap)
+        else:
+            # The gate blends the bases: (1 - w) V + w I, i.e. V + w (I - V). Where the infrared
+            # is darker than the toned visible the gate may still take it (glare, a lifted
+            # background).
+            addition = share * gap
         if with_local_contrast and self.config.local_contrast:
             addition = addition + local_contrast_lift(
                 toned_luma + addition, self.config.local_contrast, self.config.contrast_radius)
@@ -426,7 +472,12 @@ class IVFNet(nn.Module):
         elif self.config.gate == 'learned' and self.config.adaptive_weights:
             # Full-resolution scale of the fusion: the upsampled working-grid logit, sharpened
             # by which source carries more detail at this pixel.
-            energy_gap = infrared_detail.abs() - vis_detail.abs()
+            energy_gap = infrared_detail.abs() - vis_detail.abs()   # (n, 1, Hp, Wp)
+            window = self.config.detail_window
+            if window > 1:
+                # The mean of the gap is the gap of the windowed energies (one pool, not two).
+                energy_gap = F.avg_pool2d(energy_gap, window, stride=1, padding=window // 2,
+                                          count_include_pad=False)
             weight = torch.sigmoid(up['logit'] + self.fusion.detail_gain * energy_gap)
         else:
             weight = torch.full_like(infrared_detail, 0.5)
