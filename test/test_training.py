@@ -112,6 +112,9 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
         load_config(bad)
     bad.write_text(bad.read_text().replace('model: [16, 24]', 'model:'))
     assert load_config(bad).model == {}
+    bad.write_text(bad.read_text().replace('3: {steps: 1,', '3: {salience_on: boxes, steps: 1,'))
+    with pytest.raises(TrainingConfigError, match='stage 3: salience_on must be one of'):
+        load_config(bad)
 
 
 def write_pair(folder: Path, name: str, size: int = 64, visible_name: str | None = None) -> None:

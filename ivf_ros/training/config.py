@@ -11,6 +11,7 @@ import yaml
 from ivf_ros.fusion.model import ModelConfig
 
 STAGES = (1, 2, 3)
+SALIENCE_REGIONS = ('warm', 'detected')
 
 
 class TrainingConfigError(ValueError):
@@ -28,6 +29,10 @@ class StageConfig:
     data: str = 'all'            # 'night' (dark frames only) or 'all'
     warmup: int = 50
     exposure_level: float = 0.5  # stage 1 target mean brightness
+    # Stage 3's salience term on every warm pixel ('warm') or only on the warm pixels inside
+    # the boxes the frozen detector finds on the infrared ('detected': people, cars, bicycles).
+    salience_on: str = 'warm'
+    salience_confidence: float = 0.25  # 'detected': the infrared boxes scored above this
 
 
 @dataclass
@@ -66,6 +71,12 @@ def load_config(path: str | Path) -> TrainConfig:
             raise TrainingConfigError(f'{path}: stage {stage}: {error}') from error
         if stages[stage].data not in ('night', 'all'):
             raise TrainingConfigError(f'{path}: stage {stage}: data must be night or all')
+        if stages[stage].salience_on not in SALIENCE_REGIONS:
+            raise TrainingConfigError(f'{path}: stage {stage}: salience_on must be one of '
+                                      f'{", ".join(SALIENCE_REGIONS)}')
+        if not 0.0 <= stages[stage].salience_confidence <= 1.0:
+            raise TrainingConfigError(f'{path}: stage {stage}: salience_confidence must be in '
+                                      '[0, 1]')
     top = {key: value for key, value in raw.items() if key != 'stages'}
     try:
         config = TrainConfig(**top, stages=stages)

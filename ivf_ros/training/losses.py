@@ -154,15 +154,19 @@ def local_contrast(luma: torch.Tensor, size: int = 31) -> torch.Tensor:
 
 
 def salience_loss(fused: torch.Tensor, infrared: torch.Tensor, size: int = 31,
-                  threshold: float = 0.03) -> torch.Tensor:
+                  threshold: float = 0.03, targets: torch.Tensor | None = None) -> torch.Tensor:
     """Penalise warm targets that lose their infrared contrast against their surroundings.
 
     Where the infrared is warmer than its 31-px surround by more than ``threshold`` (a person,
     an engine), the fused luma's contrast there must be at least as large: mean of the shortfall
     over those pixels (0 when every warm target stands out as much as in the infrared).
+    ``targets`` (n, 1, h, w), when given, keeps only the warm pixels inside it (the boxes the
+    detector finds on the infrared): a warm wall or road is then free to take the visible.
     """
     warm_contrast = local_contrast(infrared, size)
     warm = (warm_contrast > threshold).to(infrared.dtype)
+    if targets is not None:
+        warm = warm * targets
     shortfall = F.relu(warm_contrast - local_contrast(luminance(fused), size))
     return (shortfall * warm).sum() / (warm.sum() + 1.0)
 
@@ -232,11 +236,13 @@ def stage2_terms(outputs: Mapping[str, torch.Tensor]) -> LossTerms:
 def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
                  weights: Mapping[str, float] | None = None,
                  detection: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 teacher_scores: torch.Tensor | None = None) -> LossTerms:
+                 teacher_scores: torch.Tensor | None = None,
+                 salience_targets: torch.Tensor | None = None) -> LossTerms:
     """Stage 3 terms: the fused image against its visible base, the infrared and the detector.
 
     Only the terms named in ``weights`` (all when None) are computed; 'detection' needs the
-    frozen detector (``detection``: fused RGB -> class scores) and its scores on the sources.
+    frozen detector (``detection``: fused RGB -> class scores) and its scores on the sources;
+    ``salience_targets`` (n, 1, h, w) limits the salience term to the detected warm targets.
     """
     fused, enhanced = outputs['fused'], outputs['fused_base'].detach()
     builders: dict[str, Callable[[], torch.Tensor]] = {
@@ -244,7 +250,7 @@ def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
         'texture': lambda: texture_loss(fused, enhanced, infrared),
         'colour': lambda: colour_consistency_loss(fused, enhanced),
         'ssim': lambda: fusion_ssim_loss(fused, enhanced, infrared),
-        'salience': lambda: salience_loss(fused, infrared),
+        'salience': lambda: salience_loss(fused, infrared, targets=salience_targets),
         'noise': lambda: fusion_noise_loss(fused, enhanced, infrared),
     }
     if detection is not None and teacher_scores is not None:

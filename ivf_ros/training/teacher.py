@@ -40,21 +40,56 @@ class DetectionTeacher(nn.Module):
         self.network.eval()
         return self
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Return the class probabilities (n, k, anchors) of (n, 3, h, w) RGB in [0, 1]."""
+    def predict(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Return boxes and class probabilities (n, 4 + k, anchors): xywh pixels, then scores."""
         pad_h, pad_w = (-rgb.shape[-2]) % STRIDE, (-rgb.shape[-1]) % STRIDE
         if pad_h or pad_w:   # right and bottom, as a letterbox would: anchors stay aligned
             rgb = F.pad(rgb, (0, pad_w, 0, pad_h), value=PAD_VALUE)
         output = self.network(rgb)
         prediction = output[0] if isinstance(output, (list, tuple)) else output  # (n, 4+C, A)
-        return prediction.index_select(1, self.class_rows.to(prediction.device))
+        rows = torch.cat([torch.arange(4, device=prediction.device),
+                          self.class_rows.to(prediction.device)])
+        return prediction.index_select(1, rows)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Return the class probabilities (n, k, anchors) of (n, 3, h, w) RGB in [0, 1]."""
+        return self.predict(rgb)[:, 4:]
 
     def source_scores(self, visible: torch.Tensor, infrared: torch.Tensor) -> torch.Tensor:
         """Return max(scores on visible, scores on infrared) (n, k, anchors), without grad."""
+        return self.sources(visible, infrared)[0]
+
+    def sources(self, visible: torch.Tensor, infrared: torch.Tensor,
+                confidence: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (max of both sources' scores (n, k, A), infrared target mask (n, 1, h, w)).
+
+        The mask is 1 inside every box the detector finds on the infrared image with a score
+        above ``confidence``: the warm targets (people, cars, bicycles). No gradient.
+        """
         with torch.no_grad():
-            both = self(torch.cat([visible, infrared.expand(-1, 3, -1, -1)], dim=0))
+            both = self.predict(torch.cat([visible, infrared.expand(-1, 3, -1, -1)], dim=0))
         batch = visible.shape[0]
-        return torch.maximum(both[:batch], both[batch:])
+        scores = torch.maximum(both[:batch, 4:], both[batch:, 4:])
+        return scores, box_mask(both[batch:], infrared.shape[-2:], confidence)
+
+
+def box_mask(prediction: torch.Tensor, size: Sequence[int], confidence: float) -> torch.Tensor:
+    """Return (n, 1, h, w): 1 inside the boxes of (n, 4 + k, A) predictions scored > confidence."""
+    height, width = int(size[0]), int(size[1])
+    rows = torch.arange(height, device=prediction.device, dtype=prediction.dtype) + 0.5
+    columns = torch.arange(width, device=prediction.device, dtype=prediction.dtype) + 0.5
+    masks = []
+    for image in prediction:                                    # (4 + k, A)
+        boxes = image[:4, image[4:].amax(dim=0) > confidence].T  # (b, 4) xywh, pre-NMS
+        half_w, half_h = boxes[:, 2:3] / 2, boxes[:, 3:4] / 2
+        inside_x = ((columns >= boxes[:, 0:1] - half_w)
+                    & (columns <= boxes[:, 0:1] + half_w)).to(prediction.dtype)  # (b, w)
+        inside_y = ((rows >= boxes[:, 1:2] - half_h)
+                    & (rows <= boxes[:, 1:2] + half_h)).to(prediction.dtype)     # (b, h)
+        # Box b covers (y, x) iff inside_y[b, y] and inside_x[b, x]: one matrix product ORs
+        # every box's rectangle into the mask.
+        masks.append((inside_y.T @ inside_x > 0).to(prediction.dtype))           # (h, w)
+    return torch.stack(masks)[:, None]
 
 
 def load_teacher(weights: str, device: torch.device | str = 'cpu',

@@ -151,12 +151,26 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
         return losses.stage1_terms(outputs, stage_config.exposure_level)
     if stage == 2:
         return losses.stage2_terms(outputs)
-    teacher_scores = None
-    if teacher is not None and stage_config.losses.get('detection'):
-        # What the detector finds on either source (no gradient): the fused image must keep it.
-        teacher_scores = teacher.source_scores(visible, infrared)
+    teacher_scores = targets = None
+    if teacher is None and needs_teacher(stage_config):
+        raise ValueError('stage 3 needs the frozen detector (config: detector) for its detection '
+                         'term or detected salience targets')
+    if teacher is not None and needs_teacher(stage_config):
+        # What the detector finds on either source (no gradient): the fused image must keep
+        # it; the boxes it finds on the infrared are the warm targets salience protects.
+        teacher_scores, targets = teacher.sources(visible, infrared,
+                                                  stage_config.salience_confidence)
+        if stage_config.salience_on != 'detected':
+            targets = None
     return losses.stage3_terms(outputs, infrared, stage_config.losses,
-                               detection=teacher, teacher_scores=teacher_scores)
+                               detection=teacher, teacher_scores=teacher_scores,
+                               salience_targets=targets)
+
+
+def needs_teacher(stage_config: StageConfig) -> bool:
+    """Return whether stage 3's terms need the frozen detector (detection, detected targets)."""
+    return bool(stage_config.losses.get('detection')) or (
+        stage_config.salience_on == 'detected' and bool(stage_config.losses.get('salience')))
 
 
 def learning_rate(stage_config: StageConfig, step: int) -> float:
@@ -247,7 +261,7 @@ class Trainer:
             start, elapsed_before = resume_state['step'], resume_state['elapsed_s']
         elif csv_path.exists():
             csv_path.unlink()
-        teacher = self.teacher() if stage == 3 and stage_config.losses.get('detection') else None
+        teacher = self.teacher() if stage == 3 and needs_teacher(stage_config) else None
         self.model.train()
         started = time.perf_counter()
         writer_handle = csv_path.open('a', newline='')
