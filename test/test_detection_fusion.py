@@ -113,7 +113,7 @@ def test_a_detail_window_keeps_isolated_visible_specks_off_the_infrared() -> Non
         network = IVFNet(ModelConfig(channels=TINY, enhance=False, detail_window=window)).eval()
         with torch.no_grad():
             weights = network.forward_all(visible, infrared, outputs=('fused',))['weights']
-        taken[window] = float((weights[specks[:, :, :64, :64]] < 0.5).float().mean())
+        taken[window] = float((weights[specks] < 0.5).float().mean())
     assert taken[1] > 0.9 and taken[5] < 0.1
 
 
@@ -279,13 +279,24 @@ def test_box_mask_covers_the_confident_infrared_boxes_only() -> None:
     assert float(mask[0, 0, 9:15, 15:25].min()) == 1.0
 
 
+class _OneBoxDetector(torch.nn.Module):
+    """Finds one confident object, a 20x24 box centred at (22, 30), on every image."""
+
+    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, list]:
+        prediction = torch.zeros(rgb.shape[0], 4 + 3, 2)
+        prediction[:, :5, 0] = torch.tensor([22.0, 30.0, 20.0, 24.0, 0.9])
+        return prediction + 0.0 * rgb.mean(), []
+
+
 def test_detected_salience_gets_its_targets_from_the_teacher() -> None:
     torch.manual_seed(0)
-    teacher = DetectionTeacher(_ToyDetector(), [0, 2])
+    teacher = DetectionTeacher(_OneBoxDetector(), [0, 2])
     visible, infrared = _pair(61, 45, seed=2)
-    scores, targets = teacher.sources(visible, infrared)
+    scores, targets = teacher.sources(visible, infrared, confidence=0.25)
     assert torch.equal(scores, teacher.source_scores(visible, infrared))
+    assert teacher.sources(visible, infrared)[1] is None     # no confidence: no mask made
     assert targets.shape == (1, 1, 61, 45)
+    assert float(targets.sum()) == 20 * 24 and float(targets[0, 0, 18:42, 12:32].min()) == 1
     network = IVFNet(ModelConfig(channels=TINY))
     stage = StageConfig(steps=1, batch=1, lr=0.1, losses={'salience': 1.0},
                         salience_on='detected')
@@ -293,6 +304,7 @@ def test_detected_salience_gets_its_targets_from_the_teacher() -> None:
     outputs = network.forward_all(visible, infrared, outputs=('fused', 'fused_base'))
     expected = losses.salience_loss(outputs['fused'], infrared, targets=targets)
     assert torch.allclose(terms['salience'], expected)
+    assert not torch.allclose(expected, losses.salience_loss(outputs['fused'], infrared))
     with pytest.raises(ValueError, match='frozen detector'):
         stage_terms(network, 3, visible, infrared, stage, teacher=None)
 

@@ -193,7 +193,8 @@ def test_ablation_variants_run(change: dict) -> None:
     ({'fusion_tone': float('nan')}, 'fusion_tone'), ({'downscale': 0}, 'downscale'),
     ({'exposure_softness': 0.0}, 'exposure_softness'), ({'channels': [8, True]}, 'channels'),
     ({'gate': 'mean'}, 'gate'), ({'fusion_base': 'visible'}, 'fusion_base'),
-    ({'detail_window': 4}, 'detail_window'), ({'detail_window': 0}, 'detail_window')])
+    ({'detail_window': 4}, 'detail_window'), ({'detail_window': 0}, 'detail_window'),
+    ({'chroma_agreement': 'false'}, 'chroma_agreement')])
 def test_config_out_of_range_is_named(change: dict, field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):
         ModelConfig(**change)

@@ -24,13 +24,14 @@ input is already bright (lamps, headlights). Chroma comes from the low-resolutio
 per channel (grey-world balanced only as far as ``white_balance`` asks), limited so that no
 channel leaves [0, 1].
 
-Fused image: the fusion block's gate ``w`` (the infrared share on the working grid) *blends* the
-two bases, ``(1 - w) V + w I`` with ``V`` the visible luma through a gentler curve of the same
-gain (``g ** fusion_tone``): the network decides per region whether the infrared replaces the
-visible scene (a warm pedestrian on a dark road keeps the infrared's contrast, the background is
-not lifted over it) or the visible stays (lit signs, colours). No fixed max rule: the gate may
-also darken a glaring lamp towards the infrared. With ``fusion_base: infrared`` the infrared is
-the base and the gate keeps ``1 - w`` of the light the visible adds over it,
+Fused image (``fusion_base: blend``, the default of older weights): the fusion block's gate
+``w`` (the infrared share on the working grid) *blends* the two bases, ``(1 - w) V + w I`` with
+``V`` the visible luma through a gentler curve of the same gain (``g ** fusion_tone``): the
+network decides per region whether the infrared replaces the visible scene (a warm pedestrian
+on a dark road keeps the infrared's contrast, the background is not lifted over it) or the
+visible stays (lit signs, colours). No fixed max rule: the gate may also darken a glaring lamp
+towards the infrared. With ``fusion_base: infrared`` (the shipped weights) the infrared is the
+base and the gate keeps ``1 - w`` of the light the visible adds over it,
 ``I + (1 - w) max(0, V - I)``: a warm body is never darkened, and the network decides where
 the visible's lit signs and headlit cars join it (``w = 0`` is the max rule). Full-resolution
 details of both sources are mixed by the same gate sharpened by a learnt detail-energy term.
@@ -105,22 +106,24 @@ class ModelConfig:
     cast_correction: float = 0.0      # share of the frame's mean chroma removed (1: grey-world)
     chroma_gain: float = 2.0          # most the fused chroma grows with the visible's brightening
     # Fade the visible colour where the fused brightness is not the visible's: a warm body that
-    # the visible camera does not see is not coloured by the dark road behind it.
-    chroma_agreement: bool = True
+    # the visible camera does not see is not coloured by the dark road behind it. Off by default
+    # so that weights saved before it existed render as they were trained.
+    chroma_agreement: bool = False
 
     def __post_init__(self) -> None:
         """Raise ValueError naming the field when a value is outside its range."""
         if not self.channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
                                     for c in self.channels):
             raise ValueError(f'channels must be positive integers, got {self.channels!r}')
-        if (not isinstance(self.detail_window, int) or isinstance(self.detail_window, bool)
-                or self.detail_window < 1 or self.detail_window % 2 == 0):
-            raise ValueError(f'detail_window must be an odd integer >= 1, '
-                             f'got {self.detail_window!r}')
-        for name in ('downscale', 'contrast_radius'):
+        for name in _LOWEST:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < _LOWEST[name]:
                 raise ValueError(f'{name} must be an integer >= {_LOWEST[name]}, got {value!r}')
+        if self.detail_window % 2 == 0:
+            raise ValueError(f'detail_window must be odd, got {self.detail_window}')
+        for name in _BOOLEANS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
         for name, (low, high) in _FLOAT_RANGES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
@@ -153,7 +156,8 @@ class ModelConfig:
 
 GATES = ('learned', 'constant', 'max')
 FUSION_BASES = ('blend', 'infrared')
-_LOWEST = {'downscale': 1, 'contrast_radius': 0}
+_LOWEST = {'downscale': 1, 'contrast_radius': 0, 'detail_window': 1}
+_BOOLEANS = ('multiscale', 'adaptive_weights', 'enhance', 'chroma_agreement')
 # Closed ranges of the float fields; inf where only the sign matters.
 _FLOAT_RANGES = {
     'exposure_threshold': (0.0, 1.0),

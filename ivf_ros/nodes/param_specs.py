@@ -194,15 +194,16 @@ FUSION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('cast_correction', ParamKind.DOUBLE, -1.0,
               "Share of the visible frame's mean colour cast removed from the fused image: 0 "
               'keeps the scene colours (a sodium-lit street stays yellow), 1 = grey-world; '
-              '-1 = the value stored with the weights (0 for the shipped ones).',
+              'negative (-1) = the value stored with the weights (0 for the shipped ones); '
+              'the PyTorch path only (an exported ONNX file has its value built in).',
               min_value=-1.0, max_value=1.0, read_only=True),
     ParamSpec('output_encoding', ParamKind.STRING, 'rgb8', 'Encoding of fused/image.',
               choices=('rgb8', 'bgr8')),
     ParamSpec('publish_enhanced', ParamKind.BOOL, False,
               'Also publish the enhanced visible image on enhanced/image.', read_only=True),
     ParamSpec('publish_weights', ParamKind.BOOL, False,
-              'Also publish the infrared weight map (mono8, 255 = all infrared) on '
-              'fusion/weights.', read_only=True),
+              'Also publish the fusion gate (mono8; 255 = the infrared alone: its detail and no '
+              'visible light added) on fusion/weights.', read_only=True),
     _DIAGNOSTICS_PERIOD,
 )
 

@@ -95,7 +95,7 @@ def load_fusion_model(params: Mapping[str, Any]) -> FusionModelLike:
     """Load the fusion network of fusion_node's parameters; ModelLoadError names a bad path."""
     from ivf_ros.fusion.inference import FusionModel
 
-    cast_correction = float(params['cast_correction'])
+    cast_correction = float(params['cast_correction'])   # negative: the weights' own value
     return FusionModel.load(str(params['model_path']) or None, device=str(params['device']),
                             half=bool(params['half']),
                             cast_correction=None if cast_correction < 0 else cast_correction)

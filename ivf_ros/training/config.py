@@ -45,8 +45,8 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     model: dict[str, Any] = field(default_factory=dict)
-    # Frozen COCO detector for stage 3's detection term: a path, absolute or relative to
-    # ../shared (ivf_ros.io.paths.shared_dir); None when no stage uses the term.
+    # Frozen COCO detector for stage 3's detection term and detected-salience targets: a path,
+    # absolute or relative to ../shared (ivf_ros.io.paths.shared_dir); None when unused.
     detector: str | None = None
     stages: dict[int, StageConfig] = field(default_factory=dict)
 
@@ -74,7 +74,9 @@ def load_config(path: str | Path) -> TrainConfig:
         if stages[stage].salience_on not in SALIENCE_REGIONS:
             raise TrainingConfigError(f'{path}: stage {stage}: salience_on must be one of '
                                       f'{", ".join(SALIENCE_REGIONS)}')
-        if not 0.0 <= stages[stage].salience_confidence <= 1.0:
+        confidence = stages[stage].salience_confidence
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not (
+                0.0 <= confidence <= 1.0):
             raise TrainingConfigError(f'{path}: stage {stage}: salience_confidence must be in '
                                       '[0, 1]')
     top = {key: value for key, value in raw.items() if key != 'stages'}

@@ -60,16 +60,19 @@ class DetectionTeacher(nn.Module):
         return self.sources(visible, infrared)[0]
 
     def sources(self, visible: torch.Tensor, infrared: torch.Tensor,
-                confidence: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+                confidence: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (max of both sources' scores (n, k, A), infrared target mask (n, 1, h, w)).
 
-        The mask is 1 inside every box the detector finds on the infrared image with a score
-        above ``confidence``: the warm targets (people, cars, bicycles). No gradient.
+        The mask (None when ``confidence`` is None) is 1 inside every box the detector finds on
+        the infrared image with a score above ``confidence``: the warm targets (people, cars,
+        bicycles). No gradient.
         """
         with torch.no_grad():
             both = self.predict(torch.cat([visible, infrared.expand(-1, 3, -1, -1)], dim=0))
         batch = visible.shape[0]
         scores = torch.maximum(both[:batch, 4:], both[batch:, 4:])
+        if confidence is None:
+            return scores, None
         return scores, box_mask(both[batch:], infrared.shape[-2:], confidence)
 
 

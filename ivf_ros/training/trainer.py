@@ -158,10 +158,9 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
     if teacher is not None and needs_teacher(stage_config):
         # What the detector finds on either source (no gradient): the fused image must keep
         # it; the boxes it finds on the infrared are the warm targets salience protects.
-        teacher_scores, targets = teacher.sources(visible, infrared,
-                                                  stage_config.salience_confidence)
-        if stage_config.salience_on != 'detected':
-            targets = None
+        detected = stage_config.salience_on == 'detected'
+        teacher_scores, targets = teacher.sources(
+            visible, infrared, stage_config.salience_confidence if detected else None)
     return losses.stage3_terms(outputs, infrared, stage_config.losses,
                                detection=teacher, teacher_scores=teacher_scores,
                                salience_targets=targets)
@@ -203,7 +202,8 @@ class Trainer:
         """Return the frozen detector of the config's ``detector`` (loaded once)."""
         if self._teacher is None:
             if not self.config.detector:
-                raise ValueError('stage 3 has a detection term but the config names no detector')
+                raise ValueError('stage 3 needs the frozen detector (detection term or detected '
+                                 'salience targets) but the config names no detector')
             path = Path(self.config.detector).expanduser()
             if not path.is_absolute():
                 path = shared_dir() / path
