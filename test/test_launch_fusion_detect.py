@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import os
 from pathlib import Path
-import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,11 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 from lifecycle_msgs.srv import GetState  # noqa: E402
-from node_helpers.harness import ChildProcess, Probe, write_params  # noqa: E402
+from node_helpers.harness import (  # noqa: E402
+    Probe,
+    publish_night_pairs,
+    write_params,
+)
 from node_helpers.tiny_yolo import build_tiny_yolo  # noqa: E402
 import psutil  # noqa: E402
 from rcl_interfaces.srv import GetParameters  # noqa: E402
@@ -135,17 +138,8 @@ class TestWhileRunning(unittest.TestCase):
     def test_3_frames_come_back_fused_and_detected_with_their_stamps(
             self, folder: Path) -> None:
         probe = self.probe
-        publisher = ChildProcess(
-            [str(REPO_ROOT / 'test' / 'node_helpers' / 'night_publisher.py'), '--count', '6',
-             '--rate', '4', '--width', str(WIDTH), '--height', str(HEIGHT), '--start', '50',
-             '--wait', '60', '--ros-args', '-r', f'__ns:={NAMESPACE}'],
-            folder / 'publisher.log')
-        try:
-            publisher.process.wait(120)
-        finally:
-            publisher.stop()
-        sent = {int(stamp) for stamp in re.findall(r'sent (\d+)', publisher.log())}
-        assert len(sent) == 6, publisher.log()
+        sent = publish_night_pairs(folder / 'publisher.log', 6, WIDTH, HEIGHT, '--wait', '60',
+                                   '--ros-args', '-r', f'__ns:={NAMESPACE}', timeout=120)
         fused_topic, detections_topic = f'{NAMESPACE}/fused/image', f'{NAMESPACE}/detections'
         # Best-effort camera QoS: a pair may be lost; most must come back.
         assert probe.wait_for(lambda: len(probe.stamps(detections_topic) & sent) >= 3, 60), (

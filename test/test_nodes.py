@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-import re
 
 from diagnostic_msgs.msg import DiagnosticArray
-from node_helpers.harness import ChildProcess, make_header, Probe, write_params
+from node_helpers.harness import (
+    ChildProcess,
+    make_header,
+    Probe,
+    publish_night_pairs,
+    write_params,
+)
 from node_helpers.tiny_yolo import build_fusion_weights, cached_tiny_yolo, TINY_NAMES
 import numpy as np
 import pytest
@@ -102,16 +107,7 @@ def wait_status(probe: Probe, predicate, timeout: float = 10.0) -> dict[str, str
 
 def test_night_pairs_from_a_publisher_process(graph: ChildProcess, probe: Probe,
                                               tmp_path: Path) -> None:
-    publisher = ChildProcess(
-        [str(Path(__file__).parent / 'node_helpers' / 'night_publisher.py'), '--count', '6',
-         '--rate', '4', '--width', str(WIDTH), '--height', str(HEIGHT), '--start', '50'],
-        tmp_path / 'publisher.log')
-    try:
-        publisher.process.wait(60)
-    finally:
-        publisher.stop()
-    sent = {int(s) for s in re.findall(r'sent (\d+)', publisher.log())}
-    assert len(sent) == 6, publisher.log()
+    sent = publish_night_pairs(tmp_path / 'publisher.log', 6, WIDTH, HEIGHT)
     assert probe.wait_for(lambda: len(probe.stamps('detections') & sent) >= 3, 30), (
         f'fused {probe.stamps("fused/image")}, sent {sorted(sent)}\n{graph.log()[-2000:]}')
     fused = [msg for msg in probe.received['fused/image'] if msg.header.stamp.sec < 60]

@@ -29,6 +29,7 @@ from ivf_ros.nodes.ros_image import array_to_image_msg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAMP_STEP_NS = 100_000_000  # 10 Hz cameras
+NIGHT_PUBLISHER = Path(__file__).resolve().parent / 'night_publisher.py'
 
 
 def write_params(path: Path, fusion: dict[str, Any], detection: dict[str, Any]) -> Path:
@@ -82,6 +83,21 @@ class ChildProcess:
                 self.process.wait(5)
         self._log.close()
         return self.process.returncode
+
+
+def publish_night_pairs(log_path: Path, count: int, width: int, height: int, *extra: str,
+                        timeout: float = 60.0) -> set[int]:
+    """Run night_publisher.py (4 Hz, stamps from 50 s) to the end; return the stamps it sent."""
+    publisher = ChildProcess(
+        [str(NIGHT_PUBLISHER), '--count', str(count), '--rate', '4', '--width', str(width),
+         '--height', str(height), '--start', '50', *extra], log_path)
+    try:
+        publisher.process.wait(timeout)
+    finally:
+        publisher.stop()
+    sent = {int(stamp) for stamp in re.findall(r'sent (\d+)', publisher.log())}
+    assert len(sent) == count, publisher.log()
+    return sent
 
 
 def stamp_ns(header: Header) -> int:
