@@ -152,24 +152,28 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
     if stage == 2:
         return losses.stage2_terms(outputs)
     teacher_scores = targets = None
-    if teacher is None and needs_teacher(stage_config):
-        raise ValueError('stage 3 needs the frozen detector (config: detector) for its detection '
-                         'term or detected salience targets')
-    if teacher is not None and needs_teacher(stage_config):
+    if needs_teacher(stage_config):
+        if teacher is None:
+            raise ValueError('stage 3 needs the frozen detector (config: detector) for its '
+                             'detection term or detected salience targets')
         # What the detector finds on either source (no gradient): the fused image must keep
         # it; the boxes it finds on the infrared are the warm targets salience protects.
-        detected = stage_config.salience_on == 'detected'
         teacher_scores, targets = teacher.sources(
-            visible, infrared, stage_config.salience_confidence if detected else None)
+            visible, infrared,
+            stage_config.salience_confidence if detected_salience(stage_config) else None)
     return losses.stage3_terms(outputs, infrared, stage_config.losses,
                                detection=teacher, teacher_scores=teacher_scores,
                                salience_targets=targets)
 
 
+def detected_salience(stage_config: StageConfig) -> bool:
+    """Return whether stage 3's salience term acts on the detector's infrared targets."""
+    return stage_config.salience_on == 'detected' and bool(stage_config.losses.get('salience'))
+
+
 def needs_teacher(stage_config: StageConfig) -> bool:
     """Return whether stage 3's terms need the frozen detector (detection, detected targets)."""
-    return bool(stage_config.losses.get('detection')) or (
-        stage_config.salience_on == 'detected' and bool(stage_config.losses.get('salience')))
+    return bool(stage_config.losses.get('detection')) or detected_salience(stage_config)
 
 
 def learning_rate(stage_config: StageConfig, step: int) -> float:
