@@ -222,7 +222,7 @@ def test_detection_term_decreases_and_the_teacher_stays_frozen() -> None:
     trainable = set_trainable(network, 3)  # the fusion block only, as stage 3
     optimizer = torch.optim.Adam(trainable, lr=0.02)
     visible, infrared = _pair(61, 45, seed=2)    # odd: the teacher pads to its stride
-    scores = teacher.source_scores(visible, infrared)
+    scores, _ = teacher.sources(visible, infrared)
     assert scores.shape[:2] == (1, 2)
     values = []
     teacher.train()                               # asked to train: the detector stays in eval
@@ -293,8 +293,9 @@ def test_detected_salience_gets_its_targets_from_the_teacher() -> None:
     teacher = DetectionTeacher(_OneBoxDetector(), [0, 2])
     visible, infrared = _pair(61, 45, seed=2)
     scores, targets = teacher.sources(visible, infrared, confidence=0.25)
-    assert torch.equal(scores, teacher.source_scores(visible, infrared))
-    assert teacher.sources(visible, infrared)[1] is None     # no confidence: no mask made
+    unmasked, no_mask = teacher.sources(visible, infrared)
+    assert torch.equal(scores, unmasked)
+    assert no_mask is None                                    # no confidence: no mask made
     assert targets.shape == (1, 1, 61, 45)
     assert float(targets.sum()) == 20 * 24 and float(targets[0, 0, 18:42, 12:32].min()) == 1
     network = IVFNet(ModelConfig(channels=TINY))

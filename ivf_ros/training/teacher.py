@@ -55,10 +55,6 @@ class DetectionTeacher(nn.Module):
         """Return the class probabilities (n, k, anchors) of (n, 3, h, w) RGB in [0, 1]."""
         return self.predict(rgb)[:, 4:]
 
-    def source_scores(self, visible: torch.Tensor, infrared: torch.Tensor) -> torch.Tensor:
-        """Return max(scores on visible, scores on infrared) (n, k, anchors), without grad."""
-        return self.sources(visible, infrared)[0]
-
     def sources(self, visible: torch.Tensor, infrared: torch.Tensor,
                 confidence: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (max of both sources' scores (n, k, A), infrared target mask (n, 1, h, w)).
