@@ -178,7 +178,8 @@ def test_fusion_heads_of_every_scale_shape_the_weights(multiscale: bool,
 
 @pytest.mark.parametrize('change', [
     {'multiscale': False}, {'adaptive_weights': False}, {'enhance': False},
-    {'fusion_base': 'infrared'}, {'fusion_base': 'infrared', 'detail_window': 5}])
+    {'fusion_base': 'infrared'}, {'fusion_base': 'infrared', 'detail_window': 5},
+    {'fusion_depth': 3}])
 def test_ablation_variants_run(change: dict) -> None:
     network = IVFNet(ModelConfig(**change)).eval()
     fused, weights, enhanced = network(*make_pair(37, 45))
@@ -194,10 +195,26 @@ def test_ablation_variants_run(change: dict) -> None:
     ({'exposure_softness': 0.0}, 'exposure_softness'), ({'channels': [8, True]}, 'channels'),
     ({'gate': 'mean'}, 'gate'), ({'fusion_base': 'visible'}, 'fusion_base'),
     ({'detail_window': 4}, 'detail_window'), ({'detail_window': 0}, 'detail_window'),
-    ({'chroma_agreement': 'false'}, 'chroma_agreement')])
+    ({'chroma_agreement': 'false'}, 'chroma_agreement'), ({'fusion_depth': 0}, 'fusion_depth'),
+    ({'fusion_depth': 2.0}, 'fusion_depth')])
 def test_config_out_of_range_is_named(change: dict, field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):
         ModelConfig(**change)
+
+
+def test_deeper_fusion_heads_leave_the_other_parts_as_they_start() -> None:
+    # Stages 1 and 2 never train the fusion block: its depth must not change how the encoders
+    # and the decoder start, nor the first weights' head layout.
+    states = []
+    for depth in (1, 3):
+        torch.manual_seed(7)
+        states.append(IVFNet(ModelConfig(fusion_depth=depth)).state_dict())
+    shallow, deep = states
+    assert all(torch.equal(value, deep[name]) for name, value in shallow.items()
+               if not name.startswith('fusion.'))
+    assert torch.equal(shallow['fusion.heads.0.2.weight'], deep['fusion.heads.0.6.weight'])
+    assert deep['fusion.heads.0.2.weight'].shape[-2:] == (3, 3)
+    assert len(deep) == len(shallow) + 2 * 2 * 4   # two hidden convolutions per head, 4 heads
 
 
 def test_config_range_ends_are_accepted() -> None:

@@ -92,6 +92,10 @@ class ModelConfig:
     local_contrast: float = 0.0
     contrast_radius: int = 2
     multiscale: bool = True           # False: one fusion head, on the working grid (ablation)
+    # 3x3 layers per fusion head: 1 = a 1x1 mix and one 3x3 output (the first weights); each
+    # extra layer is a 3x3 convolution at the head's hidden width, so a head sees more of its
+    # scale's neighbourhood before it decides (a car's lit body, a pedestrian's outline).
+    fusion_depth: int = 1
     adaptive_weights: bool = True     # False: fixed 0.5 weights everywhere (ablation)
     enhance: bool = True              # False: no enhancement, the raw visible is used (ablation)
     # Who decides the infrared share: 'learned' (the fusion block), 'constant' (0.5 everywhere,
@@ -156,7 +160,7 @@ class ModelConfig:
 
 GATES = ('learned', 'constant', 'max')
 FUSION_BASES = ('blend', 'infrared')
-_LOWEST = {'downscale': 1, 'contrast_radius': 0, 'detail_window': 1}
+_LOWEST = {'downscale': 1, 'contrast_radius': 0, 'detail_window': 1, 'fusion_depth': 1}
 _BOOLEANS = ('multiscale', 'adaptive_weights', 'enhance', 'chroma_agreement')
 # Closed ranges of the float fields; inf where only the sign matters.
 _FLOAT_RANGES = {
@@ -225,6 +229,18 @@ class FusionBlock(nn.Module):
         )
         # Full-resolution detail mixing: logit = working-grid logit + gain * energy gap.
         self.detail_gain = nn.Parameter(torch.tensor(20.0))
+
+    def deepen(self, depth: int) -> None:
+        """Insert depth - 1 hidden 3x3 layers before each head's 3x3 logit layer."""
+        # Called after the decoder is built: the encoders and the decoder start from the same
+        # random values whatever the depth, so stages 1 and 2 do not depend on it.
+        for index, head in enumerate(self.heads):
+            hidden = head[0].out_channels
+            layers = list(head[:2])
+            for _ in range(depth - 1):
+                layers += [nn.Conv2d(hidden, hidden, 3, padding=1),
+                           nn.LeakyReLU(0.1, inplace=True)]
+            self.heads[index] = nn.Sequential(*layers, head[-1])
 
     def forward(self, visible: list[torch.Tensor], infrared: list[torch.Tensor],
                 mask: torch.Tensor) -> torch.Tensor:
@@ -317,6 +333,7 @@ class IVFNet(nn.Module):
         self.infrared_encoder = Encoder(1, channels)
         self.fusion = FusionBlock(channels, self.config.multiscale, self.config.adaptive_weights)
         self.decoder = Decoder(channels)
+        self.fusion.deepen(self.config.fusion_depth)
         self.register_buffer('luma_weights', torch.tensor(LUMA).view(1, 3, 1, 1),
                              persistent=False)
         # Padding multiple: the working grid must halve cleanly len(channels) - 1 times, and
