@@ -14,7 +14,7 @@ from ivf_ros.training.trainer import set_trainable, stage_terms
 TERMS = {
     1: ('exposure', 'colour', 'smoothness', 'spatial', 'noise', 'render'),
     2: ('l1', 'ssim', 'gradient'),
-    3: ('intensity', 'texture', 'colour', 'ssim', 'salience', 'noise'),
+    3: ('intensity', 'texture', 'colour', 'ssim', 'salience', 'noise', 'gate_bound'),
 }
 SMALL = ModelConfig(channels=[8, 8, 12, 16])
 
@@ -36,6 +36,11 @@ def term_after_steps(stage: int, term: str, steps: int = 8) -> tuple[float, floa
         # A freshly initialised curve map is almost flat: roughen it so there is TV to remove.
         with torch.no_grad():
             network.decoder.curve_head.weight.normal_(0.0, 0.5)
+    if term == 'gate_bound':
+        # A fresh gate's logits are near 0: saturate it (w = 1 everywhere) so there is excess.
+        with torch.no_grad():
+            for head in network.fusion.heads:
+                head[-1].bias.fill_(6.0)
     trainable = set_trainable(network, stage)
     optimiser = torch.optim.Adam(trainable, lr=config.lr)
     values = []
@@ -65,6 +70,15 @@ def test_stage_terms_have_the_documented_names() -> None:
         # Stage 3 computes the terms its config weighs (the detector's only when asked).
         config = StageConfig(steps=1, batch=1, lr=1e-3, losses=dict.fromkeys(names, 1.0))
         assert tuple(stage_terms(network, stage, visible, infrared, config)) == names
+
+
+def test_gate_bound_is_zero_inside_the_bound_and_grows_outside() -> None:
+    logits = torch.tensor([-3.0, 0.0, 4.0, 5.0, -6.0], requires_grad=True)
+    value = losses.gate_bound_loss(logits, bound=4.0)
+    assert float(value) == pytest.approx((1.0 + 4.0) / 5)
+    value.backward()
+    # Only the logits past the bound are pulled back, each towards it.
+    assert logits.grad.tolist() == pytest.approx([0.0, 0.0, 0.0, 0.4, -0.8])
 
 
 def test_ssim_of_identical_images_is_one_and_weighted_total_needs_weights() -> None:

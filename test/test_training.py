@@ -115,6 +115,9 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     bad.write_text(bad.read_text().replace('3: {steps: 1,', '3: {salience_on: boxes, steps: 1,'))
     with pytest.raises(TrainingConfigError, match='stage 3: salience_on must be one of'):
         load_config(bad)
+    bad.write_text(bad.read_text().replace('salience_on: boxes', 'gate_logit_bound: 0'))
+    with pytest.raises(TrainingConfigError, match='stage 3: gate_logit_bound must be above 0'):
+        load_config(bad)
 
 
 def write_pair(folder: Path, name: str, size: int = 64, visible_name: str | None = None) -> None:

@@ -33,6 +33,7 @@ class StageConfig:
     # the boxes the frozen detector finds on the infrared ('detected': people, cars, bicycles).
     salience_on: str = 'warm'
     salience_confidence: float = 0.25  # 'detected': the infrared boxes scored above this
+    gate_logit_bound: float = 4.0  # the gate_bound term: |infrared-share logit| above this
 
 
 @dataclass
@@ -79,6 +80,9 @@ def load_config(path: str | Path) -> TrainConfig:
                 0.0 <= confidence <= 1.0):
             raise TrainingConfigError(f'{path}: stage {stage}: salience_confidence must be in '
                                       '[0, 1]')
+        bound = stages[stage].gate_logit_bound
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
+            raise TrainingConfigError(f'{path}: stage {stage}: gate_logit_bound must be above 0')
     top = {key: value for key, value in raw.items() if key != 'stages'}
     try:
         config = TrainConfig(**top, stages=stages)

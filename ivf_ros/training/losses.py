@@ -171,6 +171,16 @@ def salience_loss(fused: torch.Tensor, infrared: torch.Tensor, size: int = 31,
     return (shortfall * warm).sum() / (warm.sum() + 1.0)
 
 
+def gate_bound_loss(logits: torch.Tensor, bound: float = 4.0) -> torch.Tensor:
+    """Keep the gate responsive: mean squared excess of |infrared-share logit| over ``bound``.
+
+    A logit far past the bound saturates the sigmoid: w is 0 or 1 and no term's gradient
+    reaches the fusion block any more, so one early push (a deeper head, a large step) can fix
+    the gate at w = 1 for the rest of training. Inside [-bound, bound] the term is 0.
+    """
+    return F.relu(logits.abs() - bound).square().mean()
+
+
 def fusion_noise_loss(fused: torch.Tensor, enhanced: torch.Tensor,
                       infrared: torch.Tensor) -> torch.Tensor:
     """Penalise amplified noise: fine (Laplacian) energy beyond both sources'.
@@ -237,7 +247,8 @@ def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
                  weights: Mapping[str, float] | None = None,
                  detection: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  teacher_scores: torch.Tensor | None = None,
-                 salience_targets: torch.Tensor | None = None) -> LossTerms:
+                 salience_targets: torch.Tensor | None = None,
+                 gate_logit_bound: float = 4.0) -> LossTerms:
     """Stage 3 terms: the fused image against its visible base, the infrared and the detector.
 
     Only the terms named in ``weights`` (all when None) are computed; 'detection' needs the
@@ -252,6 +263,7 @@ def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
         'ssim': lambda: fusion_ssim_loss(fused, enhanced, infrared),
         'salience': lambda: salience_loss(fused, infrared, targets=salience_targets),
         'noise': lambda: fusion_noise_loss(fused, enhanced, infrared),
+        'gate_bound': lambda: gate_bound_loss(outputs['weight_logits_low'], gate_logit_bound),
     }
     if detection is not None and teacher_scores is not None:
         builders['detection'] = lambda: detection_loss(detection(fused), teacher_scores)

@@ -163,7 +163,8 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
             stage_config.salience_confidence if detected_salience(stage_config) else None)
     return losses.stage3_terms(outputs, infrared, stage_config.losses,
                                detection=teacher, teacher_scores=teacher_scores,
-                               salience_targets=targets)
+                               salience_targets=targets,
+                               gate_logit_bound=stage_config.gate_logit_bound)
 
 
 def detected_salience(stage_config: StageConfig) -> bool:
