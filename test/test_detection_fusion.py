@@ -344,6 +344,34 @@ def test_class_scores_bootstrap_and_lost_objects() -> None:
     assert lost == [(0, ['infrared'])]
 
 
+def test_pseudo_labels_merge_both_sources_confident_boxes_per_class() -> None:
+    from ivf_ros.evaluation.detection import pseudo_labels
+
+    on_infrared = [_det(0, 'person', 0.9, (10, 10, 30, 50)), _det(1, 'car', 0.3, (0, 0, 9, 9))]
+    on_visible = [_det(0, 'person', 0.6, (11, 10, 31, 50)),   # the same person: merged
+                  _det(1, 'car', 0.7, (12, 10, 30, 50)),      # a car there is another object
+                  _det(0, 'person', 0.5, (60, 60, 70, 90))]
+    targets = pseudo_labels(on_infrared + on_visible)
+    assert targets.tolist() == [[0, 10, 10, 30, 50], [1, 12, 10, 30, 50], [0, 60, 60, 70, 90]]
+    assert pseudo_labels([]).shape == (0, 5)
+
+
+@pytest.mark.dataset
+def test_ivf_eval_detect_scores_unlabelled_night_pairs_on_pseudo_labels(
+        datasets: Path, yolo_config_dir: Path, tmp_path: Path) -> None:
+    from node_helpers.tiny_yolo import cached_tiny_yolo
+
+    from ivf_ros.cli.eval import main
+
+    weights = cached_tiny_yolo(tmp_path)
+    arguments = [str(datasets / 'vifb_night'), '--split', 'training', '-m', 'max', '--limit',
+                 '1', '--bootstrap', '5', '--detector', str(weights), '--device', 'cpu',
+                 '--imgsz', '160', '--no-progress', '--no-figures', '-o', str(tmp_path / 'out')]
+    assert main(['detect', *arguments]) == 2          # no label files there
+    assert main(['detect', *arguments, '--pseudo-labels']) == 0
+    assert 'night pairs on pseudo-labels (1;' in (tmp_path / 'out' / 'detection.md').read_text()
+
+
 @pytest.mark.dataset
 def test_ivf_eval_detect_writes_the_report(datasets: Path, yolo_config_dir: Path,
                                            tmp_path: Path) -> None:

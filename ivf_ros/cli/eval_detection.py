@@ -6,11 +6,15 @@ each labelled pair (visible, infrared as grey RGB, every fusion method) and repo
 ap_per_class) and recall at conf 0.25, with 95 % intervals from a paired bootstrap over images
 for each fused method minus each source. It draws the frames where a fused image lost an object
 that a source found, and a contact sheet (visible | infrared | fused | detections).
+``--pseudo-labels`` adds the split's unlabelled night pairs with pseudo-labels (the detector at
+imgsz 1280 on both sources, score >= 0.4, merged): the training-split proxy that design choices
+are made on, so that the validation split is only measured.
 
 Examples::
 
     ivf-eval detect                                   # validation split, baselines + model
     ivf-eval detect -m max clahe_laplacian new=runs/ship14/stage3.pt --imgsz 1280
+    ivf-eval detect --split training --pseudo-labels -m max new=runs/try/stage3.pt  # the proxy
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import math
 from pathlib import Path
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -35,6 +40,9 @@ from ivf_ros.evaluation.detection import (
     LabelError,
     lost_objects,
     match_image,
+    PSEUDO_CONFIDENCE,
+    PSEUDO_IMGSZ,
+    pseudo_labels,
     read_yolo_labels,
     REPORT_CLASSES,
     to_dataset_classes,
@@ -44,6 +52,7 @@ from ivf_ros.evaluation.report import MethodError, pick_examples, resolve_method
 from ivf_ros.io.datasets import (
     DatasetError,
     is_labelled,
+    is_night,
     label_path,
     load_pair,
     PairedImage,
@@ -51,6 +60,9 @@ from ivf_ros.io.datasets import (
     VALIDATION,
 )
 from ivf_ros.io.paths import shared_dir
+
+if TYPE_CHECKING:   # the detector module imports Ultralytics: only when detecting
+    from ivf_ros.pipeline.detector import YoloDetector
 
 SOURCES = ('visible', 'infrared')
 DEFAULT_DETECTOR = Path('weights') / 'yolo11n' / 'yolo11n-rebuilt.pt'   # under ../shared
@@ -75,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                              '(default: every model and folder method, else the last method)')
     parser.add_argument('--split', choices=SPLITS, default=VALIDATION,
                         help='team split (validation: the labelled night pairs)')
+    parser.add_argument('--pseudo-labels', action='store_true',
+                        help='also score the unlabelled night pairs, on pseudo-labels: the '
+                             f'detector at imgsz {PSEUDO_IMGSZ} on both sources, score >= '
+                             f'{PSEUDO_CONFIDENCE}, merged (a proxy: they favour the source '
+                             'that found each object)')
     parser.add_argument('--detector', type=Path, default=None,
                         help=f'YOLO weights (default ../shared/{DEFAULT_DETECTOR})')
     parser.add_argument('--imgsz', type=int, default=640, help='detector input size')
@@ -93,16 +110,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def labelled_pairs(data: Sequence[Path], split: str, limit: int | None) -> list[PairedImage]:
-    """Return the split's pairs that have a label file (unlabelled frames are not empty)."""
+def labelled_pairs(data: Sequence[Path], split: str, limit: int | None,
+                   pseudo: bool = False) -> list[PairedImage]:
+    """Return the split's pairs that have a label file [or, if pseudo, are night pairs].
+
+    A frame without a label file is unlabelled, not empty: it is left out unless it gets
+    pseudo-labels.
+    """
     from ivf_ros.cli.eval import collect_pairs
 
-    pairs = [pair for pair in collect_pairs(data, split, False, None) if is_labelled(pair)]
+    pairs = [pair for pair in collect_pairs(data, split, False, None)
+             if is_labelled(pair) or (pseudo and is_night(pair))]
     if limit is not None:
         pairs = pairs[:limit]
     if not pairs:
         raise DatasetError(f'no labelled pairs in the {split} split of {list(data) or "default"}')
     return pairs
+
+
+def pair_targets(pair: PairedImage, visible: np.ndarray, infrared_rgb: np.ndarray,
+                 labeller: YoloDetector | None) -> np.ndarray:
+    """Return the pair's (n, 5) targets of the reported classes: its labels, else pseudo-labels."""
+    if is_labelled(pair) or labeller is None:
+        targets = read_yolo_labels(label_path(pair), visible.shape[1], visible.shape[0])
+    else:
+        targets = pseudo_labels(to_dataset_classes(labeller.detect(visible))
+                                + to_dataset_classes(labeller.detect(infrared_rgb)))
+    return targets[np.isin(targets[:, 0], [i for i, n in DATASET_CLASSES.items()
+                                           if n in REPORT_CLASSES])]
 
 
 def _draw(image: np.ndarray, boxes: Sequence[Sequence[float]], colour: tuple[int, int, int],
@@ -116,7 +151,7 @@ def _draw(image: np.ndarray, boxes: Sequence[Sequence[float]], colour: tuple[int
 
 def markdown(result: BootstrapResult, recall_note: str) -> str:
     """Return the detection tables: per input and class, then fused minus each source."""
-    lines = [f'{result.images} labelled images; 95 % intervals from {result.resamples} paired '
+    lines = [f'{result.images} images; 95 % intervals from {result.resamples} paired '
              f'bootstrap resamples over images. {recall_note}', '',
              '| input | ' + ' | '.join(f'{c} AP@0.5 [95 %] | {c} AP@0.5:0.95 | {c} recall'
                                        for c in REPORT_CLASSES) + ' |',
@@ -160,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ivf-eval detect``; return 0, or 2 on bad input."""
     args = build_parser().parse_args(argv)
     try:
-        pairs = labelled_pairs(args.data, args.split, args.limit)
+        pairs = labelled_pairs(args.data, args.split, args.limit, args.pseudo_labels)
         methods = [resolve_method(spec, args.device) for spec in args.methods]
         names = [method.name for method in methods]
         if len(set(names) | set(SOURCES)) != len(names) + len(SOURCES):
@@ -177,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             detector = YoloDetector(weights, conf=args.conf, iou=args.iou, imgsz=args.imgsz,
                                     max_det=300, device=args.device,
                                     allow_unsafe_checkpoint=args.allow_unsafe_checkpoint)
+            labeller = YoloDetector(weights, conf=PSEUDO_CONFIDENCE, iou=args.iou,
+                                    imgsz=PSEUDO_IMGSZ, max_det=300, device=args.device,
+                                    allow_unsafe_checkpoint=args.allow_unsafe_checkpoint
+                                    ) if args.pseudo_labels else None
         except DetectorLoadError as error:
             raise MethodError(str(error)) from error
         kinds = list(SOURCES) + names
@@ -186,11 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bar = tqdm(pairs, desc='detect', unit='pair', disable=args.no_progress)
         for index, pair in enumerate(bar):
             visible, infrared = load_pair(pair)
-            targets = read_yolo_labels(label_path(pair), visible.shape[1], visible.shape[0])
-            targets = targets[np.isin(targets[:, 0], [i for i, n in DATASET_CLASSES.items()
-                                                      if n in REPORT_CLASSES])]
             images = {'visible': visible,
                       'infrared': cv2.cvtColor(infrared, cv2.COLOR_GRAY2RGB)}
+            targets = pair_targets(pair, visible, images['infrared'], labeller)
             for method in methods:
                 images[method.name] = method.fuse(pair, visible, infrared)
             found = {kind: to_dataset_classes(detector.detect(image))
@@ -219,11 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     command = shlex.join(['ivf-eval', 'detect'] + list(sys.argv[2:] if argv is None else argv))
     datasets = ', '.join(sorted({pair.dataset for pair in pairs}))
+    pseudo_count = sum(not is_labelled(pair) for pair in pairs)
+    which = (f'labelled pairs and unlabelled night pairs on pseudo-labels ({pseudo_count}; '
+             f'imgsz {PSEUDO_IMGSZ}, both sources, score >= {PSEUDO_CONFIDENCE}, merged)'
+             if pseudo_count else 'labelled pairs')
     text = '\n'.join([
         '# Detection on the fused images', '',
         f'Command: `{command}`', '',
         f'Detector `{weights}` at imgsz {args.imgsz}, conf {args.conf}, NMS IoU {args.iou}; '
-        f'{args.split} split, labelled pairs of {datasets}; classes person, car (label files '
+        f'{args.split} split, {which} of {datasets}; classes person, car (label files '
         'renumbered by name to the COCO ids).', '',
         markdown(result, 'Recall: share of targets matched at IoU 0.5 by a detection with '
                          'score >= 0.25.'), ''])

@@ -396,6 +396,32 @@ def lost_objects(targets: np.ndarray, fused: Sequence[Detection],
     return lost
 
 
+# Pseudo-labels for unlabelled frames (the training-split proxy): what the detector finds
+# confidently on either source, at a larger input size than it is evaluated at.
+PSEUDO_CONFIDENCE = 0.4
+PSEUDO_IOU = 0.5
+PSEUDO_IMGSZ = 1280
+
+
+def pseudo_labels(detections: Sequence[Detection], confidence: float = PSEUDO_CONFIDENCE,
+                  iou: float = PSEUDO_IOU) -> np.ndarray:
+    """Return (m, 5) class, x1, y1, x2, y2 targets: both sources' confident boxes, merged.
+
+    ``detections`` are both sources' detections in the label files' classes; those scored
+    >= ``confidence`` are merged by greedy NMS per class (a box overlapping a higher-scored one
+    of its class by IoU > ``iou`` is the same object seen by the other camera). Such targets
+    favour whichever source found each object: a proxy for choices, never a validation.
+    """
+    kept: list[Detection] = []
+    for detection in sorted((d for d in detections if d.score >= confidence),
+                            key=lambda d: -d.score):
+        if all(other.class_id != detection.class_id or _iou(other.xyxy, detection.xyxy) <= iou
+               for other in kept):
+            kept.append(detection)
+    rows = [[float(d.class_id), *d.xyxy] for d in kept]
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Return the IoU of two xyxy boxes."""
     width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
