@@ -115,11 +115,13 @@ def send_good_pairs(probe: Probe, count: int = 3, compressed: bool = False,
     raise AssertionError(f'only {len(fused)} of {count} good pairs came back fused on {topic}')
 
 
-def status_of(probe: Probe, suffix: str) -> DiagnosticStatus | None:
-    """Return the newest status whose name ends with suffix."""
+def status_of(probe: Probe, name: str) -> DiagnosticStatus | None:
+    """Return the newest status of that exact name (e.g. '/fusion_node: fusion')."""
+    # Exact, not a suffix: '/cmp/fusion_node: fusion' ends with '/fusion_node: fusion', and the
+    # compressed-input node of this module's graph reports on the same topic.
     for array in reversed(list(probe.received['/diagnostics'])):
         for status in array.status:
-            if status.name.endswith(suffix):
+            if status.name == name:
                 return status
     return None
 
@@ -128,20 +130,21 @@ def values(status: DiagnosticStatus | None) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values} if status is not None else {}
 
 
-def wait_status(probe: Probe, suffix: str, predicate, timeout: float = 15.0
+def wait_status(probe: Probe, status_name: str, predicate, timeout: float = 15.0
                 ) -> DiagnosticStatus:
-    assert probe.wait_for(lambda: (s := status_of(probe, suffix)) is not None and predicate(s),
-                          timeout), status_of(probe, suffix)
-    return status_of(probe, suffix)
+    assert probe.wait_for(
+        lambda: (s := status_of(probe, status_name)) is not None and predicate(s), timeout
+    ), status_of(probe, status_name)
+    return status_of(probe, status_name)
 
 
 FUSION = '/fusion_node: fusion'
 COMPRESSED = '/cmp/fusion_node: fusion'
 
 
-def wait_rejected(probe: Probe, suffix: str, pattern: str) -> None:
+def wait_rejected(probe: Probe, status_name: str, pattern: str) -> None:
     """Wait until a node's diagnostics name this rejection as its last bad input."""
-    wait_status(probe, suffix, lambda s: re.search(pattern, values(s)['last bad input']))
+    wait_status(probe, status_name, lambda s: re.search(pattern, values(s)['last bad input']))
 
 
 def test_a_negative_stamp_is_counted_and_the_node_lives(graph, probe: Probe) -> None:
@@ -270,8 +273,8 @@ def test_help_prints_help_and_does_not_start_a_node() -> None:
 def test_fuzzing_never_stops_the_nodes_and_every_rejection_is_counted(graph,
                                                                       probe: Probe) -> None:
     raw, compressed = graph
-    before = {name: values(status_of(probe, suffix))
-              for name, suffix in (('raw', FUSION), ('cmp', COMPRESSED))}
+    before = {name: values(status_of(probe, status_name))
+              for name, status_name in (('raw', FUSION), ('cmp', COMPRESSED))}
     sent = 0
     for compressed_input in (False, True):
         for index, (stream, msg) in enumerate(
@@ -293,13 +296,13 @@ def test_fuzzing_never_stops_the_nodes_and_every_rejection_is_counted(graph,
     fused_cmp = send_good_pairs(probe, 3, compressed=True)
     assert len(fused_raw) == len(fused_cmp) == 3
     arrived = 0
-    for name, suffix in (('raw', FUSION), ('cmp', COMPRESSED)):
+    for name, status_name in (('raw', FUSION), ('cmp', COMPRESSED)):
         # Books balance: every frame that reached the node was rejected (counted) or accepted.
         def balanced(status: DiagnosticStatus) -> bool:
             v = values(status)
             return all(int(v[f'received {s} frames']) == int(v[f'rejected {s} frames'])
                        + int(v[f'accepted {s} frames']) for s in ('visible', 'infrared'))
-        status = wait_status(probe, suffix, balanced)
+        status = wait_status(probe, status_name, balanced)
         v, old = values(status), before[name]
         rejected = sum(int(v[f'bad {s} frames']) - int(old.get(f'bad {s} frames', 0))
                        for s in ('visible', 'infrared'))
