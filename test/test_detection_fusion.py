@@ -369,7 +369,10 @@ def test_ivf_eval_detect_scores_unlabelled_night_pairs_on_pseudo_labels(
                  '--imgsz', '160', '--no-progress', '--no-figures', '-o', str(tmp_path / 'out')]
     assert main(['detect', *arguments]) == 2          # no label files there
     assert main(['detect', *arguments, '--pseudo-labels']) == 0
-    assert 'night pairs on pseudo-labels (1;' in (tmp_path / 'out' / 'detection.md').read_text()
+    text = (tmp_path / 'out' / 'detection.md').read_text()
+    assert '0 labelled pairs and 1 unlabelled night pairs on pseudo-labels' in text
+    validation = [a if a != 'training' else 'validation' for a in arguments]
+    assert main(['detect', *validation, '--pseudo-labels']) == 2   # validation: labels only
 
 
 @pytest.mark.dataset

@@ -115,13 +115,13 @@ def send_good_pairs(probe: Probe, count: int = 3, compressed: bool = False,
     raise AssertionError(f'only {len(fused)} of {count} good pairs came back fused on {topic}')
 
 
-def status_of(probe: Probe, name: str) -> DiagnosticStatus | None:
+def status_of(probe: Probe, status_name: str) -> DiagnosticStatus | None:
     """Return the newest status of that exact name (e.g. '/fusion_node: fusion')."""
     # Exact, not a suffix: '/cmp/fusion_node: fusion' ends with '/fusion_node: fusion', and the
     # compressed-input node of this module's graph reports on the same topic.
     for array in reversed(list(probe.received['/diagnostics'])):
         for status in array.status:
-            if status.name == name:
+            if status.name == status_name:
                 return status
     return None
 

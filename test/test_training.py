@@ -45,6 +45,24 @@ def test_stage3_changes_only_the_fusion_block(tmp_path: Path) -> None:
     assert changed and all(name.startswith('fusion.') for name in changed)
 
 
+def test_a_deeper_fusion_block_starts_stage3_from_a_shallower_stage2_file(
+        tmp_path: Path) -> None:
+    shallow = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                      show_progress=False)
+    shallow.run([1, 2])
+    deep_config = tiny_config()
+    deep_config.model = SMALL_MODEL | {'fusion_depth': 3}
+    deep = Trainer(deep_config, tiny_bank(), tmp_path / 'deep', torch.device('cpu'),
+                   show_progress=False)
+    seeded = {k: v.clone() for k, v in deep.model.state_dict().items() if k.startswith('fusion.')}
+    deep.load_weights(tmp_path / 'stage2.pt', untrained_fusion=True)
+    state, trained = deep.model.state_dict(), shallow.model.state_dict()
+    assert all(torch.equal(state[k], trained[k]) for k in trained if not k.startswith('fusion.'))
+    assert all(torch.equal(state[k], value) for k, value in seeded.items())
+    with pytest.raises(RuntimeError):     # a trained fusion block is never silently replaced
+        deep.load_weights(tmp_path / 'stage2.pt')
+
+
 def test_all_stages_write_logs_plots_weights_and_resume(tmp_path: Path) -> None:
     trainer = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
                       show_progress=False)
@@ -117,6 +135,11 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
         load_config(bad)
     bad.write_text(bad.read_text().replace('salience_on: boxes', 'gate_logit_bound: 0'))
     with pytest.raises(TrainingConfigError, match='stage 3: gate_logit_bound must be above 0'):
+        load_config(bad)
+    bad.write_text(bad.read_text().replace('gate_logit_bound: 0,', '')
+                   .replace('losses: {}}}', 'losses: {gate_bound: 1}}}')
+                   .replace('model:', 'model: {gate: constant}'))
+    with pytest.raises(TrainingConfigError, match='gate_bound needs the learned gate'):
         load_config(bad)
 
 

@@ -43,6 +43,7 @@ from ivf_ros.evaluation.detection import (
     PSEUDO_CONFIDENCE,
     PSEUDO_IMGSZ,
     pseudo_labels,
+    PSEUDO_NMS_IOU,
     read_yolo_labels,
     REPORT_CLASSES,
     to_dataset_classes,
@@ -110,21 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def labelled_pairs(data: Sequence[Path], split: str, limit: int | None,
-                   pseudo: bool = False) -> list[PairedImage]:
+def scored_pairs(data: Sequence[Path], split: str, limit: int | None,
+                 pseudo: bool = False) -> list[PairedImage]:
     """Return the split's pairs that have a label file [or, if pseudo, are night pairs].
 
     A frame without a label file is unlabelled, not empty: it is left out unless it gets
-    pseudo-labels.
+    pseudo-labels. The validation split is only ever scored on its labels.
     """
     from ivf_ros.cli.eval import collect_pairs
 
+    if pseudo and split == VALIDATION:
+        raise DatasetError('--pseudo-labels is for the training split (choices are made there; '
+                           'the validation split is scored on its labels only)')
     pairs = [pair for pair in collect_pairs(data, split, False, None)
              if is_labelled(pair) or (pseudo and is_night(pair))]
     if limit is not None:
         pairs = pairs[:limit]
     if not pairs:
-        raise DatasetError(f'no labelled pairs in the {split} split of {list(data) or "default"}')
+        wanted = 'labelled or night pairs' if pseudo else 'labelled pairs'
+        raise DatasetError(f'no {wanted} in the {split} split of {list(data) or "default"}')
     return pairs
 
 
@@ -195,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ivf-eval detect``; return 0, or 2 on bad input."""
     args = build_parser().parse_args(argv)
     try:
-        pairs = labelled_pairs(args.data, args.split, args.limit, args.pseudo_labels)
+        pairs = scored_pairs(args.data, args.split, args.limit, args.pseudo_labels)
         methods = [resolve_method(spec, args.device) for spec in args.methods]
         names = [method.name for method in methods]
         if len(set(names) | set(SOURCES)) != len(names) + len(SOURCES):
@@ -212,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             detector = YoloDetector(weights, conf=args.conf, iou=args.iou, imgsz=args.imgsz,
                                     max_det=300, device=args.device,
                                     allow_unsafe_checkpoint=args.allow_unsafe_checkpoint)
-            labeller = YoloDetector(weights, conf=PSEUDO_CONFIDENCE, iou=args.iou,
+            labeller = YoloDetector(weights, conf=PSEUDO_CONFIDENCE, iou=PSEUDO_NMS_IOU,
                                     imgsz=PSEUDO_IMGSZ, max_det=300, device=args.device,
                                     allow_unsafe_checkpoint=args.allow_unsafe_checkpoint
                                     ) if args.pseudo_labels else None
@@ -257,9 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(['ivf-eval', 'detect'] + list(sys.argv[2:] if argv is None else argv))
     datasets = ', '.join(sorted({pair.dataset for pair in pairs}))
     pseudo_count = sum(not is_labelled(pair) for pair in pairs)
-    which = (f'labelled pairs and unlabelled night pairs on pseudo-labels ({pseudo_count}; '
-             f'imgsz {PSEUDO_IMGSZ}, both sources, score >= {PSEUDO_CONFIDENCE}, merged)'
-             if pseudo_count else 'labelled pairs')
+    which = (f'{len(pairs) - pseudo_count} labelled pairs and {pseudo_count} unlabelled night '
+             f'pairs on pseudo-labels (imgsz {PSEUDO_IMGSZ}, both sources, score >= '
+             f'{PSEUDO_CONFIDENCE}, merged)' if pseudo_count else 'labelled pairs')
     text = '\n'.join([
         '# Detection on the fused images', '',
         f'Command: `{command}`', '',

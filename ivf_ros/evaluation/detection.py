@@ -399,7 +399,8 @@ def lost_objects(targets: np.ndarray, fused: Sequence[Detection],
 # Pseudo-labels for unlabelled frames (the training-split proxy): what the detector finds
 # confidently on either source, at a larger input size than it is evaluated at.
 PSEUDO_CONFIDENCE = 0.4
-PSEUDO_IOU = 0.5
+PSEUDO_IOU = 0.5        # merging the two sources' boxes
+PSEUDO_NMS_IOU = 0.7    # the labelling detector's own NMS (Ultralytics' default)
 PSEUDO_IMGSZ = 1280
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from ivf_ros.fusion.model import ModelConfig
+from ivf_ros.training.losses import GATE_LOGIT_BOUND
 
 STAGES = (1, 2, 3)
 SALIENCE_REGIONS = ('warm', 'detected')
@@ -33,7 +34,7 @@ class StageConfig:
     # the boxes the frozen detector finds on the infrared ('detected': people, cars, bicycles).
     salience_on: str = 'warm'
     salience_confidence: float = 0.25  # 'detected': the infrared boxes scored above this
-    gate_logit_bound: float = 4.0  # the gate_bound term: |infrared-share logit| above this
+    gate_logit_bound: float = GATE_LOGIT_BOUND  # the gate_bound term: |logit| above this
 
 
 @dataclass
@@ -93,7 +94,12 @@ def load_config(path: str | Path) -> TrainConfig:
     if not isinstance(config.model, dict):
         raise TrainingConfigError(f'{path}: model: must be a mapping, got {config.model!r}')
     try:
-        ModelConfig.from_dict(config.model, strict=True)  # fail here, not after data loads
+        model = ModelConfig.from_dict(config.model, strict=True)  # fail here, not after loading
     except (TypeError, ValueError) as error:
         raise TrainingConfigError(f'{path}: model: {error}') from error
+    if config.stages[3].losses.get('gate_bound') and (
+            model.gate != 'learned' or not model.adaptive_weights):
+        # A constant gate has logit 0 and the max rule +-30: nothing for the term to train.
+        raise TrainingConfigError(f'{path}: stage 3: gate_bound needs the learned gate '
+                                  f'(model: gate is {model.gate!r})')
     return config

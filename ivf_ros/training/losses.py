@@ -171,12 +171,18 @@ def salience_loss(fused: torch.Tensor, infrared: torch.Tensor, size: int = 31,
     return (shortfall * warm).sum() / (warm.sum() + 1.0)
 
 
-def gate_bound_loss(logits: torch.Tensor, bound: float = 4.0) -> torch.Tensor:
-    """Keep the gate responsive: mean squared excess of |infrared-share logit| over ``bound``.
+# |working-grid gate logit| above this is penalised by the gate_bound term (w in [0.018, 0.982]).
+GATE_LOGIT_BOUND = 4.0
+
+
+def gate_bound_loss(logits: torch.Tensor, bound: float = GATE_LOGIT_BOUND) -> torch.Tensor:
+    """Keep the gate responsive: mean squared excess of |working-grid gate logit| over bound.
 
     A logit far past the bound saturates the sigmoid: w is 0 or 1 and no term's gradient
     reaches the fusion block any more, so one early push (a deeper head, a large step) can fix
-    the gate at w = 1 for the rest of training. Inside [-bound, bound] the term is 0.
+    the gate at w = 1 for the rest of training. Inside [-bound, bound] the term is 0. It bounds
+    the working-grid logit only: the full-resolution detail mix adds ``detail_gain`` times the
+    detail-energy gap to it, which may still saturate per pixel (that is its job).
     """
     return F.relu(logits.abs() - bound).square().mean()
 
@@ -248,7 +254,7 @@ def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
                  detection: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  teacher_scores: torch.Tensor | None = None,
                  salience_targets: torch.Tensor | None = None,
-                 gate_logit_bound: float = 4.0) -> LossTerms:
+                 gate_logit_bound: float = GATE_LOGIT_BOUND) -> LossTerms:
     """Stage 3 terms: the fused image against its visible base, the infrared and the detector.
 
     Only the terms named in ``weights`` (all when None) are computed; 'detection' needs the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+import sys
 import time
 from typing import Any
 
@@ -246,10 +247,26 @@ class Trainer:
                 f'cannot resume from {path} ({type(error).__name__}: {reason})') from error
         return state
 
-    def load_weights(self, path: Path) -> None:
-        """Initialise the model from a weights file (e.g. the previous stage's)."""
+    def load_weights(self, path: Path, untrained_fusion: bool = False) -> None:
+        """Initialise the model from a weights file (e.g. the previous stage's).
+
+        ``untrained_fusion``: the file's fusion block was never trained (stages 1 and 2 freeze
+        it), so where its layout differs from this run's (another ``fusion_depth``) the run
+        keeps its own seeded fusion block, the one ``--stage all`` would reach stage 3 with.
+        """
         payload = torch.load(str(path), map_location=self.device, weights_only=True)
-        self.model.load_state_dict(payload['state_dict'])
+        state = payload['state_dict']
+        own = self.model.state_dict()
+        fusion = {name for name in set(state) | set(own) if name.startswith('fusion.')}
+        if untrained_fusion and any(name not in state or name not in own
+                                    or state[name].shape != own[name].shape
+                                    for name in fusion):
+            print(f'ivf-train: {path} has another fusion-block layout; stage 3 starts from this '
+                  "run's seeded fusion block (it is not trained before stage 3)",
+                  file=sys.stderr)
+            state = {name: value for name, value in state.items() if name not in fusion}
+            state |= {name: own[name] for name in fusion if name in own}
+        self.model.load_state_dict(state)
 
     # -- one stage -----------------------------------------------------------------------------
     def train_stage(self, stage: int, resume_state: dict[str, Any] | None = None) -> Path:
@@ -329,7 +346,7 @@ class Trainer:
                 if not previous.is_file():
                     raise CheckpointError(
                         f'stage {stage} starts from stage {stage - 1}: {previous} is missing')
-                self.load_weights(previous)
+                self.load_weights(previous, untrained_fusion=stage == 3)
             weights = self.train_stage(stage, state)
             state = None
         return weights if weights is not None else self.output / f'stage{stages[-1]}.pt'
