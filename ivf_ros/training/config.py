@@ -53,6 +53,11 @@ class TrainConfig:
     stages: dict[int, StageConfig] = field(default_factory=dict)
 
 
+def _is_real(value: Any) -> bool:
+    """Return whether a YAML value is a number (true/false are not, though bool is an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def load_config(path: str | Path) -> TrainConfig:
     """Read config/train.yaml into a TrainConfig, naming the first problem found."""
     path = Path(path)
@@ -77,12 +82,11 @@ def load_config(path: str | Path) -> TrainConfig:
             raise TrainingConfigError(f'{path}: stage {stage}: salience_on must be one of '
                                       f'{", ".join(SALIENCE_REGIONS)}')
         confidence = stages[stage].salience_confidence
-        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not (
-                0.0 <= confidence <= 1.0):
+        if not _is_real(confidence) or not 0.0 <= confidence <= 1.0:
             raise TrainingConfigError(f'{path}: stage {stage}: salience_confidence must be in '
                                       '[0, 1]')
         bound = stages[stage].gate_logit_bound
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
+        if not _is_real(bound) or not bound > 0:
             raise TrainingConfigError(f'{path}: stage {stage}: gate_logit_bound must be above 0')
     top = {key: value for key, value in raw.items() if key != 'stages'}
     try:
