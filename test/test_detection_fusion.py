@@ -21,7 +21,7 @@ from ivf_ros.fusion.model import IVFNet, ModelConfig
 from ivf_ros.pipeline.detector import Detection
 from ivf_ros.training import losses
 from ivf_ros.training.config import StageConfig
-from ivf_ros.training.teacher import box_mask, DetectionTeacher
+from ivf_ros.training.teacher import box_mask, DetectionTeacher, LABEL_SCORE, label_scores
 from ivf_ros.training.trainer import set_trainable, stage_terms
 
 TINY = [4, 6, 8, 8]
@@ -308,6 +308,43 @@ def test_detected_salience_gets_its_targets_from_the_teacher() -> None:
     assert not torch.allclose(expected, losses.salience_loss(outputs['fused'], infrared))
     with pytest.raises(ValueError, match='frozen detector'):
         stage_terms(network, 3, visible, infrared, stage, teacher=None)
+
+
+def test_labels_raise_the_scores_of_the_anchors_that_find_them() -> None:
+    # Three anchors: 0 predicts the labelled person's box on the infrared, 1 on neither source
+    # (far away), 2 on the visible but the label there is a car.
+    scores = torch.tensor([[[0.1, 0.1, 0.9], [0.0, 0.0, 0.0]]])       # (1, 2 classes, 3)
+    far = [100.0, 100.0, 10.0, 10.0]
+    person = [20.0, 30.0, 10.0, 20.0]                              # xywh
+    visible_boxes = torch.tensor([[far, far, person]]).transpose(1, 2)    # (1, 4, 3)
+    infrared_boxes = torch.tensor([[person, far, far]]).transpose(1, 2)
+    labels = [torch.tensor([[0.0, 15, 20, 25, 40], [1.0, 15, 20, 25, 40],
+                            [7.0, 15, 20, 25, 40]])]              # class 7: not the teacher's
+    raised = label_scores(scores, visible_boxes, infrared_boxes, labels)
+    assert raised[0, 0].tolist() == pytest.approx([LABEL_SCORE, 0.1, 0.9])   # never lowered
+    assert raised[0, 1].tolist() == pytest.approx([LABEL_SCORE, 0.0, LABEL_SCORE])
+    assert torch.equal(label_scores(scores, visible_boxes, infrared_boxes, [None]), scores)
+
+
+def test_labelled_boxes_join_the_salience_targets() -> None:
+    teacher = DetectionTeacher(_OneBoxDetector(), [0, 2])
+    visible, infrared = _pair(61, 45, seed=2)
+    _, found = teacher.sources(visible, infrared, confidence=0.25)
+    _, with_labels = teacher.sources(visible, infrared, confidence=0.25,
+                                     labels=[torch.tensor([[0.0, 0, 50, 10, 60]])])
+    assert float(with_labels.sum()) == float(found.sum()) + 10 * 10
+    _, unlabelled = teacher.sources(visible, infrared, confidence=0.25, labels=[None])
+    assert torch.equal(unlabelled, found)
+    # stage_terms passes the crops' labels on only when the stage asks for them.
+    network = IVFNet(ModelConfig(channels=TINY))
+    outputs = network.forward_all(visible, infrared, outputs=('fused', 'fused_base'))
+    labels = [torch.tensor([[0.0, 0, 50, 10, 60]])]
+    for use_labels, mask in ((True, with_labels), (False, found)):
+        stage = StageConfig(steps=1, batch=1, lr=0.1, losses={'salience': 1.0},
+                            salience_on='detected', use_labels=use_labels)
+        terms = stage_terms(network, 3, visible, infrared, stage, teacher=teacher, labels=labels)
+        expected = losses.salience_loss(outputs['fused'], infrared, targets=mask)
+        assert torch.allclose(terms['salience'], expected)
 
 
 # -- detection report ------------------------------------------------------------------------

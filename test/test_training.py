@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from ivf_ros.cli.train import main as train_main
+from ivf_ros.io.datasets import list_pairs
 from ivf_ros.io.synthetic import make_night_pair
 from ivf_ros.training.config import load_config, StageConfig, TrainConfig, TrainingConfigError
-from ivf_ros.training.trainer import PairBank, Trainer
+from ivf_ros.training.trainer import crop_boxes, PairBank, Trainer
 
 SMALL_MODEL = {'channels': [8, 8, 12, 16]}
 
@@ -33,6 +34,53 @@ def tiny_bank() -> PairBank:
     pairs = [make_night_pair(seed=s, width=48, height=40) for s in range(2)]
     return PairBank.from_arrays([(p.visible, p.infrared) for p in pairs], torch.device('cpu'),
                                 crop=32)
+
+
+def test_sampled_boxes_follow_their_objects_through_crops_and_flips() -> None:
+    # A bright square on a dark frame, labelled; a second frame unlabelled.
+    visible = np.full((48, 64, 3), 10, np.uint8)
+    visible[10:30, 20:36] = 250
+    infrared = visible[..., 0].copy()
+    boxes = np.array([[0, 20, 10, 36, 30], [1, 60, 40, 64, 48]], np.float64)  # 2nd: a corner
+    bank = PairBank.from_arrays([(visible, infrared), (visible, infrared)], torch.device('cpu'),
+                                crop=32, labels=[boxes, None])
+    generator = torch.Generator().manual_seed(0)
+    seen = 0
+    for _ in range(40):
+        crops, _, labels = bank.sample(4, generator, night_only=False)
+        for crop, boxes_in_crop in zip(crops, labels, strict=True):
+            if boxes_in_crop is None:
+                continue
+            for class_id, x1, y1, x2, y2 in boxes_in_crop.tolist():
+                assert 0 <= x1 < x2 <= 32 and 0 <= y1 < y2 <= 32
+                if class_id == 0:   # the box still holds the bright square, and only it
+                    inside = crop[0, round(y1):round(y2), round(x1):round(x2)]
+                    assert float(inside.min()) > 0.9
+                    seen += 1
+    assert seen > 10
+
+
+def test_crop_boxes_leaves_out_slivers() -> None:
+    boxes = torch.tensor([[0.0, 0, 0, 10, 10], [1.0, 28, 0, 40, 10]])   # the second: 4 of 12 px
+    kept = crop_boxes(boxes, top=0, left=0, size=32)
+    assert kept.tolist() == [[0.0, 0, 0, 10, 10]]
+    shifted = crop_boxes(boxes, top=0, left=24, size=32)            # now 8 of 10 px of the 1st
+    assert shifted[:, 0].tolist() == [1.0]
+
+
+def test_the_bank_reads_label_files_where_a_frame_has_one(tmp_path: Path) -> None:
+    folder = tmp_path / 'pairs'
+    for name in ('a', 'b'):
+        write_pair(folder, name, size=64)
+    (folder / 'labels').mkdir()
+    (folder / 'labels' / 'a.txt').write_text('0 0.5 0.5 0.25 0.5\n')
+    bank = PairBank(list_pairs(folder), torch.device('cpu'), max_side=32, crop=32,
+                    show_progress=False)
+    labelled = {index: boxes for index, boxes in enumerate(bank.labels)}
+    assert sum(boxes is None for boxes in labelled.values()) == 1
+    boxes = next(b for b in labelled.values() if b is not None)
+    # Read at the held (downscaled 64 -> 32) size.
+    assert boxes.tolist() == [[0.0, 12.0, 8.0, 20.0, 24.0]]
 
 
 def test_stage3_changes_only_the_fusion_block(tmp_path: Path) -> None:
@@ -136,6 +184,10 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     bad.write_text(bad.read_text().replace('salience_on: boxes', 'gate_logit_bound: 0'))
     with pytest.raises(TrainingConfigError, match='stage 3: gate_logit_bound must be above 0'):
         load_config(bad)
+    bad.write_text(bad.read_text().replace('gate_logit_bound: 0', 'use_labels: 1'))
+    with pytest.raises(TrainingConfigError, match='stage 3: use_labels must be true or false'):
+        load_config(bad)
+    bad.write_text(bad.read_text().replace('use_labels: 1', 'gate_logit_bound: 0'))
     bad.write_text(bad.read_text().replace('gate_logit_bound: 0,', '')
                    .replace('losses: {}}}', 'losses: {gate_bound: 1}}}')
                    .replace('model:', 'model: {gate: constant}'))

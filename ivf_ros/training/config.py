@@ -35,6 +35,9 @@ class StageConfig:
     salience_on: str = 'warm'
     salience_confidence: float = 0.25  # 'detected': the infrared boxes scored above this
     gate_logit_bound: float = GATE_LOGIT_BOUND  # the gate_bound term: |logit| above this
+    # Stage 3: frames with a label file add their boxes to the detector's targets (detection
+    # term, detected salience). Off unless asked, so older configs train as they did.
+    use_labels: bool = False
 
 
 @dataclass
@@ -85,6 +88,8 @@ def load_config(path: str | Path) -> TrainConfig:
         if not _is_real(confidence) or not 0.0 <= confidence <= 1.0:
             raise TrainingConfigError(f'{path}: stage {stage}: salience_confidence must be in '
                                       '[0, 1]')
+        if not isinstance(stages[stage].use_labels, bool):
+            raise TrainingConfigError(f'{path}: stage {stage}: use_labels must be true or false')
         bound = stages[stage].gate_logit_bound
         if not _is_real(bound) or not bound > 0:
             raise TrainingConfigError(f'{path}: stage {stage}: gate_logit_bound must be above 0')

@@ -6,7 +6,10 @@ anchor and class, after the sigmoid, before NMS) of the classes the fusion is fo
 bicycle) are what the term compares: an object the detector finds confidently on either source
 should be found at least as confidently on the fused image. The max over the two sources merges
 their detections per anchor (the same anchor sees the same place at the same scale), so no box
-matching is needed and the term is smooth. The detector's parameters never train.
+matching is needed and the term is smooth. Where a frame has a label file, its boxes add what
+both sources missed: every anchor whose box (predicted on either source) overlaps a labelled
+object of its class by IoU >= ``LABEL_IOU`` is a target of at least ``LABEL_SCORE``. The
+detector's parameters never train.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ import torch.nn.functional as F  # noqa: N812
 TEACHER_CLASSES = ('person', 'car', 'bicycle')
 STRIDE = 32   # YOLO's largest stride: inputs are padded to multiples of it
 PAD_VALUE = 114 / 255   # Ultralytics' letterbox grey
+# A labelled object is found at an anchor whose box overlaps it by this IoU (Ultralytics' mAP@0.5
+# counts such a box a match); the fused score there must reach LABEL_SCORE, above the
+# detection term's 0.25 confidence: the label says the object is there.
+LABEL_IOU = 0.5
+LABEL_SCORE = 0.5
 
 
 class DetectionTeacher(nn.Module):
@@ -56,39 +64,92 @@ class DetectionTeacher(nn.Module):
         return self.predict(rgb)[:, 4:]
 
     def sources(self, visible: torch.Tensor, infrared: torch.Tensor,
-                confidence: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                confidence: float | None = None,
+                labels: Sequence[torch.Tensor | None] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (max of both sources' scores (n, k, A), infrared target mask (n, 1, h, w)).
 
         The mask (None when ``confidence`` is None) is 1 inside every box the detector finds on
         the infrared image with a score above ``confidence``: the warm targets (people, cars,
-        bicycles). No gradient.
+        bicycles). ``labels``: per image None (unlabelled) or (b, 5) class, x1, y1, x2, y2 in
+        pixels, class = index into the teacher's classes; labelled boxes raise the scores (see
+        :func:`label_scores`) and join the mask. No gradient.
         """
         with torch.no_grad():
             both = self.predict(torch.cat([visible, infrared.expand(-1, 3, -1, -1)], dim=0))
         batch = visible.shape[0]
         scores = torch.maximum(both[:batch, 4:], both[batch:, 4:])
+        if labels is not None:
+            scores = label_scores(scores, both[:batch, :4], both[batch:, :4], labels)
         if confidence is None:
             return scores, None
-        return scores, box_mask(both[batch:], infrared.shape[-2:], confidence)
+        mask = box_mask(both[batch:], infrared.shape[-2:], confidence)
+        if labels is not None:
+            labelled = torch.stack([
+                rectangles_mask(boxes[:, 1:] if boxes is not None else mask.new_zeros(0, 4),
+                                infrared.shape[-2:])
+                for boxes in labels])[:, None]                             # (n, 1, h, w)
+            mask = torch.maximum(mask, labelled)
+        return scores, mask
+
+
+def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """Return (..., 4) centre-size boxes as corners."""
+    centre, half = boxes[..., :2], boxes[..., 2:4] / 2
+    return torch.cat([centre - half, centre + half], dim=-1)
+
+
+def box_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Return the (a, b) IoU of (a, 4) and (b, 4) corner boxes."""
+    top_left = torch.maximum(first[:, None, :2], second[None, :, :2])
+    bottom_right = torch.minimum(first[:, None, 2:], second[None, :, 2:])
+    overlap = (bottom_right - top_left).clamp_min(0).prod(dim=-1)         # (a, b)
+    area_first = (first[:, 2:] - first[:, :2]).clamp_min(0).prod(dim=-1)
+    area_second = (second[:, 2:] - second[:, :2]).clamp_min(0).prod(dim=-1)
+    return overlap / (area_first[:, None] + area_second[None, :] - overlap + 1e-9)
+
+
+def label_scores(scores: torch.Tensor, visible_boxes: torch.Tensor, infrared_boxes: torch.Tensor,
+                 labels: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """Return (n, k, A) scores raised to LABEL_SCORE where an anchor's box finds a label.
+
+    visible_boxes, infrared_boxes: (n, 4, A) xywh boxes the detector predicts per anchor on each
+    source. An anchor finds a labelled object of class c when either source's box there
+    overlaps it by IoU >= LABEL_IOU: the anchor already looks at the object at the right scale,
+    so only its score is asked for. Classes outside the teacher's are skipped.
+    """
+    raised = scores.clone()
+    for index, boxes in enumerate(labels):
+        if boxes is None or not len(boxes):
+            continue
+        corners = boxes[:, 1:].to(scores.dtype)                              # (b, 4)
+        overlap = torch.maximum(box_iou(xywh_to_xyxy(visible_boxes[index].T), corners),
+                                box_iou(xywh_to_xyxy(infrared_boxes[index].T), corners))
+        for box, class_id in enumerate(boxes[:, 0].long().tolist()):
+            if 0 <= class_id < scores.shape[1]:
+                found = overlap[:, box] >= LABEL_IOU                           # (A,)
+                raised[index, class_id, found] = raised[index, class_id, found].clamp_min(
+                    LABEL_SCORE)
+    return raised
 
 
 def box_mask(prediction: torch.Tensor, size: Sequence[int], confidence: float) -> torch.Tensor:
     """Return (n, 1, h, w): 1 inside the boxes of (n, 4 + k, A) predictions scored > confidence."""
+    return torch.stack([
+        rectangles_mask(xywh_to_xyxy(image[:4, image[4:].amax(dim=0) > confidence].T), size)
+        for image in prediction])[:, None]                       # pre-NMS boxes, (b, 4) each
+
+
+def rectangles_mask(corners: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Return (h, w): 1 at the pixels whose centres lie inside any (b, 4) x1, y1, x2, y2 box."""
     height, width = int(size[0]), int(size[1])
-    rows = torch.arange(height, device=prediction.device, dtype=prediction.dtype) + 0.5
-    columns = torch.arange(width, device=prediction.device, dtype=prediction.dtype) + 0.5
-    masks = []
-    for image in prediction:                                    # (4 + k, A)
-        boxes = image[:4, image[4:].amax(dim=0) > confidence].T  # (b, 4) xywh, pre-NMS
-        half_w, half_h = boxes[:, 2:3] / 2, boxes[:, 3:4] / 2
-        inside_x = ((columns >= boxes[:, 0:1] - half_w)
-                    & (columns <= boxes[:, 0:1] + half_w)).to(prediction.dtype)  # (b, w)
-        inside_y = ((rows >= boxes[:, 1:2] - half_h)
-                    & (rows <= boxes[:, 1:2] + half_h)).to(prediction.dtype)     # (b, h)
-        # Box b covers (y, x) iff inside_y[b, y] and inside_x[b, x]: one matrix product ORs
-        # every box's rectangle into the mask.
-        masks.append((inside_y.T @ inside_x > 0).to(prediction.dtype))           # (h, w)
-    return torch.stack(masks)[:, None]
+    rows = torch.arange(height, device=corners.device, dtype=corners.dtype) + 0.5
+    columns = torch.arange(width, device=corners.device, dtype=corners.dtype) + 0.5
+    inside_x = ((columns >= corners[:, 0:1]) & (columns <= corners[:, 2:3])).to(corners.dtype)
+    inside_y = ((rows >= corners[:, 1:2]) & (rows <= corners[:, 3:4])).to(corners.dtype)
+    # Box b covers (y, x) iff inside_y[b, y] and inside_x[b, x]: one matrix product ORs every
+    # box's rectangle into the mask.
+    return (inside_y.T @ inside_x > 0).to(corners.dtype)                  # (h, w)
 
 
 def load_teacher(weights: str, device: torch.device | str = 'cpu',

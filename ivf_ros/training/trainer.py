@@ -20,10 +20,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ivf_ros.evaluation.detection import read_yolo_labels
 from ivf_ros.evaluation.plots import save_loss_curves
 from ivf_ros.fusion.inference import save_weights
 from ivf_ros.fusion.model import IVFNet, ModelConfig
-from ivf_ros.io.datasets import DatasetError, is_night, load_pair, PairedImage, resize_to
+from ivf_ros.io.datasets import (
+    DatasetError,
+    is_labelled,
+    is_night,
+    label_path,
+    load_pair,
+    PairedImage,
+    resize_to,
+)
 from ivf_ros.io.paths import shared_dir
 from ivf_ros.training import losses
 from ivf_ros.training.config import StageConfig, TrainConfig
@@ -39,6 +48,9 @@ CHECKPOINT = 'checkpoint.pt'
 # The smallest image side training can crop from: the losses pool 4x4 and 8x8 windows of the
 # working grid, which is 1/4 of the crop.
 MIN_TRAIN_SIDE = 32
+# A labelled box cut by a crop stays a target only if this share of its area is in the crop:
+# the detector is not asked to find an object from a sliver of it.
+MIN_BOX_SHARE = 0.5
 
 
 class CheckpointError(RuntimeError):
@@ -46,7 +58,11 @@ class CheckpointError(RuntimeError):
 
 
 class PairBank:
-    """All training pairs held as uint8 tensors on the training device; samples crops."""
+    """All training pairs held as uint8 tensors on the training device; samples crops.
+
+    A pair with a label file also holds its boxes, (b, 5) class, x1, y1, x2, y2 in the held
+    image's pixels (None: unlabelled, which is not the same as empty).
+    """
 
     def __init__(self, pairs: list[PairedImage], device: torch.device, max_side: int,
                  crop: int, show_progress: bool = True) -> None:
@@ -54,6 +70,7 @@ class PairBank:
             raise ValueError('no training pairs')
         self.device = device
         self.images: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.labels: list[torch.Tensor | None] = []
         self.night: list[int] = []
         for index, pair in enumerate(tqdm(pairs, desc='loading pairs', leave=False,
                                                disable=not show_progress)):
@@ -68,52 +85,86 @@ class PairBank:
                 width = round(visible.shape[1] * scale)
                 visible = resize_to(visible, height, width)
                 infrared = resize_to(infrared, height, width)
-            self.add(visible, infrared)
+            boxes = (read_yolo_labels(label_path(pair), visible.shape[1], visible.shape[0])
+                     if is_labelled(pair) else None)
+            self.add(visible, infrared, boxes)
             if is_night(pair):
                 self.night.append(index)
         smallest = min(min(vis.shape[-2:]) for vis, _ in self.images)
         self.crop = min(crop, smallest)
 
-    def add(self, visible: np.ndarray, infrared: np.ndarray) -> None:
-        """Add one (h, w, 3) uint8 RGB + (h, w) uint8 pair."""
+    def add(self, visible: np.ndarray, infrared: np.ndarray,
+            boxes: np.ndarray | None = None) -> None:
+        """Add one (h, w, 3) uint8 RGB + (h, w) uint8 pair [+ its (b, 5) labelled boxes]."""
         vis = torch.from_numpy(np.ascontiguousarray(visible)).permute(2, 0, 1)   # (3, h, w)
         ir = torch.from_numpy(np.ascontiguousarray(infrared)).unsqueeze(0)      # (1, h, w)
         self.images.append((vis.to(self.device), ir.to(self.device)))
+        self.labels.append(None if boxes is None else torch.as_tensor(
+            boxes, dtype=torch.float32, device=self.device).reshape(-1, 5))
 
     @classmethod
     def from_arrays(cls, arrays: list[tuple[np.ndarray, np.ndarray]], device: torch.device,
-                    crop: int, night: bool = True) -> PairBank:
-        """Build a bank from in-memory pairs (tests, synthetic data)."""
+                    crop: int, night: bool = True,
+                    labels: list[np.ndarray | None] | None = None) -> PairBank:
+        """Build a bank from in-memory pairs [and their boxes] (tests, synthetic data)."""
         bank = cls.__new__(cls)
-        bank.device, bank.images = device, []
-        for visible, infrared in arrays:
-            bank.add(visible, infrared)
+        bank.device, bank.images, bank.labels = device, [], []
+        for index, (visible, infrared) in enumerate(arrays):
+            bank.add(visible, infrared, None if labels is None else labels[index])
         bank.night = list(range(len(bank.images))) if night else []
         bank.crop = min(crop, min(min(vis.shape[-2:]) for vis, _ in bank.images))
         return bank
 
     def sample(self, batch: int, generator: torch.Generator, night_only: bool
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return random flipped crops: visible (b, 3, c, c), infrared (b, 1, c, c) in [0, 1]."""
+               ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
+        """Return random flipped crops and their boxes.
+
+        visible (b, 3, c, c) and infrared (b, 1, c, c) in [0, 1]; per crop None (unlabelled
+        frame) or its labelled boxes (k, 5) in crop pixels, those with at least
+        MIN_BOX_SHARE of their area inside.
+        """
         pool = self.night if night_only and self.night else list(range(len(self.images)))
         crop = self.crop
-        visibles, infrareds = [], []
+        visibles, infrareds, boxes = [], [], []
         picks = torch.randint(len(pool), (batch,), generator=generator).tolist()
         for pick in picks:
             vis, ir = self.images[pool[pick]]
+            labels = self.labels[pool[pick]]
             top = int(torch.randint(vis.shape[1] - crop + 1, (1,), generator=generator))
             left = int(torch.randint(vis.shape[2] - crop + 1, (1,), generator=generator))
             vis = vis[:, top:top + crop, left:left + crop]
             ir = ir[:, top:top + crop, left:left + crop]
+            if labels is not None:
+                labels = crop_boxes(labels, top, left, crop)
             if bool(torch.rand((), generator=generator) < 0.5):
                 vis, ir = vis.flip(-1), ir.flip(-1)
+                if labels is not None:
+                    labels = labels[:, [0, 3, 2, 1, 4]] * labels.new_tensor([1, -1, 1, -1, 1]) \
+                        + labels.new_tensor([0, crop, 0, crop, 0])
             if bool(torch.rand((), generator=generator) < 0.2):
                 vis, ir = vis.flip(-2), ir.flip(-2)
+                if labels is not None:
+                    labels = labels[:, [0, 1, 4, 3, 2]] * labels.new_tensor([1, 1, -1, 1, -1]) \
+                        + labels.new_tensor([0, 0, crop, 0, crop])
             visibles.append(vis)
             infrareds.append(ir)
+            boxes.append(labels)
         visible = torch.stack(visibles).float().div_(255.0)
         infrared = torch.stack(infrareds).float().div_(255.0)
-        return visible, infrared
+        return visible, infrared, boxes
+
+
+def crop_boxes(boxes: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
+    """Return (k, 5) boxes moved into a size x size crop at (top, left), clipped to it.
+
+    Boxes with less than MIN_BOX_SHARE of their area inside the crop are left out.
+    """
+    offset = boxes.new_tensor([0, left, top, left, top])
+    moved = boxes - offset
+    clipped = torch.cat([moved[:, :1], moved[:, 1:].clamp(0, size)], dim=1)
+    area = (moved[:, 3] - moved[:, 1]) * (moved[:, 4] - moved[:, 2])
+    inside = (clipped[:, 3] - clipped[:, 1]) * (clipped[:, 4] - clipped[:, 2])
+    return clipped[inside >= MIN_BOX_SHARE * area.clamp_min(1e-9)]
 
 
 def set_trainable(model: IVFNet, stage: int) -> list[torch.nn.Parameter]:
@@ -142,8 +193,13 @@ def stage_outputs(model: IVFNet, stage: int, visible: torch.Tensor, infrared: to
 
 def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torch.Tensor,
                 stage_config: StageConfig, amp: bool = False,
-                teacher: DetectionTeacher | None = None) -> dict[str, torch.Tensor]:
-    """Return the stage's unweighted loss terms (forward in bf16 under AMP, losses in fp32)."""
+                teacher: DetectionTeacher | None = None,
+                labels: list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
+    """Return the stage's unweighted loss terms (forward in bf16 under AMP, losses in fp32).
+
+    ``labels``: the crops' labelled boxes (PairBank.sample), used by stage 3's teacher when
+    the stage's ``use_labels`` is on.
+    """
     with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp):
         outputs = stage_outputs(model, stage, visible, infrared)
     # SSIM and variance terms cancel catastrophically in bf16: always compute them in fp32.
@@ -157,11 +213,13 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
         if teacher is None:
             raise ValueError('stage 3 needs the frozen detector (config: detector) for its '
                              'detection term or detected salience targets')
-        # What the detector finds on either source (no gradient): the fused image must keep
-        # it; the boxes it finds on the infrared are the warm targets salience protects.
+        # What the detector finds on either source (no gradient) and what the labels say is
+        # there: the fused image must keep it; the boxes found on the infrared (and the
+        # labelled ones) are the targets salience protects.
         teacher_scores, targets = teacher.sources(
             visible, infrared,
-            stage_config.salience_confidence if detected_salience(stage_config) else None)
+            stage_config.salience_confidence if detected_salience(stage_config) else None,
+            labels if stage_config.use_labels else None)
     return losses.stage3_terms(outputs, infrared, stage_config.losses,
                                detection=teacher, teacher_scores=teacher_scores,
                                salience_targets=targets,
@@ -293,10 +351,10 @@ class Trainer:
         for step in progress:
             for group in optimizer.param_groups:
                 group['lr'] = learning_rate(stage_config, step)
-            visible, infrared = self.bank.sample(stage_config.batch, generator,
-                                                 night_only=stage_config.data == 'night')
+            visible, infrared, labels = self.bank.sample(
+                stage_config.batch, generator, night_only=stage_config.data == 'night')
             terms = stage_terms(self.model, stage, visible, infrared, stage_config, self.amp,
-                                teacher)
+                                teacher, labels)
             total = losses.weighted_total(terms, stage_config.losses)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
