@@ -345,6 +345,16 @@ def test_labelled_boxes_join_the_salience_targets() -> None:
         terms = stage_terms(network, 3, visible, infrared, stage, teacher=teacher, labels=labels)
         expected = losses.salience_loss(outputs['fused'], infrared, targets=mask)
         assert torch.allclose(terms['salience'], expected)
+    # The detection term: a label on the box the detector predicts (class 1, scored 0 by both
+    # sources) makes that anchor a target, so the term grows.
+    on_the_box = [torch.tensor([[1.0, 12, 18, 32, 42]])]
+    detection = {}
+    for use_labels in (True, False):
+        stage = StageConfig(steps=1, batch=1, lr=0.1, losses={'detection': 1.0},
+                            use_labels=use_labels)
+        detection[use_labels] = float(stage_terms(network, 3, visible, infrared, stage,
+                                                  teacher=teacher, labels=on_the_box)['detection'])
+    assert detection[True] > detection[False]
 
 
 # -- detection report ------------------------------------------------------------------------

@@ -12,8 +12,10 @@ import torch
 from ivf_ros.cli.train import main as train_main
 from ivf_ros.io.datasets import list_pairs
 from ivf_ros.io.synthetic import make_night_pair
+from ivf_ros.training import trainer as trainer_module
 from ivf_ros.training.config import load_config, StageConfig, TrainConfig, TrainingConfigError
-from ivf_ros.training.trainer import crop_boxes, PairBank, Trainer
+from ivf_ros.training.teacher import rectangles_mask
+from ivf_ros.training.trainer import crop_boxes, PairBank, teacher_classes, Trainer
 
 SMALL_MODEL = {'channels': [8, 8, 12, 16]}
 
@@ -51,12 +53,12 @@ def test_sampled_boxes_follow_their_objects_through_crops_and_flips() -> None:
         for crop, boxes_in_crop in zip(crops, labels, strict=True):
             if boxes_in_crop is None:
                 continue
-            for class_id, x1, y1, x2, y2 in boxes_in_crop.tolist():
+            for _, x1, y1, x2, y2 in boxes_in_crop.tolist():
                 assert 0 <= x1 < x2 <= 32 and 0 <= y1 < y2 <= 32
-                if class_id == 0:   # the box still holds the bright square, and only it
-                    inside = crop[0, round(y1):round(y2), round(x1):round(x2)]
-                    assert float(inside.min()) > 0.9
-                    seen += 1
+            squares = boxes_in_crop[boxes_in_crop[:, 0] == 0, 1:]
+            if len(squares):   # the box covers exactly the bright pixels of the crop
+                assert torch.equal(rectangles_mask(squares, (32, 32)) > 0, crop[0] > 0.5)
+                seen += 1
     assert seen > 10
 
 
@@ -64,23 +66,32 @@ def test_crop_boxes_leaves_out_slivers() -> None:
     boxes = torch.tensor([[0.0, 0, 0, 10, 10], [1.0, 28, 0, 40, 10]])   # the second: 4 of 12 px
     kept = crop_boxes(boxes, top=0, left=0, size=32)
     assert kept.tolist() == [[0.0, 0, 0, 10, 10]]
-    shifted = crop_boxes(boxes, top=0, left=24, size=32)            # now 8 of 10 px of the 1st
-    assert shifted[:, 0].tolist() == [1.0]
+    shifted = crop_boxes(boxes, top=0, left=24, size=32)   # the 1st outside, the 2nd all in
+    assert shifted.tolist() == [[1.0, 4, 0, 16, 10]]
 
 
 def test_the_bank_reads_label_files_where_a_frame_has_one(tmp_path: Path) -> None:
     folder = tmp_path / 'pairs'
-    for name in ('a', 'b'):
-        write_pair(folder, name, size=64)
+    rng = np.random.default_rng(0)
+    for name in ('a', 'b'):   # 64 wide, 48 high: a swapped width and height would show
+        for sub, shape in (('vi', (48, 64, 3)), ('ir', (48, 64))):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / sub / f'{name}.png'), rng.integers(0, 60, shape, np.uint8))
     (folder / 'labels').mkdir()
-    (folder / 'labels' / 'a.txt').write_text('0 0.5 0.5 0.25 0.5\n')
-    bank = PairBank(list_pairs(folder), torch.device('cpu'), max_side=32, crop=32,
+    # A person, and a class the teacher does not score (left out).
+    (folder / 'labels' / 'a.txt').write_text('0 0.5 0.5 0.25 0.5\n5 0.5 0.5 0.1 0.1\n')
+    bank = PairBank(list_pairs(folder), torch.device('cpu'), max_side=32, crop=24,
                     show_progress=False)
-    labelled = {index: boxes for index, boxes in enumerate(bank.labels)}
-    assert sum(boxes is None for boxes in labelled.values()) == 1
-    boxes = next(b for b in labelled.values() if b is not None)
-    # Read at the held (downscaled 64 -> 32) size.
-    assert boxes.tolist() == [[0.0, 12.0, 8.0, 20.0, 24.0]]
+    assert sum(boxes is None for boxes in bank.labels) == 1
+    boxes = next(b for b in bank.labels if b is not None)
+    # Read at the held (downscaled 64x48 -> 32x24) size.
+    assert boxes.tolist() == [[0.0, 12.0, 6.0, 20.0, 18.0]]
+
+
+def test_label_classes_are_renumbered_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer_module, 'TEACHER_CLASSES', ('bicycle', 'person'))
+    targets = np.array([[0, 1, 1, 2, 2], [1, 3, 3, 4, 4], [2, 5, 5, 6, 6]], np.float64)
+    assert teacher_classes(targets).tolist() == [[1, 1, 1, 2, 2], [0, 5, 5, 6, 6]]
 
 
 def test_stage3_changes_only_the_fusion_block(tmp_path: Path) -> None:
@@ -187,8 +198,11 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     bad.write_text(bad.read_text().replace('gate_logit_bound: 0', 'use_labels: 1'))
     with pytest.raises(TrainingConfigError, match='stage 3: use_labels must be true or false'):
         load_config(bad)
-    bad.write_text(bad.read_text().replace('use_labels: 1', 'gate_logit_bound: 0'))
-    bad.write_text(bad.read_text().replace('gate_logit_bound: 0,', '')
+    bad.write_text(bad.read_text().replace('3: {use_labels: 1,', '3: {')
+                   .replace('1: {steps: 1,', '1: {use_labels: true, steps: 1,'))
+    with pytest.raises(TrainingConfigError, match='stage 1: use_labels is for stage 3'):
+        load_config(bad)
+    bad.write_text(bad.read_text().replace('1: {use_labels: true, steps: 1,', '1: {steps: 1,')
                    .replace('losses: {}}}', 'losses: {gate_bound: 1}}}')
                    .replace('model:', 'model: {gate: constant}'))
     with pytest.raises(TrainingConfigError, match='gate_bound needs the learned gate'):

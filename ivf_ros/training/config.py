@@ -90,6 +90,9 @@ def load_config(path: str | Path) -> TrainConfig:
                                       '[0, 1]')
         if not isinstance(stages[stage].use_labels, bool):
             raise TrainingConfigError(f'{path}: stage {stage}: use_labels must be true or false')
+        if stages[stage].use_labels and stage != 3:
+            raise TrainingConfigError(f'{path}: stage {stage}: use_labels is for stage 3 (the '
+                                      'detector teacher); stages 1 and 2 use no labels')
         bound = stages[stage].gate_logit_bound
         if not _is_real(bound) or not bound > 0:
             raise TrainingConfigError(f'{path}: stage {stage}: gate_logit_bound must be above 0')

@@ -85,8 +85,10 @@ class DetectionTeacher(nn.Module):
             return scores, None
         mask = box_mask(both[batch:], infrared.shape[-2:], confidence)
         if labels is not None:
+            classes = scores.shape[1]
             labelled = torch.stack([
-                rectangles_mask(boxes[:, 1:] if boxes is not None else mask.new_zeros(0, 4),
+                rectangles_mask(mask.new_zeros(0, 4) if boxes is None else
+                                boxes[(boxes[:, 0] >= 0) & (boxes[:, 0] < classes), 1:].to(mask),
                                 infrared.shape[-2:])
                 for boxes in labels])[:, None]                             # (n, 1, h, w)
             mask = torch.maximum(mask, labelled)
@@ -122,7 +124,7 @@ def label_scores(scores: torch.Tensor, visible_boxes: torch.Tensor, infrared_box
     for index, boxes in enumerate(labels):
         if boxes is None or not len(boxes):
             continue
-        corners = boxes[:, 1:].to(scores.dtype)                              # (b, 4)
+        corners = boxes[:, 1:].to(scores)                                    # (b, 4)
         overlap = torch.maximum(box_iou(xywh_to_xyxy(visible_boxes[index].T), corners),
                                 box_iou(xywh_to_xyxy(infrared_boxes[index].T), corners))
         for box, class_id in enumerate(boxes[:, 0].long().tolist()):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ivf_ros.evaluation.detection import read_yolo_labels
+from ivf_ros.evaluation.detection import DATASET_CLASSES, read_yolo_labels
 from ivf_ros.evaluation.plots import save_loss_curves
 from ivf_ros.fusion.inference import save_weights
 from ivf_ros.fusion.model import IVFNet, ModelConfig
@@ -36,7 +36,7 @@ from ivf_ros.io.datasets import (
 from ivf_ros.io.paths import shared_dir
 from ivf_ros.training import losses
 from ivf_ros.training.config import StageConfig, TrainConfig
-from ivf_ros.training.teacher import DetectionTeacher, load_teacher
+from ivf_ros.training.teacher import DetectionTeacher, load_teacher, TEACHER_CLASSES
 
 # Which sub-modules each stage trains; everything else is frozen.
 TRAINABLE = {
@@ -61,7 +61,8 @@ class PairBank:
     """All training pairs held as uint8 tensors on the training device; samples crops.
 
     A pair with a label file also holds its boxes, (b, 5) class, x1, y1, x2, y2 in the held
-    image's pixels (None: unlabelled, which is not the same as empty).
+    image's pixels, class = index into the teacher's TEACHER_CLASSES (None: unlabelled, which
+    is not the same as empty).
     """
 
     def __init__(self, pairs: list[PairedImage], device: torch.device, max_side: int,
@@ -85,7 +86,8 @@ class PairBank:
                 width = round(visible.shape[1] * scale)
                 visible = resize_to(visible, height, width)
                 infrared = resize_to(infrared, height, width)
-            boxes = (read_yolo_labels(label_path(pair), visible.shape[1], visible.shape[0])
+            boxes = (teacher_classes(read_yolo_labels(label_path(pair), visible.shape[1],
+                                                      visible.shape[0]))
                      if is_labelled(pair) else None)
             self.add(visible, infrared, boxes)
             if is_night(pair):
@@ -138,20 +140,36 @@ class PairBank:
                 labels = crop_boxes(labels, top, left, crop)
             if bool(torch.rand((), generator=generator) < 0.5):
                 vis, ir = vis.flip(-1), ir.flip(-1)
-                if labels is not None:
-                    labels = labels[:, [0, 3, 2, 1, 4]] * labels.new_tensor([1, -1, 1, -1, 1]) \
-                        + labels.new_tensor([0, crop, 0, crop, 0])
+                labels = None if labels is None else flip_boxes(labels, crop, horizontal=True)
             if bool(torch.rand((), generator=generator) < 0.2):
                 vis, ir = vis.flip(-2), ir.flip(-2)
-                if labels is not None:
-                    labels = labels[:, [0, 1, 4, 3, 2]] * labels.new_tensor([1, 1, -1, 1, -1]) \
-                        + labels.new_tensor([0, 0, crop, 0, crop])
+                labels = None if labels is None else flip_boxes(labels, crop, horizontal=False)
             visibles.append(vis)
             infrareds.append(ir)
             boxes.append(labels)
         visible = torch.stack(visibles).float().div_(255.0)
         infrared = torch.stack(infrareds).float().div_(255.0)
         return visible, infrared, boxes
+
+
+def teacher_classes(targets: np.ndarray) -> np.ndarray:
+    """Return (b, 5) label rows renumbered by name to TEACHER_CLASSES; other classes left out."""
+    # Label files number person, car, bicycle as DATASET_CLASSES does; the teacher's score rows
+    # follow TEACHER_CLASSES. Matching by name keeps the two free to differ in order.
+    index = {name: position for position, name in enumerate(TEACHER_CLASSES)}
+    names = [DATASET_CLASSES.get(int(class_id)) for class_id in targets[:, 0]]
+    keep = np.array([name in index for name in names], dtype=bool)
+    renumbered = targets[keep].copy()
+    renumbered[:, 0] = [index[name] for name in names if name in index]
+    return renumbered
+
+
+def flip_boxes(boxes: torch.Tensor, size: int, horizontal: bool) -> torch.Tensor:
+    """Return (k, 5) class, x1, y1, x2, y2 boxes mirrored in a size x size crop."""
+    low, high = (1, 3) if horizontal else (2, 4)
+    flipped = boxes.clone()
+    flipped[:, low], flipped[:, high] = size - boxes[:, high], size - boxes[:, low]
+    return flipped
 
 
 def crop_boxes(boxes: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
