@@ -95,22 +95,6 @@ class DetectionTeacher(nn.Module):
         return scores, mask
 
 
-def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """Return (..., 4) centre-size boxes as corners."""
-    centre, half = boxes[..., :2], boxes[..., 2:4] / 2
-    return torch.cat([centre - half, centre + half], dim=-1)
-
-
-def box_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Return the (a, b) IoU of (a, 4) and (b, 4) corner boxes."""
-    top_left = torch.maximum(first[:, None, :2], second[None, :, :2])
-    bottom_right = torch.minimum(first[:, None, 2:], second[None, :, 2:])
-    overlap = (bottom_right - top_left).clamp_min(0).prod(dim=-1)         # (a, b)
-    area_first = (first[:, 2:] - first[:, :2]).clamp_min(0).prod(dim=-1)
-    area_second = (second[:, 2:] - second[:, :2]).clamp_min(0).prod(dim=-1)
-    return overlap / (area_first[:, None] + area_second[None, :] - overlap + 1e-9)
-
-
 def label_scores(scores: torch.Tensor, visible_boxes: torch.Tensor, infrared_boxes: torch.Tensor,
                  labels: Sequence[torch.Tensor | None]) -> torch.Tensor:
     """Return (n, k, A) scores raised to LABEL_SCORE where an anchor's box finds a label.
@@ -120,13 +104,18 @@ def label_scores(scores: torch.Tensor, visible_boxes: torch.Tensor, infrared_box
     overlaps it by IoU >= LABEL_IOU: the anchor already looks at the object at the right scale,
     so only its score is asked for. Classes outside the teacher's are skipped.
     """
+    # Ultralytics' own box helpers (the evaluation matches with the same box_iou); imported
+    # here, as the detector is, so that importing the trainer does not load Ultralytics.
+    from ultralytics.utils.metrics import box_iou
+    from ultralytics.utils.ops import xywh2xyxy
+
     raised = scores.clone()
     for index, boxes in enumerate(labels):
         if boxes is None or not len(boxes):
             continue
         corners = boxes[:, 1:].to(scores)                                    # (b, 4)
-        overlap = torch.maximum(box_iou(xywh_to_xyxy(visible_boxes[index].T), corners),
-                                box_iou(xywh_to_xyxy(infrared_boxes[index].T), corners))
+        overlap = torch.maximum(box_iou(xywh2xyxy(visible_boxes[index].T), corners),
+                                box_iou(xywh2xyxy(infrared_boxes[index].T), corners))
         for box, class_id in enumerate(boxes[:, 0].long().tolist()):
             if 0 <= class_id < scores.shape[1]:
                 found = overlap[:, box] >= LABEL_IOU                           # (A,)
@@ -137,8 +126,10 @@ def label_scores(scores: torch.Tensor, visible_boxes: torch.Tensor, infrared_box
 
 def box_mask(prediction: torch.Tensor, size: Sequence[int], confidence: float) -> torch.Tensor:
     """Return (n, 1, h, w): 1 inside the boxes of (n, 4 + k, A) predictions scored > confidence."""
+    from ultralytics.utils.ops import xywh2xyxy
+
     return torch.stack([
-        rectangles_mask(xywh_to_xyxy(image[:4, image[4:].amax(dim=0) > confidence].T), size)
+        rectangles_mask(xywh2xyxy(image[:4, image[4:].amax(dim=0) > confidence].T), size)
         for image in prediction])[:, None]                       # pre-NMS boxes, (b, 4) each
 
 
