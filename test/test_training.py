@@ -62,6 +62,24 @@ def test_sampled_boxes_follow_their_objects_through_crops_and_flips() -> None:
     assert seen > 10
 
 
+def test_balanced_sampling_gives_each_dataset_a_share_growing_as_its_square_root() -> None:
+    # Four frames of one dataset and one of another, told apart by their grey level.
+    frames = [(np.full((32, 32, 3), level, np.uint8), np.full((32, 32), level, np.uint8))
+              for level in (10, 20, 30, 40, 200)]
+    bank = PairBank.from_arrays(frames, torch.device('cpu'), crop=32)
+    bank.datasets = ['street'] * 4 + ['other']
+    assert bank.pool_weights([0, 1, 2, 3, 4]).tolist() == [0.5] * 4 + [1.0]
+
+    def other_share(balance: bool) -> float:
+        generator = torch.Generator().manual_seed(0)
+        crops = torch.cat([bank.sample(50, generator, night_only=False,
+                                       balance_datasets=balance)[0] for _ in range(20)])
+        return float((crops[:, 0, 0, 0] > 0.5).float().mean())
+
+    assert abs(other_share(balance=True) - 1 / 3) < 0.05    # sqrt(1) / (sqrt(4) + sqrt(1))
+    assert abs(other_share(balance=False) - 1 / 5) < 0.05   # one frame of five
+
+
 def test_crop_boxes_leaves_out_slivers() -> None:
     boxes = torch.tensor([[0.0, 0, 0, 10, 10], [1.0, 28, 0, 40, 10]])   # the second: 4 of 12 px
     kept = crop_boxes(boxes, top=0, left=0, size=32)
@@ -202,7 +220,12 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
                    .replace('1: {steps: 1,', '1: {use_labels: true, steps: 1,'))
     with pytest.raises(TrainingConfigError, match='stage 1: use_labels is for stage 3'):
         load_config(bad)
-    bad.write_text(bad.read_text().replace('1: {use_labels: true, steps: 1,', '1: {steps: 1,')
+    bad.write_text(bad.read_text().replace('1: {use_labels: true, steps: 1,',
+                                           '1: {balance_datasets: yes please, steps: 1,'))
+    with pytest.raises(TrainingConfigError, match='stage 1: balance_datasets must be true or'):
+        load_config(bad)
+    bad.write_text(bad.read_text().replace('1: {balance_datasets: yes please, steps: 1,',
+                                           '1: {steps: 1,')
                    .replace('losses: {}}}', 'losses: {gate_bound: 1}}}')
                    .replace('model:', 'model: {gate: constant}'))
     with pytest.raises(TrainingConfigError, match='gate_bound needs the learned gate'):

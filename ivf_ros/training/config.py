@@ -38,6 +38,9 @@ class StageConfig:
     # Stage 3: frames with a label file add their boxes to the detector's targets (detection
     # term, detected salience). Off unless asked, so older configs train as they did.
     use_labels: bool = False
+    # Draw crops with each dataset folder's share growing as the square root of its pair count
+    # (PairBank.pool_weights) instead of its count. Off unless asked, as use_labels.
+    balance_datasets: bool = False
 
 
 @dataclass
@@ -93,6 +96,9 @@ def load_config(path: str | Path) -> TrainConfig:
         if stages[stage].use_labels and stage != 3:
             raise TrainingConfigError(f'{path}: stage {stage}: use_labels is for stage 3 (the '
                                       'detector teacher); stages 1 and 2 use no labels')
+        if not isinstance(stages[stage].balance_datasets, bool):
+            raise TrainingConfigError(f'{path}: stage {stage}: balance_datasets must be true or '
+                                      'false')
         bound = stages[stage].gate_logit_bound
         if not _is_real(bound) or not bound > 0:
             raise TrainingConfigError(f'{path}: stage {stage}: gate_logit_bound must be above 0')

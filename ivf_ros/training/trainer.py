@@ -73,6 +73,7 @@ class PairBank:
         self.images: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.labels: list[torch.Tensor | None] = []
         self.night: list[int] = []
+        self.datasets: list[str] = []   # per pair, its dataset folder (balanced sampling)
         for index, pair in enumerate(tqdm(pairs, desc='loading pairs', leave=False,
                                                disable=not show_progress)):
             visible, infrared = load_pair(pair)
@@ -90,6 +91,7 @@ class PairBank:
                                                       visible.shape[0]))
                      if is_labelled(pair) else None)
             self.add(visible, infrared, boxes)
+            self.datasets.append(pair.dataset)
             if is_night(pair):
                 self.night.append(index)
         smallest = min(min(vis.shape[-2:]) for vis, _ in self.images)
@@ -114,21 +116,41 @@ class PairBank:
         for index, (visible, infrared) in enumerate(arrays):
             bank.add(visible, infrared, None if labels is None else labels[index])
         bank.night = list(range(len(bank.images))) if night else []
+        bank.datasets = ['arrays'] * len(bank.images)
         bank.crop = min(crop, min(min(vis.shape[-2:]) for vis, _ in bank.images))
         return bank
 
-    def sample(self, batch: int, generator: torch.Generator, night_only: bool
+    def pool_weights(self, pool: list[int]) -> torch.Tensor:
+        """Return (len(pool),) sampling weights: each dataset's share grows as sqrt(its size).
+
+        A pair of a dataset with n pairs in the pool weighs 1 / sqrt(n), so one street filmed
+        32 times no longer makes two thirds of the crops, and a single frame is not repeated
+        as often as a whole camera's set.
+        """
+        sizes: dict[str, int] = {}
+        for index in pool:
+            sizes[self.datasets[index]] = sizes.get(self.datasets[index], 0) + 1
+        return torch.tensor([sizes[self.datasets[index]] ** -0.5 for index in pool],
+                            dtype=torch.float64)
+
+    def sample(self, batch: int, generator: torch.Generator, night_only: bool,
+               balance_datasets: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
         """Return random flipped crops and their boxes.
 
         visible (b, 3, c, c) and infrared (b, 1, c, c) in [0, 1]; per crop None (unlabelled
         frame) or its labelled boxes (k, 5) in crop pixels, those with at least
-        MIN_BOX_SHARE of their area inside.
+        MIN_BOX_SHARE of their area inside. Pairs are drawn uniformly, or with
+        balance_datasets by :meth:`pool_weights`.
         """
         pool = self.night if night_only and self.night else list(range(len(self.images)))
         crop = self.crop
         visibles, infrareds, boxes = [], [], []
-        picks = torch.randint(len(pool), (batch,), generator=generator).tolist()
+        if balance_datasets:
+            picks = torch.multinomial(self.pool_weights(pool), batch, replacement=True,
+                                      generator=generator).tolist()
+        else:
+            picks = torch.randint(len(pool), (batch,), generator=generator).tolist()
         for pick in picks:
             vis, ir = self.images[pool[pick]]
             labels = self.labels[pool[pick]]
@@ -370,7 +392,8 @@ class Trainer:
             for group in optimizer.param_groups:
                 group['lr'] = learning_rate(stage_config, step)
             visible, infrared, labels = self.bank.sample(
-                stage_config.batch, generator, night_only=stage_config.data == 'night')
+                stage_config.batch, generator, night_only=stage_config.data == 'night',
+                balance_datasets=stage_config.balance_datasets)
             terms = stage_terms(self.model, stage, visible, infrared, stage_config, self.amp,
                                 teacher, labels)
             total = losses.weighted_total(terms, stage_config.losses)
