@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import cv2
@@ -10,12 +11,13 @@ import pytest
 import torch
 
 from ivf_ros.cli.train import main as train_main
+from ivf_ros.evaluation.plots import GAUGES
 from ivf_ros.io.datasets import list_pairs
 from ivf_ros.io.synthetic import make_night_pair
 from ivf_ros.training import trainer as trainer_module
 from ivf_ros.training.config import load_config, StageConfig, TrainConfig, TrainingConfigError
 from ivf_ros.training.teacher import rectangles_mask
-from ivf_ros.training.trainer import crop_boxes, PairBank, teacher_classes, Trainer
+from ivf_ros.training.trainer import crop_boxes, gate_gauges, PairBank, teacher_classes, Trainer
 
 SMALL_MODEL = {'channels': [8, 8, 12, 16]}
 
@@ -151,6 +153,28 @@ def test_all_stages_write_logs_plots_weights_and_resume(tmp_path: Path) -> None:
                       show_progress=False)
     weights = resumed.run([1, 2, 3], resume=True)   # 1 and 2 are done: only 3 trains
     assert weights.name == 'stage3.pt' and resumed.completed == [1, 2, 3]
+    with (tmp_path / 'stage3_log.csv').open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(0.0 <= float(row[name]) <= 1.0 for row in rows for name in GAUGES)
+    assert (tmp_path / 'stage3_loss.png').is_file()
+
+
+def test_gate_gauges_read_the_infrared_share_and_the_saturated_cells() -> None:
+    logits = torch.tensor([0.0, 0.0, 20.0, -20.0]).view(1, 1, 2, 2)
+    gauges = gate_gauges(logits)
+    assert set(gauges) == set(GAUGES)
+    assert gauges['gate_w'] == pytest.approx(0.5) and gauges['gate_saturated'] == 0.5
+
+
+def test_a_stage_that_ends_saturated_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    trainer = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                      show_progress=False)
+    trainer.train_stage(3)
+    assert 'saturated' not in capsys.readouterr().err   # a fresh gate decides
+    monkeypatch.setattr(trainer_module, 'SATURATED_LOGIT', -1.0)   # every cell counts
+    trainer.train_stage(3)
+    assert 'of the gate is saturated at the end' in capsys.readouterr().err
 
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ import numpy as np
 from ivf_ros.io.datasets import resize_to
 
 GRID_IMAGE_WIDTH = 320  # pixels per cell of an image grid
+# Training-log columns that are shares in [0, 1] (stage 3's gate), with their legend text.
+GAUGES = {'gate_w': 'mean gate w (1 = infrared)', 'gate_saturated': 'saturated gate share'}
 
 
 def pyplot() -> ModuleType:
@@ -100,7 +102,7 @@ def save_loss_curves(csv_path: Path, png_path: Path, title: str) -> None:
     if not rows:
         return
     steps = [int(row['step']) for row in rows]
-    names = [name for name in rows[0] if name not in ('step', 'lr', 'elapsed_s')]
+    names = [name for name in rows[0] if name not in ('step', 'lr', 'elapsed_s', *GAUGES)]
     figure, axis = plt.subplots(figsize=(8, 4.5))
     for name in names:
         values = [max(float(row[name]), 1e-8) for row in rows]
@@ -110,7 +112,16 @@ def save_loss_curves(csv_path: Path, png_path: Path, title: str) -> None:
     axis.set_ylabel('loss (unweighted terms, weighted total)')
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc='upper left')
+    gauges = [name for name in GAUGES if name in rows[0]]
+    if gauges:   # shares in [0, 1], not losses: their own linear axis, dashed
+        shares = axis.twinx()
+        for name, colour in zip(gauges, ('black', 'grey'), strict=False):
+            shares.plot(steps, [float(row[name]) for row in rows], '--', color=colour,
+                        linewidth=1.0, label=GAUGES[name])
+        shares.set_ylim(0.0, 1.0)
+        shares.set_ylabel('share')
+        shares.legend(fontsize=8, loc='upper right')
     figure.tight_layout()
     figure.savefig(png_path, dpi=100)
     plt.close(figure)

@@ -51,6 +51,10 @@ MIN_TRAIN_SIDE = 32
 # A labelled box cut by a crop stays a target only if this share of its area is in the crop:
 # the detector is not asked to find an object from a sliver of it.
 MIN_BOX_SHARE = 0.5
+# A gate logit beyond this saturates the sigmoid (slope < 3.4e-4): stage 3 logs the share of
+# such cells and warns when it ends with most of the gate saturated.
+SATURATED_LOGIT = 8.0
+SATURATED_WARNING = 0.5
 
 
 class CheckpointError(RuntimeError):
@@ -234,16 +238,20 @@ def stage_outputs(model: IVFNet, stage: int, visible: torch.Tensor, infrared: to
 def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torch.Tensor,
                 stage_config: StageConfig, amp: bool = False,
                 teacher: DetectionTeacher | None = None,
-                labels: list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
+                labels: list[torch.Tensor | None] | None = None,
+                gauges: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Return the stage's unweighted loss terms (forward in bf16 under AMP, losses in fp32).
 
     ``labels``: the crops' labelled boxes (PairBank.sample), used by stage 3's teacher when
-    the stage's ``use_labels`` is on.
+    the stage's ``use_labels`` is on. ``gauges``, if given, receives stage 3's
+    :func:`gate_gauges` of this batch (logged, not trained on).
     """
     with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp):
         outputs = stage_outputs(model, stage, visible, infrared)
     # SSIM and variance terms cancel catastrophically in bf16: always compute them in fp32.
     outputs = {name: value.float() for name, value in outputs.items()}
+    if gauges is not None and stage == 3:
+        gauges.update(gate_gauges(outputs['weight_logits_low']))
     if stage == 1:
         return losses.stage1_terms(outputs, stage_config.exposure_level)
     if stage == 2:
@@ -264,6 +272,18 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
                                detection=teacher, teacher_scores=teacher_scores,
                                salience_targets=targets,
                                gate_logit_bound=stage_config.gate_logit_bound)
+
+
+def gate_gauges(logits: torch.Tensor) -> dict[str, float]:
+    """Return the batch's mean gate w and the share of saturated gate cells.
+
+    logits (b, 1, h, w): the working-grid gate logits, w = sigmoid(logit) the infrared share.
+    A cell is saturated where |logit| > SATURATED_LOGIT: its sigmoid slope is below 3.4e-4, so
+    no loss term moves it any more. A gate saturated everywhere has stopped deciding.
+    """
+    logits = logits.detach()
+    return {'gate_w': float(torch.sigmoid(logits).mean()),
+            'gate_saturated': float((logits.abs() > SATURATED_LOGIT).float().mean())}
 
 
 def detected_salience(stage_config: StageConfig) -> bool:
@@ -386,6 +406,7 @@ class Trainer:
         started = time.perf_counter()
         writer_handle = csv_path.open('a', newline='')
         writer = None
+        last_gauges: dict[str, float] = {}
         progress = tqdm(range(start, stage_config.steps), desc=f'stage {stage}',
                         initial=start, total=stage_config.steps, disable=not self.show_progress)
         for step in progress:
@@ -394,8 +415,9 @@ class Trainer:
             visible, infrared, labels = self.bank.sample(
                 stage_config.batch, generator, night_only=stage_config.data == 'night',
                 balance_datasets=stage_config.balance_datasets)
+            gauges: dict[str, float] = {}
             terms = stage_terms(self.model, stage, visible, infrared, stage_config, self.amp,
-                                teacher, labels)
+                                teacher, labels, gauges)
             total = losses.weighted_total(terms, stage_config.losses)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -406,6 +428,8 @@ class Trainer:
                 elapsed = elapsed_before + time.perf_counter() - started
                 row = {'step': done, 'total': float(total.detach())}
                 row.update({name: float(value.detach()) for name, value in terms.items()})
+                row.update(gauges)
+                last_gauges = gauges
                 row.update({'lr': optimizer.param_groups[0]['lr'], 'elapsed_s': round(elapsed, 2)})
                 if writer is None:
                     writer = csv.DictWriter(writer_handle, fieldnames=list(row))
@@ -418,6 +442,11 @@ class Trainer:
                 self._save_checkpoint(stage, done, optimizer, generator,
                                       elapsed_before + time.perf_counter() - started)
         writer_handle.close()
+        if last_gauges.get('gate_saturated', 0.0) > SATURATED_WARNING:
+            print(f"ivf-train: stage {stage}: {last_gauges['gate_saturated']:.0%} of the gate "
+                  f"is saturated at the end (mean w {last_gauges['gate_w']:.2f}; 1 = the "
+                  'infrared alone): the fusion block has stopped deciding there. The gate_bound '
+                  'loss term keeps the gate responsive (models/README.md)', file=sys.stderr)
         elapsed = elapsed_before + time.perf_counter() - started
         self.completed.append(stage)
         self._save_checkpoint(stage, stage_config.steps, optimizer, generator, elapsed)
