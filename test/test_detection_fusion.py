@@ -391,6 +391,27 @@ def test_class_scores_bootstrap_and_lost_objects() -> None:
     assert lost == [(0, ['infrared'])]
 
 
+def test_per_group_scores_show_what_the_whole_split_averages_away() -> None:
+    from ivf_ros.cli.eval_detection import markdown_by_group
+    from ivf_ros.evaluation.detection import bootstrap_by_group
+
+    targets = np.array([[0, 10, 10, 30, 50]], dtype=np.float64)
+    person = [_det(0, 'person', 0.9, (10, 10, 30, 50))]
+    # The fused image finds the person on camera a's frames and misses it on camera b's.
+    matches = {'infrared': [match_image(person, targets) for _ in range(6)],
+               'fused': [match_image(person if i < 3 else [], targets) for i in range(6)]}
+    groups = ['a', 'a', 'a', 'b', 'b', 'b']
+    results = bootstrap_by_group(matches, groups, ['fused'], resamples=20)
+    assert list(results) == ['a', 'b'] and results['a'].images == 3
+    assert results['a'].differences['fused', 'infrared', 'person'][0] == 0.0
+    assert results['b'].scores['fused']['person'].recall == 0.0
+    assert results['b'].differences['fused', 'infrared', 'person'][0] < -0.9
+    table = markdown_by_group(results)
+    assert '| b (3) | fused | 0.000 |' in table and '| a (3) | infrared |' in table
+    with pytest.raises(ValueError, match='one group name per matched image'):
+        bootstrap_by_group(matches, groups[:5], ['fused'])
+
+
 def test_pseudo_labels_merge_both_sources_confident_boxes_per_class() -> None:
     from ivf_ros.evaluation.detection import pseudo_labels
 

@@ -4,8 +4,10 @@ Runs a COCO detector (default: ../shared/weights/yolo11n/yolo11n-rebuilt.pt) on 
 each labelled pair (visible, infrared as grey RGB, every fusion method) and reports per class
 (person, car) AP@0.5, AP@0.5:0.95 (COCO protocol: conf 0.001, Ultralytics' matching and
 ap_per_class) and recall at conf 0.25, with 95 % intervals from a paired bootstrap over images
-for each fused method minus each source. It draws the frames where a fused image lost an object
-that a source found, and a contact sheet (visible | infrared | fused | detections).
+for each fused method minus each source, for the whole run and, when it spans several dataset
+folders, per folder (a camera whose scenes favour one source shows there). It draws the frames
+where a fused image lost an object that a source found, and a contact sheet (visible | infrared
+| fused | detections).
 ``--pseudo-labels`` adds the split's unlabelled night pairs with pseudo-labels (the detector at
 imgsz 1280 on both sources, score >= 0.4, merged): the training-split proxy that design choices
 are made on, so that the validation split is only measured.
@@ -35,6 +37,7 @@ from tqdm import tqdm
 from ivf_ros.evaluation.baselines import BASELINES
 from ivf_ros.evaluation.detection import (
     bootstrap_ap,
+    bootstrap_by_group,
     BootstrapResult,
     DATASET_CLASSES,
     LabelError,
@@ -183,17 +186,39 @@ def markdown(result: BootstrapResult, recall_note: str) -> str:
     return '\n'.join(lines)
 
 
-def write_csv(result: BootstrapResult, path: Path) -> None:
-    """Write one row per input and class (point values and AP@0.5 interval)."""
+def markdown_by_group(results: dict[str, BootstrapResult]) -> str:
+    """Return one table of AP@0.5 per group and input, with each fused input minus a source."""
+    header = ['group (images)', 'input'] + [f'{c} AP@0.5' for c in REPORT_CLASSES] + [
+        f'{c} Δ {source} [95 %]' for c in REPORT_CLASSES for source in SOURCES]
+    lines = ['| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
+    for group, result in results.items():
+        for kind, per_class in result.scores.items():
+            cells = [f'{group} ({result.images})', kind]
+            cells += [f'{per_class[name].ap50:.3f}' for name in REPORT_CLASSES]
+            for name in REPORT_CLASSES:
+                for source in SOURCES:
+                    if (kind, source, name) not in result.differences:
+                        cells.append('')
+                        continue
+                    delta, low, high = result.differences[kind, source, name]
+                    cells.append(f'{delta:+.3f} [{low:+.3f}, {high:+.3f}]')
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def write_csv(result: BootstrapResult, path: Path,
+              by_group: dict[str, BootstrapResult] | None = None) -> None:
+    """Write one row per input and class (point values and AP@0.5 interval) [and per group]."""
     with path.open('w', newline='') as handle:
         writer = csv.writer(handle)
-        writer.writerow(['input', 'class', 'targets', 'ap50', 'ap50_low', 'ap50_high',
+        writer.writerow(['group', 'input', 'class', 'targets', 'ap50', 'ap50_low', 'ap50_high',
                          'ap50_95', 'recall'])
-        for kind, per_class in result.scores.items():
-            for name, score in per_class.items():
-                low, high = result.intervals[kind, name]
-                writer.writerow([kind, name, score.targets, score.ap50, low, high,
-                                 score.ap50_95, score.recall])
+        for group, group_result in [('all', result), *(by_group or {}).items()]:
+            for kind, per_class in group_result.scores.items():
+                for name, score in per_class.items():
+                    low, high = group_result.intervals[kind, name]
+                    writer.writerow([group, kind, name, score.targets, score.ap50, low, high,
+                                     score.ap50_95, score.recall])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -258,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'ivf-eval detect: error: {error}', file=sys.stderr)
         return 2
     result = bootstrap_ap(matches, fused, args.bootstrap, args.seed)
+    groups = [pair.dataset for pair in pairs]
+    by_dataset = (bootstrap_by_group(matches, groups, fused, args.bootstrap, args.seed)
+                  if len(set(groups)) > 1 else {})
     args.output.mkdir(parents=True, exist_ok=True)
     command = shlex.join(['ivf-eval', 'detect'] + list(sys.argv[2:] if argv is None else argv))
     datasets = ', '.join(sorted({pair.dataset for pair in pairs}))
@@ -273,8 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         'renumbered by name to the COCO ids).', '',
         markdown(result, 'Recall: share of targets matched at IoU 0.5 by a detection with '
                          'score >= 0.25.'), ''])
+    if by_dataset:
+        text += '\n'.join([
+            '## Per dataset', '',
+            'The same detections scored per dataset folder (each with its own paired bootstrap '
+            'over its images); a class a folder does not hold has NaN AP.', '',
+            markdown_by_group(by_dataset), ''])
     (args.output / 'detection.md').write_text(text)
-    write_csv(result, args.output / 'detection.csv')
+    write_csv(result, args.output / 'detection.csv', by_dataset)
     print(text)
     if not args.no_figures:
         if lost_rows:

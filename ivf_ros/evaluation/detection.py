@@ -361,6 +361,25 @@ def bootstrap_ap(matches: Mapping[str, Sequence[ImageMatches]],
     return BootstrapResult(point, intervals, differences, resamples, count)
 
 
+def bootstrap_by_group(matches: Mapping[str, Sequence[ImageMatches]], groups: Sequence[str],
+                       fused: Sequence[str], resamples: int = 1000, seed: int = 0
+                       ) -> dict[str, BootstrapResult]:
+    """Return :func:`bootstrap_ap` of each group's images (groups: one name per image).
+
+    Per dataset, for instance: a camera whose scenes favour one source shows up here where the
+    whole split's AP averages it away.
+    """
+    if any(len(value) != len(groups) for value in matches.values()):
+        raise ValueError('one group name per matched image is needed')
+    results = {}
+    for group in sorted(set(groups)):
+        indices = [i for i, name in enumerate(groups) if name == group]
+        results[group] = bootstrap_ap({kind: [value[i] for i in indices]
+                                       for kind, value in matches.items()},
+                                      fused, resamples, seed)
+    return results
+
+
 def _interval(values: Sequence[float]) -> tuple[float, float]:
     """Return the 2.5 and 97.5 percentiles, ignoring NaN draws (a class absent from a draw)."""
     array = np.asarray(values, dtype=np.float64)
