@@ -47,3 +47,8 @@ def test_ivf_export_writes_a_checked_file_and_names_missing_weights(
     assert main(['--weights', str(tmp_path / 'absent.pt'), '--output',
                  str(tmp_path / 'x.onnx')]) == 2
     assert 'not found' in capsys.readouterr().out
+    assert main(['--weights', str(tmp_path / 'w.pt'), '--output', str(tmp_path / 'grey.onnx'),
+                 '--width', '40', '--height', '24', '--cast-correction', '1']) == 0
+    assert 'cast_correction 1;' in capsys.readouterr().out
+    assert main(['--weights', str(tmp_path / 'w.pt'), '--cast-correction', '2']) == 2
+    assert 'cast_correction 2' in capsys.readouterr().out

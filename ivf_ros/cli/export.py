@@ -1,7 +1,9 @@
 """ivf-export: write the fusion weights as ONNX and check ONNX Runtime against torch.
 
 Usage: ``ivf-export [--weights models/ivf_fusion.pt] [--output models/ivf_fusion.onnx]
-[--width 640 --height 512]``. The graph has one fixed input size; export again for another camera.
+[--width 640 --height 512] [--cast-correction 0..1]``. The graph has one fixed input size and
+one colour-cast correction (fusion_node's ``cast_correction`` parameter at run time); export
+again for another camera or another correction.
 """
 
 from __future__ import annotations
@@ -24,19 +26,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help='ONNX file to write (default: models/ivf_fusion.onnx)')
     parser.add_argument('--width', type=int, default=640, help='input width in pixels')
     parser.add_argument('--height', type=int, default=512, help='input height in pixels')
+    parser.add_argument('--cast-correction', type=float, default=None, metavar='SHARE',
+                        help="share (0..1) of the frame's colour cast the fused image removes, "
+                             "built into the graph (default: the weights' own, 0 for the "
+                             'shipped ones; 1 = grey-world)')
     args = parser.parse_args(argv)
     if args.width < 1 or args.height < 1:
         parser.error('--width and --height must be positive')
     weights = args.weights or default_weights_path()
     output = args.output or share_file('models', 'ivf_fusion.onnx')
     try:
-        network = load_network(weights)
+        network = load_network(weights, args.cast_correction)
     except ModelLoadError as error:
         print(f'ivf-export: {error}')
         return 2
     export(network, output, args.height, args.width)
     difference = parity(network, output, args.height, args.width)
-    print(f'exported {output} ({output.stat().st_size / 1e6:.2f} MB) from {weights}; '
+    print(f'exported {output} ({output.stat().st_size / 1e6:.2f} MB) from {weights}, '
+          f'cast_correction {network.config.cast_correction:g}; '
           f'ONNX Runtime vs torch max abs diff {difference:.2e}')
     return 0
 

@@ -67,8 +67,12 @@ def save_weights(model: IVFNet, path: str | Path, extra: dict[str, Any] | None =
     torch.save(payload, str(path))
 
 
-def load_network(path: str | Path) -> IVFNet:
-    """Build an IVFNet from a weights file; raise ModelLoadError naming the path."""
+def load_network(path: str | Path, cast_correction: float | None = None) -> IVFNet:
+    """Build an IVFNet from a weights file; raise ModelLoadError naming the path.
+
+    ``cast_correction`` (0..1) overrides the share of the frame's colour cast that the fused
+    image removes (None: the value stored with the weights, 0 for the shipped ones).
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f'fusion weights not found: {path}')
@@ -84,6 +88,11 @@ def load_network(path: str | Path) -> IVFNet:
         config = ModelConfig.from_dict(payload['config'])
     except (TypeError, ValueError) as error:
         raise ModelLoadError(f'fusion weights {path} have an invalid config: {error}') from error
+    if cast_correction is not None:
+        try:   # replace() re-runs the config's range checks; the rendering reads it per frame
+            config = replace(config, cast_correction=cast_correction)
+        except (TypeError, ValueError) as error:
+            raise ModelLoadError(f'cast_correction {cast_correction}: {error}') from error
     try:
         network = IVFNet(config)
         network.load_state_dict(payload['state_dict'])
@@ -126,10 +135,7 @@ class FusionModel:
         fused image removes (None: the value stored with the weights, 0 for the shipped ones).
         """
         path = Path(path) if path is not None else default_weights_path()
-        network = load_network(path)
-        if cast_correction is not None:
-            # replace() re-runs the config's range checks; the rendering reads it per frame.
-            network.config = replace(network.config, cast_correction=cast_correction)
+        network = load_network(path, cast_correction)
         return cls(network, device=device, half=half, source=str(path),
                    cuda_graphs=cuda_graphs)
 
