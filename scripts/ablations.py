@@ -158,7 +158,7 @@ def main() -> int:
                    check=True)
     with (args.output / 'detect' / 'detection.csv').open() as handle:
         ap = {(row['input'], row['class']): row for row in csv.DictReader(handle)
-              if row['group'] == 'all'}   # the whole split, not its per-dataset rows
+              if row.get('group', 'all') == 'all'}   # the whole split, not its per-dataset rows
     with (args.output / 'eval' / 'summary.csv').open() as handle:
         rows = list(csv.DictReader(handle))
     print('| variant | person AP@0.5 [95 %] | car AP@0.5 [95 %] | ' + ' | '.join(COLUMNS) + ' |')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -451,11 +452,17 @@ def test_ivf_eval_detect_writes_the_report(datasets: Path, yolo_config_dir: Path
     from ivf_ros.cli.eval import main
 
     weights = cached_tiny_yolo(tmp_path)
-    assert main(['detect', str(datasets / 'msrs_extra'), '-m', 'max', '--limit', '2',
-                 '--bootstrap', '20', '--detector', str(weights), '--device', 'cpu',
-                 '--imgsz', '160', '--no-progress', '-o', str(tmp_path / 'out')]) == 0
+    # msrs_extra's 3 pairs and the first of m3fd_night: two folders, so a per-dataset table.
+    assert main(['detect', str(datasets / 'msrs_extra'), str(datasets / 'm3fd_night'), '-m',
+                 'max', '--fused', 'max', '--limit', '4', '--bootstrap', '20', '--detector',
+                 str(weights), '--device', 'cpu', '--imgsz', '160', '--no-progress', '-o',
+                 str(tmp_path / 'out')]) == 0
     text = (tmp_path / 'out' / 'detection.md').read_text()
     assert '| max - visible |' in text and '| infrared |' in text
-    assert (tmp_path / 'out' / 'detection.csv').is_file()
+    per_dataset = text.split('## Per dataset')[1]
+    assert '| m3fd_night (1) | max |' in per_dataset and '| msrs_extra (3) | visible |' in text
+    with (tmp_path / 'out' / 'detection.csv').open() as handle:
+        groups = {row['group'] for row in csv.DictReader(handle)}
+    assert groups == {'all', 'm3fd_night', 'msrs_extra'}
     assert main(['detect', str(datasets / 'msrs_extra'), '-m', 'max', '--fused', 'nope',
                  '--detector', str(weights), '--no-progress']) == 2

@@ -12,12 +12,20 @@ import torch
 
 from ivf_ros.cli.train import main as train_main
 from ivf_ros.evaluation.plots import GAUGES
+from ivf_ros.fusion.model import ModelConfig
 from ivf_ros.io.datasets import list_pairs
 from ivf_ros.io.synthetic import make_night_pair
 from ivf_ros.training import trainer as trainer_module
 from ivf_ros.training.config import load_config, StageConfig, TrainConfig, TrainingConfigError
 from ivf_ros.training.teacher import rectangles_mask
-from ivf_ros.training.trainer import crop_boxes, gate_gauges, PairBank, teacher_classes, Trainer
+from ivf_ros.training.trainer import (
+    crop_boxes,
+    gate_gauges,
+    log_writer,
+    PairBank,
+    teacher_classes,
+    Trainer,
+)
 
 SMALL_MODEL = {'channels': [8, 8, 12, 16]}
 
@@ -166,6 +174,21 @@ def test_gate_gauges_read_the_infrared_share_and_the_saturated_cells() -> None:
     assert gauges['gate_w'] == pytest.approx(0.5) and gauges['gate_saturated'] == 0.5
 
 
+def test_a_resumed_log_keeps_every_value_under_its_own_header(tmp_path: Path) -> None:
+    log = tmp_path / 'stage3_log.csv'
+    log.write_text('step,total,lr\n10,1.0,0.002\n')   # written before the gauges existed
+    with log.open('a', newline='') as handle:
+        log_writer(handle, log, ['step', 'total', 'gate_w', 'lr']).writerow(
+            {'step': 20, 'total': 0.5, 'gate_w': 0.7, 'lr': 0.001})
+    with log.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[1] == {'step': '20', 'total': '0.5', 'lr': '0.001'}
+    fresh = tmp_path / 'fresh.csv'
+    with fresh.open('a', newline='') as handle:
+        log_writer(handle, fresh, ['step', 'gate_w']).writerow({'step': 1, 'gate_w': 0.5})
+    assert fresh.read_text().splitlines() == ['step,gate_w', '1,0.5']
+
+
 def test_a_stage_that_ends_saturated_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     trainer = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
@@ -174,7 +197,11 @@ def test_a_stage_that_ends_saturated_says_so(tmp_path: Path, monkeypatch: pytest
     assert 'saturated' not in capsys.readouterr().err   # a fresh gate decides
     monkeypatch.setattr(trainer_module, 'SATURATED_LOGIT', -1.0)   # every cell counts
     trainer.train_stage(3)
-    assert 'of the gate is saturated at the end' in capsys.readouterr().err
+    assert 'of the working-grid gate is saturated' in capsys.readouterr().err
+    # The max rule's logits are +-30 by design: only a learned gate is gauged and warned about.
+    assert ModelConfig().learned_gate and not ModelConfig(gate='max').learned_gate
+    assert not ModelConfig(gate='constant').learned_gate
+    assert not ModelConfig(adaptive_weights=False).learned_gate
 
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:

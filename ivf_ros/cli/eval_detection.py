@@ -69,6 +69,7 @@ if TYPE_CHECKING:   # the detector module imports Ultralytics: only when detecti
     from ivf_ros.pipeline.detector import YoloDetector
 
 SOURCES = ('visible', 'infrared')
+NO_TARGETS = 'n/a'   # the AP of a class without targets (NaN), in the Markdown tables
 DEFAULT_DETECTOR = Path('weights') / 'yolo11n' / 'yolo11n-rebuilt.pt'   # under ../shared
 LOST_ROWS = 8
 SHEET_ROWS = 6
@@ -157,6 +158,14 @@ def _draw(image: np.ndarray, boxes: Sequence[Sequence[float]], colour: tuple[int
     return canvas
 
 
+def difference_cell(delta: float, low: float, high: float) -> str:
+    """Return 'Δ [low, high]', marked where the interval is all below or above 0."""
+    if not math.isfinite(delta):
+        return NO_TARGETS
+    mark = ' **<0**' if high < 0 else (' **>0**' if low > 0 else '')
+    return f'{delta:+.3f} [{low:+.3f}, {high:+.3f}]{mark}'
+
+
 def markdown(result: BootstrapResult, recall_note: str) -> str:
     """Return the detection tables: per input and class, then fused minus each source."""
     lines = [f'{result.images} images; 95 % intervals from {result.resamples} paired '
@@ -179,9 +188,7 @@ def markdown(result: BootstrapResult, recall_note: str) -> str:
     for fused, source in pairs:
         cells = []
         for name in REPORT_CLASSES:
-            delta, low, high = result.differences[fused, source, name]
-            mark = ' **<0**' if high < 0 else (' **>0**' if low > 0 else '')
-            cells.append(f'{delta:+.3f} [{low:+.3f}, {high:+.3f}]{mark}')
+            cells.append(difference_cell(*result.differences[fused, source, name]))
         lines.append(f'| {fused} - {source} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -194,14 +201,14 @@ def markdown_by_group(results: dict[str, BootstrapResult]) -> str:
     for group, result in results.items():
         for kind, per_class in result.scores.items():
             cells = [f'{group} ({result.images})', kind]
-            cells += [f'{per_class[name].ap50:.3f}' for name in REPORT_CLASSES]
+            cells += [f'{per_class[name].ap50:.3f}' if math.isfinite(per_class[name].ap50)
+                      else NO_TARGETS for name in REPORT_CLASSES]
             for name in REPORT_CLASSES:
                 for source in SOURCES:
                     if (kind, source, name) not in result.differences:
                         cells.append('')
                         continue
-                    delta, low, high = result.differences[kind, source, name]
-                    cells.append(f'{delta:+.3f} [{low:+.3f}, {high:+.3f}]')
+                    cells.append(difference_cell(*result.differences[kind, source, name]))
             lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -303,9 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          'score >= 0.25.'), ''])
     if by_dataset:
         text += '\n'.join([
-            '## Per dataset', '',
+            '', '## Per dataset', '',
             'The same detections scored per dataset folder (each with its own paired bootstrap '
-            'over its images); a class a folder does not hold has NaN AP.', '',
+            f'over its images); {NO_TARGETS}: the folder holds no target of the class.', '',
             markdown_by_group(by_dataset), ''])
     (args.output / 'detection.md').write_text(text)
     write_csv(result, args.output / 'detection.csv', by_dataset)

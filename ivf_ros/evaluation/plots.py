@@ -15,7 +15,8 @@ from ivf_ros.io.datasets import resize_to
 
 GRID_IMAGE_WIDTH = 320  # pixels per cell of an image grid
 # Training-log columns that are shares in [0, 1] (stage 3's gate), with their legend text.
-GAUGES = {'gate_w': 'mean gate w (1 = infrared)', 'gate_saturated': 'saturated gate share'}
+GAUGES = {'gate_w': 'mean working-grid gate w (1 = infrared)',
+          'gate_saturated': 'saturated gate share'}
 
 
 def pyplot() -> ModuleType:
@@ -95,7 +96,7 @@ def save_bar_chart(values: Mapping[str, Mapping[str, Sequence[float]]], path: Pa
 
 
 def save_loss_curves(csv_path: Path, png_path: Path, title: str) -> None:
-    """Draw the loss columns of a training CSV log (step, lr, elapsed_s, terms...) into a PNG."""
+    """Draw a training CSV log's losses (log axis) and GAUGES shares (second axis) into a PNG."""
     plt = pyplot()
     with csv_path.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -112,8 +113,8 @@ def save_loss_curves(csv_path: Path, png_path: Path, title: str) -> None:
     axis.set_ylabel('loss (unweighted terms, weighted total)')
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8, loc='upper left')
     gauges = [name for name in GAUGES if name in rows[0]]
+    axis.legend(fontsize=8, loc='upper left' if gauges else 'best')
     if gauges:   # shares in [0, 1], not losses: their own linear axis, dashed
         shares = axis.twinx()
         for name, colour in zip(gauges, ('black', 'grey'), strict=False):

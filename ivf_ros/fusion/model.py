@@ -141,6 +141,11 @@ class ModelConfig:
             raise ValueError(f'fusion_base must be one of {", ".join(FUSION_BASES)}, '
                              f'got {self.fusion_base!r}')
 
+    @property
+    def learned_gate(self) -> bool:
+        """Return whether the fusion block decides the gate (not a constant or the max rule)."""
+        return self.gate == 'learned' and self.adaptive_weights
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], strict: bool = False) -> ModelConfig:
         """Build a config from a dict; unknown keys are skipped, or a ValueError if strict."""

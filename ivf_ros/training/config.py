@@ -115,8 +115,7 @@ def load_config(path: str | Path) -> TrainConfig:
         model = ModelConfig.from_dict(config.model, strict=True)  # fail here, not after loading
     except (TypeError, ValueError) as error:
         raise TrainingConfigError(f'{path}: model: {error}') from error
-    if config.stages[3].losses.get('gate_bound') and (
-            model.gate != 'learned' or not model.adaptive_weights):
+    if config.stages[3].losses.get('gate_bound') and not model.learned_gate:
         # A constant gate has logit 0 and the max rule +-30: nothing for the term to train.
         raise TrainingConfigError(f'{path}: stage 3: gate_bound needs the learned gate '
                                   f'(model: gate is {model.gate!r})')

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -51,9 +51,9 @@ MIN_TRAIN_SIDE = 32
 # A labelled box cut by a crop stays a target only if this share of its area is in the crop:
 # the detector is not asked to find an object from a sliver of it.
 MIN_BOX_SHARE = 0.5
-# A gate logit beyond this saturates the sigmoid (slope < 3.4e-4): stage 3 logs the share of
-# such cells and warns when it ends with most of the gate saturated.
-SATURATED_LOGIT = 8.0
+# A gate logit beyond logit(0.99) saturates the sigmoid (w within 1 % of 0 or 1, slope < 0.01):
+# stage 3 logs the share of such cells and warns when it ends with most of the gate saturated.
+SATURATED_LOGIT = math.log(0.99 / 0.01)
 SATURATED_WARNING = 0.5
 
 
@@ -94,16 +94,16 @@ class PairBank:
             boxes = (teacher_classes(read_yolo_labels(label_path(pair), visible.shape[1],
                                                       visible.shape[0]))
                      if is_labelled(pair) else None)
-            self.add(visible, infrared, boxes)
-            self.datasets.append(pair.dataset)
+            self.add(visible, infrared, boxes, pair.dataset)
             if is_night(pair):
                 self.night.append(index)
         smallest = min(min(vis.shape[-2:]) for vis, _ in self.images)
         self.crop = min(crop, smallest)
 
     def add(self, visible: np.ndarray, infrared: np.ndarray,
-            boxes: np.ndarray | None = None) -> None:
+            boxes: np.ndarray | None = None, dataset: str = 'arrays') -> None:
         """Add one (h, w, 3) uint8 RGB + (h, w) uint8 pair [+ its (b, 5) labelled boxes]."""
+        self.datasets.append(dataset)
         vis = torch.from_numpy(np.ascontiguousarray(visible)).permute(2, 0, 1)   # (3, h, w)
         ir = torch.from_numpy(np.ascontiguousarray(infrared)).unsqueeze(0)      # (1, h, w)
         self.images.append((vis.to(self.device), ir.to(self.device)))
@@ -116,11 +116,10 @@ class PairBank:
                     labels: list[np.ndarray | None] | None = None) -> PairBank:
         """Build a bank from in-memory pairs [and their boxes] (tests, synthetic data)."""
         bank = cls.__new__(cls)
-        bank.device, bank.images, bank.labels = device, [], []
+        bank.device, bank.images, bank.labels, bank.datasets = device, [], [], []
         for index, (visible, infrared) in enumerate(arrays):
             bank.add(visible, infrared, None if labels is None else labels[index])
         bank.night = list(range(len(bank.images))) if night else []
-        bank.datasets = ['arrays'] * len(bank.images)
         bank.crop = min(crop, min(min(vis.shape[-2:]) for vis, _ in bank.images))
         return bank
 
@@ -275,15 +274,31 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
 
 
 def gate_gauges(logits: torch.Tensor) -> dict[str, float]:
-    """Return the batch's mean gate w and the share of saturated gate cells.
+    """Return the batch's mean working-grid gate w and the share of saturated gate cells.
 
-    logits (b, 1, h, w): the working-grid gate logits, w = sigmoid(logit) the infrared share.
-    A cell is saturated where |logit| > SATURATED_LOGIT: its sigmoid slope is below 3.4e-4, so
-    no loss term moves it any more. A gate saturated everywhere has stopped deciding.
+    logits (b, 1, h, w): the working-grid gate logits, w = sigmoid(logit) the infrared share
+    (the full-resolution detail mix adds the detail energies to it). A cell is saturated where
+    |logit| > SATURATED_LOGIT (w within 1 % of 0 or 1): its sigmoid slope is below 0.01, so the
+    loss terms hardly move it. A gate saturated everywhere has stopped deciding.
     """
     logits = logits.detach()
     return {'gate_w': float(torch.sigmoid(logits).mean()),
             'gate_saturated': float((logits.abs() > SATURATED_LOGIT).float().mean())}
+
+
+def log_writer(handle: TextIO, path: Path, columns: list[str]) -> csv.DictWriter:
+    """Return a CSV writer for a training log opened for appending, writing a new header.
+
+    A log resumed from an older run keeps its own header: columns it lacks are left out of the
+    new rows and columns the new rows lack stay empty, so every row stays under its header.
+    """
+    if handle.tell() == 0:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        return writer
+    with path.open(newline='') as existing:
+        header = next(csv.reader(existing), columns)
+    return csv.DictWriter(handle, fieldnames=header, extrasaction='ignore', restval='')
 
 
 def detected_salience(stage_config: StageConfig) -> bool:
@@ -406,6 +421,7 @@ class Trainer:
         started = time.perf_counter()
         writer_handle = csv_path.open('a', newline='')
         writer = None
+        gauged = stage == 3 and self.model.config.learned_gate
         last_gauges: dict[str, float] = {}
         progress = tqdm(range(start, stage_config.steps), desc=f'stage {stage}',
                         initial=start, total=stage_config.steps, disable=not self.show_progress)
@@ -415,7 +431,10 @@ class Trainer:
             visible, infrared, labels = self.bank.sample(
                 stage_config.batch, generator, night_only=stage_config.data == 'night',
                 balance_datasets=stage_config.balance_datasets)
-            gauges: dict[str, float] = {}
+            done = step + 1
+            logged = done % self.config.log_every == 0 or done == stage_config.steps
+            # Gauges only on logged steps: reading them back costs a device sync.
+            gauges: dict[str, float] | None = {} if logged and gauged else None
             terms = stage_terms(self.model, stage, visible, infrared, stage_config, self.amp,
                                 teacher, labels, gauges)
             total = losses.weighted_total(terms, stage_config.losses)
@@ -423,30 +442,29 @@ class Trainer:
             total.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
-            done = step + 1
-            if done % self.config.log_every == 0 or done == stage_config.steps:
+            if logged:
                 elapsed = elapsed_before + time.perf_counter() - started
                 row = {'step': done, 'total': float(total.detach())}
                 row.update({name: float(value.detach()) for name, value in terms.items()})
-                row.update(gauges)
-                last_gauges = gauges
+                row.update(gauges or {})
+                last_gauges = gauges or {}
                 row.update({'lr': optimizer.param_groups[0]['lr'], 'elapsed_s': round(elapsed, 2)})
                 if writer is None:
-                    writer = csv.DictWriter(writer_handle, fieldnames=list(row))
-                    if writer_handle.tell() == 0:
-                        writer.writeheader()
+                    writer = log_writer(writer_handle, csv_path, list(row))
                 writer.writerow(row)
                 writer_handle.flush()
-                progress.set_postfix(loss=f"{row['total']:.4f}")
+                progress.set_postfix(loss=f"{row['total']:.4f}",
+                                     **({'w': f"{gauges['gate_w']:.2f}"} if gauges else {}))
             if done % self.config.checkpoint_every == 0 and done < stage_config.steps:
                 self._save_checkpoint(stage, done, optimizer, generator,
                                       elapsed_before + time.perf_counter() - started)
         writer_handle.close()
         if last_gauges.get('gate_saturated', 0.0) > SATURATED_WARNING:
-            print(f"ivf-train: stage {stage}: {last_gauges['gate_saturated']:.0%} of the gate "
-                  f"is saturated at the end (mean w {last_gauges['gate_w']:.2f}; 1 = the "
-                  'infrared alone): the fusion block has stopped deciding there. The gate_bound '
-                  'loss term keeps the gate responsive (models/README.md)', file=sys.stderr)
+            print(f"ivf-train: stage {stage}: {last_gauges['gate_saturated']:.0%} of the "
+                  'working-grid gate is saturated (w within 1 % of 0 or 1) at the end (mean w '
+                  f"{last_gauges['gate_w']:.2f}; 1 = the infrared alone): the fusion block has "
+                  'stopped deciding there. The gate_bound loss term keeps the gate responsive '
+                  '(models/README.md)', file=sys.stderr)
         elapsed = elapsed_before + time.perf_counter() - started
         self.completed.append(stage)
         self._save_checkpoint(stage, stage_config.steps, optimizer, generator, elapsed)
