@@ -251,6 +251,14 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
     outputs = {name: value.float() for name, value in outputs.items()}
     if gauges is not None and stage == 3:
         gauges.update(gate_gauges(outputs['weight_logits_low']))
+    return output_terms(outputs, stage, visible, infrared, stage_config, teacher, labels)
+
+
+def output_terms(outputs: dict[str, torch.Tensor], stage: int, visible: torch.Tensor,
+                 infrared: torch.Tensor, stage_config: StageConfig,
+                 teacher: DetectionTeacher | None = None,
+                 labels: list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
+    """Return the stage's unweighted loss terms of its :func:`stage_outputs` (fp32)."""
     if stage == 1:
         return losses.stage1_terms(outputs, stage_config.exposure_level)
     if stage == 2:
