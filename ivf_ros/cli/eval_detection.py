@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   if len(set(groups)) > 1 else {})
     args.output.mkdir(parents=True, exist_ok=True)
     command = shlex.join(['ivf-eval', 'detect'] + list(sys.argv[2:] if argv is None else argv))
-    datasets = ', '.join(sorted({pair.dataset for pair in pairs}))
+    datasets = ', '.join(sorted(set(groups)))
     pseudo_count = sum(not is_labelled(pair) for pair in pairs)
     which = (f'{len(pairs) - pseudo_count} labelled pairs and {pseudo_count} unlabelled night '
              f'pairs on pseudo-labels (imgsz {PSEUDO_IMGSZ}, both sources, score >= '
