@@ -60,7 +60,8 @@ def main() -> int:
             visible, infrared, labels = bank.sample(stage.batch, generator, night_only=True)
             outputs = stage_outputs(model, 3, visible, infrared)
             logits = outputs['weight_logits_low']            # (b, 1, h/4, w/4)
-            terms = output_terms(outputs, 3, visible, infrared, stage, teacher, labels)
+            terms = output_terms(outputs, 3, visible, infrared, stage, teacher, labels,
+                                 grid_stride=model.config.downscale)
             for name, value in terms.items():
                 gradient, = torch.autograd.grad(weights[name] * value, logits,
                                                 retain_graph=True, allow_unused=True)

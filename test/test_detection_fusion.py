@@ -22,8 +22,15 @@ from ivf_ros.fusion.model import IVFNet, ModelConfig
 from ivf_ros.pipeline.detector import Detection
 from ivf_ros.training import losses
 from ivf_ros.training.config import StageConfig
-from ivf_ros.training.teacher import box_mask, DetectionTeacher, LABEL_SCORE, label_scores
-from ivf_ros.training.trainer import set_trainable, stage_terms
+from ivf_ros.training.teacher import (
+    box_mask,
+    DetectionTeacher,
+    LABEL_SCORE,
+    label_scores,
+    source_preference,
+    TeacherTargets,
+)
+from ivf_ros.training.trainer import set_trainable, source_targets, stage_terms
 
 TINY = [4, 6, 8, 8]
 
@@ -223,7 +230,7 @@ def test_detection_term_decreases_and_the_teacher_stays_frozen() -> None:
     trainable = set_trainable(network, 3)  # the fusion block only, as stage 3
     optimizer = torch.optim.Adam(trainable, lr=0.02)
     visible, infrared = _pair(61, 45, seed=2)    # odd: the teacher pads to its stride
-    scores, _ = teacher.sources(visible, infrared)
+    scores = teacher.sources(visible, infrared).scores
     assert scores.shape[:2] == (1, 2)
     values = []
     teacher.train()                               # asked to train: the detector stays in eval
@@ -280,6 +287,86 @@ def test_box_mask_covers_the_confident_infrared_boxes_only() -> None:
     assert float(mask[0, 0, 9:15, 15:25].min()) == 1.0
 
 
+def test_source_preference_marks_each_object_with_the_source_that_finds_it() -> None:
+    # Three anchors on a 64x48 image: a person the infrared finds (0.9 vs 0.2) in a 16x8 box,
+    # a car the visible finds (0.7 vs 0.3) elsewhere, one that neither finds.
+    def prediction(person: float, car: float) -> torch.Tensor:
+        boxes = [[16.0, 48.0, 40.0], [12.0, 36.0, 8.0], [16.0, 8.0, 8.0], [8.0, 8.0, 4.0]]
+        scores = [[person, 0.0, 0.1], [0.0, car, 0.1]]
+        return torch.tensor([boxes + scores])                     # (1, 4 + 2, 3)
+
+    visible, infrared = prediction(0.2, 0.7), prediction(0.9, 0.3)
+    preferred, weight = source_preference(visible, infrared, (12, 16), 4)
+    assert preferred.shape == weight.shape == (1, 1, 12, 16)     # the quarter grid
+    person, car = (slice(2, 4), slice(2, 6)), (slice(8, 10), slice(11, 13))
+    assert float(preferred[0, 0][person].min()) == 1.0
+    assert float(weight[0, 0][person].min()) == pytest.approx(0.7)
+    assert float(preferred[0, 0][car].max()) == 0.0
+    assert float(weight[0, 0][car].min()) == pytest.approx(0.4)
+    assert float(weight.sum()) == pytest.approx(0.7 * 2 * 4 + 0.4 * 2 * 2)   # nothing else
+    # Nothing confident: no preference anywhere.
+    quiet = prediction(0.1, 0.1)
+    assert float(source_preference(quiet, quiet, (12, 16), 4)[1].abs().sum()) == 0.0
+
+
+def test_overlapping_objects_take_the_more_confident_ones_source() -> None:
+    # Two boxes over the same cells: the visible's 0.6 car, the infrared's 0.95 person.
+    box = [[8.0, 8.0], [8.0, 8.0], [8.0, 8.0], [8.0, 8.0]]
+    visible = torch.tensor([box + [[0.1, 0.0], [0.6, 0.0]]])
+    infrared = torch.tensor([box + [[0.0, 0.95], [0.0, 0.0]]])
+    preferred, weight = source_preference(visible, infrared, (16, 16), 1)
+    assert float(preferred[0, 0, 4:12, 4:12].min()) == 1.0
+    assert float(weight[0, 0, 4:12, 4:12].min()) == pytest.approx(0.95)
+
+
+def test_source_term_teaches_the_gate_the_preferred_source() -> None:
+    torch.manual_seed(0)
+    teacher = DetectionTeacher(_OneBoxDetector(), [0, 2])        # the same box on both sources
+    visible, infrared = _pair(61, 45, seed=4)      # odd: the working grid is padded to 16x16
+    found = teacher.sources(visible, infrared, preference_grid=((16, 16), 4))
+    # Both sources score it 0.9: an object both show equally well asks for nothing.
+    assert float(found.preference_weight.sum()) == 0.0
+    network = IVFNet(ModelConfig(channels=TINY))
+    optimiser = torch.optim.Adam(set_trainable(network, 3), lr=0.02)
+    preferred = torch.zeros(1, 1, 16, 16)
+    preferred[..., 4:10, 3:9] = 1.0                              # the infrared finds it here
+    weight = torch.zeros(1, 1, 16, 16)
+    weight[..., 2:12, 2:10] = 0.8
+    values = []
+    for _ in range(40):
+        outputs = network.forward_all(visible, infrared, outputs=('fused', 'fused_base'))
+        value = losses.stage3_terms(outputs, infrared, {'source': 1.0},
+                                    source_targets=(preferred, weight))['source']
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+        values.append(float(value.detach()))
+    assert values[-1] < 0.8 * values[0], values[::8]
+    gate = torch.sigmoid(outputs['weight_logits_low'].detach())
+    assert float(gate[..., 4:10, 3:9].mean()) > float(gate[..., 2:4, 2:10].mean())
+    stage = StageConfig(steps=1, batch=1, lr=0.1, losses={'source': 1.0})
+    with pytest.raises(ValueError, match='frozen detector'):
+        stage_terms(network, 3, visible, infrared, stage, teacher=None)
+    with pytest.raises(ValueError, match='source term needs the frozen detector'):
+        losses.stage3_terms(outputs, infrared, {'source': 1.0})
+    terms = stage_terms(network, 3, visible, infrared, stage, teacher=teacher)
+    assert float(terms['source'].detach()) == 0.0            # the equal-scores box above
+
+
+def test_source_on_infrared_keeps_only_the_objects_the_infrared_finds_better() -> None:
+    preferred = torch.tensor([[[[1.0, 0.0, 0.0]]]])
+    weight = torch.tensor([[[[0.7, 0.4, 0.0]]]])
+    found = TeacherTargets(torch.zeros(1, 2, 1), None, preferred, weight)
+    both = StageConfig(steps=1, batch=1, lr=0.1, losses={'source': 1.0})
+    infrared_only = StageConfig(steps=1, batch=1, lr=0.1, losses={'source': 1.0},
+                                source_on='infrared')
+    assert source_targets(found, both)[1].flatten().tolist() == pytest.approx([0.7, 0.4, 0.0])
+    kept, kept_weight = source_targets(found, infrared_only)
+    assert torch.equal(kept, preferred)
+    assert kept_weight.flatten().tolist() == pytest.approx([0.7, 0.0, 0.0])
+    assert source_targets(found._replace(preferred=None, preference_weight=None), both) is None
+
+
 class _OneBoxDetector(torch.nn.Module):
     """Finds one confident object, a 20x24 box centred at (22, 30), on every image."""
 
@@ -293,8 +380,8 @@ def test_detected_salience_gets_its_targets_from_the_teacher() -> None:
     torch.manual_seed(0)
     teacher = DetectionTeacher(_OneBoxDetector(), [0, 2])
     visible, infrared = _pair(61, 45, seed=2)
-    scores, targets = teacher.sources(visible, infrared, confidence=0.25)
-    unmasked, no_mask = teacher.sources(visible, infrared)
+    scores, targets, _, _ = teacher.sources(visible, infrared, confidence=0.25)
+    unmasked, no_mask, _, _ = teacher.sources(visible, infrared)
     assert torch.equal(scores, unmasked)
     assert no_mask is None                                    # no confidence: no mask made
     assert targets.shape == (1, 1, 61, 45)
@@ -330,11 +417,11 @@ def test_labels_raise_the_scores_of_the_anchors_that_find_them() -> None:
 def test_labelled_boxes_join_the_salience_targets() -> None:
     teacher = DetectionTeacher(_OneBoxDetector(), [0, 2])
     visible, infrared = _pair(61, 45, seed=2)
-    _, found = teacher.sources(visible, infrared, confidence=0.25)
-    _, with_labels = teacher.sources(visible, infrared, confidence=0.25,
-                                     labels=[torch.tensor([[0.0, 0, 50, 10, 60]])])
+    found = teacher.sources(visible, infrared, confidence=0.25).warm
+    with_labels = teacher.sources(visible, infrared, confidence=0.25,
+                                  labels=[torch.tensor([[0.0, 0, 50, 10, 60]])]).warm
     assert float(with_labels.sum()) == float(found.sum()) + 10 * 10
-    _, unlabelled = teacher.sources(visible, infrared, confidence=0.25, labels=[None])
+    unlabelled = teacher.sources(visible, infrared, confidence=0.25, labels=[None]).warm
     assert torch.equal(unlabelled, found)
     # stage_terms passes the crops' labels on only when the stage asks for them.
     network = IVFNet(ModelConfig(channels=TINY))

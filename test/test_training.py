@@ -281,6 +281,13 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
                    .replace('model:', 'model: {gate: constant}'))
     with pytest.raises(TrainingConfigError, match='gate_bound needs the learned gate'):
         load_config(bad)
+    bad.write_text(bad.read_text().replace('{gate_bound: 1}', '{source: 1}'))
+    with pytest.raises(TrainingConfigError, match='source needs the learned gate'):
+        load_config(bad)
+    bad.write_text(bad.read_text().replace('3: {', '3: {source_on: visible, '))
+    with pytest.raises(TrainingConfigError, match='stage 3: source_on must be one of both, '
+                       'infrared'):
+        load_config(bad)
 
 
 def write_pair(folder: Path, name: str, size: int = 64, visible_name: str | None = None) -> None:

@@ -13,6 +13,7 @@ from ivf_ros.training.losses import GATE_LOGIT_BOUND
 
 STAGES = (1, 2, 3)
 SALIENCE_REGIONS = ('warm', 'detected')
+SOURCE_SIDES = ('both', 'infrared')
 
 
 class TrainingConfigError(ValueError):
@@ -34,6 +35,10 @@ class StageConfig:
     # the boxes the frozen detector finds on the infrared ('detected': people, cars, bicycles).
     salience_on: str = 'warm'
     salience_confidence: float = 0.25  # 'detected': the infrared boxes scored above this
+    # Stage 3's source term: the objects each source finds better ('both') or only those the
+    # infrared finds better ('infrared': the gate's w = 0 is the infrared plus the visible's
+    # extra light, not the visible image, so it cannot give a visible-found object its look).
+    source_on: str = 'both'
     gate_logit_bound: float = GATE_LOGIT_BOUND  # the gate_bound term: |logit| above this
     # Stage 3: frames with a label file add their boxes to the detector's targets (detection
     # term, detected salience). Off unless asked, so older configs train as they did.
@@ -87,6 +92,9 @@ def load_config(path: str | Path) -> TrainConfig:
         if stages[stage].salience_on not in SALIENCE_REGIONS:
             raise TrainingConfigError(f'{path}: stage {stage}: salience_on must be one of '
                                       f'{", ".join(SALIENCE_REGIONS)}')
+        if stages[stage].source_on not in SOURCE_SIDES:
+            raise TrainingConfigError(f'{path}: stage {stage}: source_on must be one of '
+                                      f'{", ".join(SOURCE_SIDES)}')
         confidence = stages[stage].salience_confidence
         if not _is_real(confidence) or not 0.0 <= confidence <= 1.0:
             raise TrainingConfigError(f'{path}: stage {stage}: salience_confidence must be in '
@@ -115,8 +123,9 @@ def load_config(path: str | Path) -> TrainConfig:
         model = ModelConfig.from_dict(config.model, strict=True)  # fail here, not after loading
     except (TypeError, ValueError) as error:
         raise TrainingConfigError(f'{path}: model: {error}') from error
-    if config.stages[3].losses.get('gate_bound') and not model.learned_gate:
-        # A constant gate has logit 0 and the max rule +-30: nothing for the term to train.
-        raise TrainingConfigError(f'{path}: stage 3: gate_bound needs the learned gate '
-                                  f'(model: gate is {model.gate!r})')
+    for term in ('gate_bound', 'source'):
+        if config.stages[3].losses.get(term) and not model.learned_gate:
+            # A constant gate has logit 0 and the max rule +-30: nothing for the term to train.
+            raise TrainingConfigError(f'{path}: stage 3: {term} needs the learned gate '
+                                      f'(model: gate is {model.gate!r})')
     return config

@@ -187,6 +187,20 @@ def gate_bound_loss(logits: torch.Tensor, bound: float = GATE_LOGIT_BOUND) -> to
     return F.relu(logits.abs() - bound).square().mean()
 
 
+def source_loss(logits: torch.Tensor, preferred: torch.Tensor,
+                weight: torch.Tensor) -> torch.Tensor:
+    """Teach the gate which source each object is found on: weighted BCE on its logits.
+
+    logits (n, 1, h, w): the working-grid gate logits (w = sigmoid, the infrared's share);
+    preferred, weight (n, 1, h, w): the teacher's :func:`~ivf_ros.training.teacher.
+    source_preference`, 1 where the detector finds an object better on the infrared, 0 on the
+    visible, weighted by the score gap (0 outside objects). Normalised by the total weight plus
+    one per image, so a batch with few objects asks for little.
+    """
+    cross_entropy = F.binary_cross_entropy_with_logits(logits, preferred, reduction='none')
+    return (cross_entropy * weight).sum() / (weight.sum() + logits.shape[0])
+
+
 def fusion_noise_loss(fused: torch.Tensor, enhanced: torch.Tensor,
                       infrared: torch.Tensor) -> torch.Tensor:
     """Penalise amplified noise: fine (Laplacian) energy beyond both sources'.
@@ -254,12 +268,14 @@ def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
                  detection: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  teacher_scores: torch.Tensor | None = None,
                  salience_targets: torch.Tensor | None = None,
-                 gate_logit_bound: float = GATE_LOGIT_BOUND) -> LossTerms:
+                 gate_logit_bound: float = GATE_LOGIT_BOUND,
+                 source_targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> LossTerms:
     """Stage 3 terms: the fused image against its visible base, the infrared and the detector.
 
     Only the terms named in ``weights`` (all when None) are computed; 'detection' needs the
     frozen detector (``detection``: fused RGB -> class scores) and its scores on the sources;
-    ``salience_targets`` (n, 1, h, w) limits the salience term to the detected warm targets.
+    ``salience_targets`` (n, 1, h, w) limits the salience term to the detected warm targets;
+    'source' needs ``source_targets``, the teacher's (preferred, weight) on the gate's grid.
     """
     fused, enhanced = outputs['fused'], outputs['fused_base'].detach()
     builders: dict[str, Callable[[], torch.Tensor]] = {
@@ -273,11 +289,15 @@ def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
     }
     if detection is not None and teacher_scores is not None:
         builders['detection'] = lambda: detection_loss(detection(fused), teacher_scores)
+    if source_targets is not None:
+        builders['source'] = lambda: source_loss(outputs['weight_logits_low'], *source_targets)
     # A term weighted 0 is not computed (the detector's passes are the slow part of a step).
     wanted = builders if weights is None else [name for name, weight in weights.items()
                                                if name in builders and weight]
-    if weights is not None and weights.get('detection') and 'detection' not in builders:
-        raise ValueError('the detection term needs the frozen detector (config: detector)')
+    for needs_detector in ('detection', 'source'):
+        if weights is not None and weights.get(needs_detector) and needs_detector not in builders:
+            raise ValueError(f'the {needs_detector} term needs the frozen detector '
+                             '(config: detector)')
     return {name: builders[name]() for name in wanted}
 
 

@@ -15,6 +15,7 @@ detector's parameters never train.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ PAD_VALUE = 114 / 255   # Ultralytics' letterbox grey
 # detection term's 0.25 confidence: the label says the object is there.
 LABEL_IOU = 0.5
 LABEL_SCORE = 0.5
+# An object counts for the source term where either source scores it above this: the
+# detection term's own confidence (losses.detection_loss).
+SOURCE_CONFIDENCE = 0.25
 
 
 class DetectionTeacher(nn.Module):
@@ -65,15 +69,17 @@ class DetectionTeacher(nn.Module):
 
     def sources(self, visible: torch.Tensor, infrared: torch.Tensor,
                 confidence: float | None = None,
-                labels: Sequence[torch.Tensor | None] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return (max of both sources' scores (n, k, A), infrared target mask (n, 1, h, w)).
+                labels: Sequence[torch.Tensor | None] | None = None,
+                preference_grid: tuple[Sequence[int], int] | None = None) -> TeacherTargets:
+        """Return what the detector finds on the two sources (:class:`TeacherTargets`).
 
-        The mask (None when ``confidence`` is None) is 1 inside every box the detector finds on
-        the infrared image with a score above ``confidence``: the warm targets (people, cars,
-        bicycles). ``labels``: per image None (unlabelled) or (b, 5) class, x1, y1, x2, y2 in
-        pixels, class = index into the teacher's classes; labelled boxes raise the scores (see
-        :func:`label_scores`) and join the mask. No gradient.
+        ``scores``: max of both sources' scores (n, k, A). ``warm`` (None when ``confidence``
+        is None): 1 inside every box the detector finds on the infrared image with a score
+        above ``confidence``, (n, 1, h, w): the warm targets (people, cars, bicycles).
+        ``labels``: per image None (unlabelled) or (b, 5) class, x1, y1, x2, y2 in pixels,
+        class = index into the teacher's classes; labelled boxes raise the scores (see
+        :func:`label_scores`) and join the warm mask. ``preference_grid`` ((h, w), stride), when
+        given, adds :func:`source_preference` on that grid. No gradient.
         """
         with torch.no_grad():
             both = self.predict(torch.cat([visible, infrared.expand(-1, 3, -1, -1)], dim=0))
@@ -81,8 +87,12 @@ class DetectionTeacher(nn.Module):
         scores = torch.maximum(both[:batch, 4:], both[batch:, 4:])
         if labels is not None:
             scores = label_scores(scores, both[:batch, :4], both[batch:, :4], labels)
+        preferred = preference_weight = None
+        if preference_grid is not None:
+            preferred, preference_weight = source_preference(both[:batch], both[batch:],
+                                                             *preference_grid)
         if confidence is None:
-            return scores, None
+            return TeacherTargets(scores, None, preferred, preference_weight)
         mask = box_mask(both[batch:], infrared.shape[-2:], confidence)
         if labels is not None:
             classes = scores.shape[1]
@@ -92,7 +102,58 @@ class DetectionTeacher(nn.Module):
                                 infrared.shape[-2:])
                 for boxes in labels])[:, None]                             # (n, 1, h, w)
             mask = torch.maximum(mask, labelled)
-        return scores, mask
+        return TeacherTargets(scores, mask, preferred, preference_weight)
+
+
+class TeacherTargets(NamedTuple):
+    """What the frozen detector finds on the sources (:meth:`DetectionTeacher.sources`)."""
+
+    scores: torch.Tensor                      # (n, k, A) max of both sources' class scores
+    warm: torch.Tensor | None                 # (n, 1, h, w) 1 inside the infrared's boxes
+    preferred: torch.Tensor | None            # (n, 1, h', w') 1: infrared, 0: visible
+    preference_weight: torch.Tensor | None    # (n, 1, h', w') score gap, 0 outside objects
+
+
+def source_preference(visible_prediction: torch.Tensor, infrared_prediction: torch.Tensor,
+                      size: Sequence[int], stride: int, confidence: float = SOURCE_CONFIDENCE
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (preferred, weight) (n, 1, h, w): the source the detector finds each object on.
+
+    visible_prediction, infrared_prediction: (n, 4 + k, A) predictions, boxes in pixels; the
+    (h, w) grid has a cell per ``stride`` x ``stride`` pixels from the top left (the fusion's
+    working grid, padded right and bottom). Every anchor whose best class score on either
+    source exceeds ``confidence`` is an object seen best on the source with the higher score:
+    inside that source's box, on the grid, ``preferred`` is 1 (the infrared) or 0 (the
+    visible) and ``weight`` is the score gap (an object both sources show equally well asks
+    for nothing). Where boxes overlap, the most confident anchor decides; outside every box
+    the weight is 0.
+    """
+    from ultralytics.utils.ops import xywh2xyxy
+
+    height, width = int(size[0]), int(size[1])
+    preferred, weight = [], []
+    for seen_visible, seen_infrared in zip(visible_prediction, infrared_prediction,
+                                           strict=True):
+        visible_score = seen_visible[4:].amax(dim=0)                       # (A,)
+        infrared_score = seen_infrared[4:].amax(dim=0)
+        best = torch.maximum(visible_score, infrared_score)
+        found = best > confidence
+        on_infrared = (infrared_score >= visible_score)[found]            # (b,)
+        boxes = torch.where(infrared_score >= visible_score, seen_infrared[:4],
+                            seen_visible[:4])[:, found]                    # (4, b) xywh
+        cover = rectangle_cover(xywh2xyxy(boxes.T) / stride, (height, width))  # (b, h, w)
+        # The most confident anchor covering a cell decides it; a plane of zeros after the
+        # b anchors' decides the cells no box covers (every covering score is above 0).
+        ranked = torch.where(cover, best[found][:, None, None], -1.0)
+        ranked = torch.cat([ranked, ranked.new_zeros((1, height, width))])
+        decider = ranked.argmax(dim=0)                                     # (h, w) in [0, b]
+        # Index b (the padding plane) decides the uncovered cells: its gap and side are 0.
+        none = best.new_zeros(1)
+        gap = torch.cat([(infrared_score - visible_score).abs()[found], none])
+        side = torch.cat([on_infrared.to(best.dtype), none])
+        preferred.append(side[decider])
+        weight.append(gap[decider])
+    return torch.stack(preferred)[:, None], torch.stack(weight)[:, None]
 
 
 def label_scores(scores: torch.Tensor, visible_boxes: torch.Tensor, infrared_boxes: torch.Tensor,
@@ -133,16 +194,26 @@ def box_mask(prediction: torch.Tensor, size: Sequence[int], confidence: float) -
         for image in prediction])[:, None]                       # pre-NMS boxes, (b, 4) each
 
 
+def _inside(corners: torch.Tensor, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return bool (b, h) rows and (b, w) columns whose pixel centres lie in each box's span."""
+    rows = torch.arange(int(size[0]), device=corners.device, dtype=corners.dtype) + 0.5
+    columns = torch.arange(int(size[1]), device=corners.device, dtype=corners.dtype) + 0.5
+    return ((rows >= corners[:, 1:2]) & (rows <= corners[:, 3:4]),
+            (columns >= corners[:, 0:1]) & (columns <= corners[:, 2:3]))
+
+
+def rectangle_cover(corners: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Return (b, h, w) bool: the pixels whose centres lie inside each x1, y1, x2, y2 box."""
+    inside_y, inside_x = _inside(corners, size)
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
 def rectangles_mask(corners: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Return (h, w): 1 at the pixels whose centres lie inside any (b, 4) x1, y1, x2, y2 box."""
-    height, width = int(size[0]), int(size[1])
-    rows = torch.arange(height, device=corners.device, dtype=corners.dtype) + 0.5
-    columns = torch.arange(width, device=corners.device, dtype=corners.dtype) + 0.5
-    inside_x = ((columns >= corners[:, 0:1]) & (columns <= corners[:, 2:3])).to(corners.dtype)
-    inside_y = ((rows >= corners[:, 1:2]) & (rows <= corners[:, 3:4])).to(corners.dtype)
+    inside_y, inside_x = _inside(corners, size)
     # Box b covers (y, x) iff inside_y[b, y] and inside_x[b, x]: one matrix product ORs every
-    # box's rectangle into the mask.
-    return (inside_y.T @ inside_x > 0).to(corners.dtype)                  # (h, w)
+    # box's rectangle into the mask (without rectangle_cover's (b, h, w) tensor).
+    return (inside_y.to(corners.dtype).T @ inside_x.to(corners.dtype) > 0).to(corners.dtype)
 
 
 def load_teacher(weights: str, device: torch.device | str = 'cpu',

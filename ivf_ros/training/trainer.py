@@ -36,7 +36,12 @@ from ivf_ros.io.datasets import (
 from ivf_ros.io.paths import shared_dir
 from ivf_ros.training import losses
 from ivf_ros.training.config import StageConfig, TrainConfig
-from ivf_ros.training.teacher import DetectionTeacher, load_teacher, TEACHER_CLASSES
+from ivf_ros.training.teacher import (
+    DetectionTeacher,
+    load_teacher,
+    TEACHER_CLASSES,
+    TeacherTargets,
+)
 
 # Which sub-modules each stage trains; everything else is frozen.
 TRAINABLE = {
@@ -251,34 +256,54 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
     outputs = {name: value.float() for name, value in outputs.items()}
     if gauges is not None and stage == 3:
         gauges.update(gate_gauges(outputs['weight_logits_low']))
-    return output_terms(outputs, stage, visible, infrared, stage_config, teacher, labels)
+    return output_terms(outputs, stage, visible, infrared, stage_config, teacher, labels,
+                        grid_stride=model.config.downscale)
 
 
 def output_terms(outputs: dict[str, torch.Tensor], stage: int, visible: torch.Tensor,
                  infrared: torch.Tensor, stage_config: StageConfig,
                  teacher: DetectionTeacher | None = None,
-                 labels: list[torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
-    """Return the stage's unweighted loss terms of its :func:`stage_outputs` (fp32)."""
+                 labels: list[torch.Tensor | None] | None = None,
+                 grid_stride: int = 1) -> dict[str, torch.Tensor]:
+    """Return the stage's unweighted loss terms of its :func:`stage_outputs` (fp32).
+
+    ``grid_stride``: pixels per working-grid cell (the model's downscale), for the source term.
+    """
     if stage == 1:
         return losses.stage1_terms(outputs, stage_config.exposure_level)
     if stage == 2:
         return losses.stage2_terms(outputs)
-    teacher_scores = targets = None
+    found = None
     if needs_teacher(stage_config):
         if teacher is None:
             raise ValueError('stage 3 needs the frozen detector (config: detector) for its '
-                             'detection term or detected salience targets')
+                             'detection or source term or detected salience targets')
         # What the detector finds on either source (no gradient) and what the labels say is
         # there: the fused image must keep it; the boxes found on the infrared (and the
-        # labelled ones) are the targets salience protects.
-        teacher_scores, targets = teacher.sources(
+        # labelled ones) are the targets salience protects; which source finds each object
+        # is what the source term teaches the gate.
+        found = teacher.sources(
             visible, infrared,
             stage_config.salience_confidence if detected_salience(stage_config) else None,
-            labels if stage_config.use_labels else None)
-    return losses.stage3_terms(outputs, infrared, stage_config.losses,
-                               detection=teacher, teacher_scores=teacher_scores,
-                               salience_targets=targets,
-                               gate_logit_bound=stage_config.gate_logit_bound)
+            labels if stage_config.use_labels else None,
+            preference_grid=((outputs['weight_logits_low'].shape[-2:], grid_stride)
+                             if stage_config.losses.get('source') else None))
+    return losses.stage3_terms(
+        outputs, infrared, stage_config.losses, detection=teacher,
+        teacher_scores=None if found is None else found.scores,
+        salience_targets=None if found is None else found.warm,
+        gate_logit_bound=stage_config.gate_logit_bound,
+        source_targets=None if found is None else source_targets(found, stage_config))
+
+
+def source_targets(found: TeacherTargets, stage_config: StageConfig
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Return the source term's (preferred, weight) for the stage's ``source_on`` side."""
+    if found.preferred is None:
+        return None
+    if stage_config.source_on == 'infrared':   # the visible's objects ask for nothing
+        return found.preferred, found.preference_weight * found.preferred
+    return found.preferred, found.preference_weight
 
 
 def gate_gauges(logits: torch.Tensor) -> dict[str, float]:
@@ -315,8 +340,9 @@ def detected_salience(stage_config: StageConfig) -> bool:
 
 
 def needs_teacher(stage_config: StageConfig) -> bool:
-    """Return whether stage 3's terms need the frozen detector (detection, detected targets)."""
-    return bool(stage_config.losses.get('detection')) or detected_salience(stage_config)
+    """Return whether stage 3's terms need the frozen detector (detection, source, targets)."""
+    return (bool(stage_config.losses.get('detection')) or bool(stage_config.losses.get('source'))
+            or detected_salience(stage_config))
 
 
 def learning_rate(stage_config: StageConfig, step: int) -> float:
@@ -349,8 +375,8 @@ class Trainer:
         """Return the frozen detector of the config's ``detector`` (loaded once)."""
         if self._teacher is None:
             if not self.config.detector:
-                raise ValueError('stage 3 needs the frozen detector (detection term or detected '
-                                 'salience targets) but the config names no detector')
+                raise ValueError('stage 3 needs the frozen detector (detection or source term, '
+                                 'detected salience targets) but the config names no detector')
             path = Path(self.config.detector).expanduser()
             if not path.is_absolute():
                 path = shared_dir() / path
