@@ -3,8 +3,10 @@
 
 Variants: the full model; constant gate (the fusion block replaced by w = 0.5 everywhere,
 details too: nothing to train); max rule (w = 1 where the infrared base is brighter, the larger
-detail per pixel: nothing to train); no detection term and no salience term (stage 3 retrained
-without it, from the full run's stage 2); no stage 1 (no enhancement is learnt: the decoder
+detail per pixel: nothing to train); no detection term (the detection term and the source
+term, its per-object form, both off; salience still takes its targets from the detector's
+boxes), no source term and no salience term (stage 3 retrained without it, from the full run's
+stage 2); no stage 1 (no enhancement is learnt: the decoder
 only renders the raw visible image; all three stages retrained).
 
 ``--reuse RUN`` takes a finished full run (ivf-train --stage all): 'full', 'constant_gate' and
@@ -35,14 +37,16 @@ from ivf_ros.io.paths import datasets_dir, share_file
 
 VARIANTS: dict[str, dict] = {
     'full': {},
-    'constant_gate': {'model': {'gate': 'constant'}},
-    'max_rule': {'model': {'gate': 'max'}},
-    'no_detection': {'losses': {'detection': 0.0}},
+    # A gate that does not learn has no logits for the source term (load_config refuses it).
+    'constant_gate': {'model': {'gate': 'constant'}, 'losses': {'source': 0.0}},
+    'max_rule': {'model': {'gate': 'max'}, 'losses': {'source': 0.0}},
+    'no_detection': {'losses': {'detection': 0.0, 'source': 0.0}},
+    'no_source': {'losses': {'source': 0.0}},
     'no_salience': {'losses': {'salience': 0.0}},
     'no_stage1': {'model': {'enhance': False}},
 }
 # Variants whose stages 1 and 2 equal the full model's (only stage 3's losses differ).
-FUSION_ONLY = ('no_detection', 'no_salience')
+FUSION_ONLY = ('no_detection', 'no_source', 'no_salience')
 # Variants that are the full model's weights rendered with another gate: nothing to train.
 RENDER_ONLY = ('constant_gate', 'max_rule')
 COLUMNS = ('EN', 'SD', 'SF', 'AG', 'MI', 'SCD', 'VIF', 'Qabf', 'SSIM', 'PSNR', 'CC',

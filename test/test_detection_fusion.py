@@ -309,14 +309,54 @@ def test_source_preference_marks_each_object_with_the_source_that_finds_it() -> 
     assert float(source_preference(quiet, quiet, (12, 16), 4)[1].abs().sum()) == 0.0
 
 
-def test_overlapping_objects_take_the_more_confident_ones_source() -> None:
-    # Two boxes over the same cells: the visible's 0.6 car, the infrared's 0.95 person.
+@pytest.mark.parametrize('infrared_first', [True, False])
+def test_overlapping_objects_take_the_more_confident_ones_source(infrared_first: bool) -> None:
+    # Two boxes over the same cells: the visible's 0.6 car, the infrared's 0.95 person, in
+    # either anchor order (the order must not decide).
     box = [[8.0, 8.0], [8.0, 8.0], [8.0, 8.0], [8.0, 8.0]]
-    visible = torch.tensor([box + [[0.1, 0.0], [0.6, 0.0]]])
-    infrared = torch.tensor([box + [[0.0, 0.95], [0.0, 0.0]]])
+    visible_scores, infrared_scores = [[0.1, 0.0], [0.6, 0.0]], [[0.0, 0.95], [0.0, 0.0]]
+    if infrared_first:
+        visible_scores = [row[::-1] for row in visible_scores]
+        infrared_scores = [row[::-1] for row in infrared_scores]
+    visible = torch.tensor([box + visible_scores])
+    infrared = torch.tensor([box + infrared_scores])
     preferred, weight = source_preference(visible, infrared, (16, 16), 1)
     assert float(preferred[0, 0, 4:12, 4:12].min()) == 1.0
     assert float(weight[0, 0, 4:12, 4:12].min()) == pytest.approx(0.95)
+    assert float(weight.sum()) == pytest.approx(0.95 * 8 * 8)
+
+
+class _InfraredFinderDetector(torch.nn.Module):
+    """Finds a 16x16 box centred at (24, 20) with score 0.9 on grey (infrared) input only."""
+
+    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, list]:
+        grey = (rgb[:, 0] - rgb[:, 1]).abs().amax(dim=(1, 2)) < 1e-6           # (n,)
+        prediction = torch.zeros(rgb.shape[0], 4 + 3, 1)
+        prediction[:, :4, 0] = torch.tensor([24.0, 20.0, 16.0, 16.0])
+        prediction[:, 4, 0] = torch.where(grey, 0.9, 0.1)
+        return prediction + 0.0 * rgb.mean(), []
+
+
+def test_stage_terms_put_the_source_targets_on_the_gate_grid() -> None:
+    # Through output_terms: the infrared-found box (x 16-32, y 12-28 pixels) lands on working-
+    # grid cells 4-7 x 3-6 of the padded 64x64 input (stride 4), and only there.
+    torch.manual_seed(0)
+    teacher = DetectionTeacher(_InfraredFinderDetector(), [0, 2])
+    visible, infrared = _pair(61, 45, seed=4)
+    found = teacher.sources(visible, infrared, preference_grid=((16, 16), 4))
+    weight = found.preference_weight[0, 0]
+    assert torch.equal(weight > 0, torch.zeros(16, 16, dtype=torch.bool).index_put_(
+        (torch.arange(3, 7).repeat_interleave(4), torch.arange(4, 8).repeat(4)),
+        torch.tensor(True)))
+    assert float(weight.max()) == pytest.approx(0.8)
+    network = IVFNet(ModelConfig(channels=TINY))
+    stage = StageConfig(steps=1, batch=1, lr=0.1, losses={'source': 1.0})
+    terms = stage_terms(network, 3, visible, infrared, stage, teacher=teacher)
+    outputs = network.forward_all(visible, infrared, outputs=('fused', 'fused_base'))
+    expected = losses.source_loss(outputs['weight_logits_low'], found.preferred,
+                                  found.preference_weight)
+    assert float(terms['source'].detach()) > 0.0
+    assert torch.allclose(terms['source'], expected)
 
 
 def test_source_term_teaches_the_gate_the_preferred_source() -> None:

@@ -263,8 +263,8 @@ def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torc
 def output_terms(outputs: dict[str, torch.Tensor], stage: int, visible: torch.Tensor,
                  infrared: torch.Tensor, stage_config: StageConfig,
                  teacher: DetectionTeacher | None = None,
-                 labels: list[torch.Tensor | None] | None = None,
-                 grid_stride: int = 1) -> dict[str, torch.Tensor]:
+                 labels: list[torch.Tensor | None] | None = None, *,
+                 grid_stride: int) -> dict[str, torch.Tensor]:
     """Return the stage's unweighted loss terms of its :func:`stage_outputs` (fp32).
 
     ``grid_stride``: pixels per working-grid cell (the model's downscale), for the source term.
@@ -298,7 +298,12 @@ def output_terms(outputs: dict[str, torch.Tensor], stage: int, visible: torch.Te
 
 def source_targets(found: TeacherTargets, stage_config: StageConfig
                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Return the source term's (preferred, weight) for the stage's ``source_on`` side."""
+    """Return the source term's (preferred, weight) for the stage's ``source_on`` side.
+
+    The most confident object decides each cell first (:func:`source_preference`); with
+    ``source_on: infrared`` a cell decided by an object the visible finds better then asks for
+    nothing, even where a less confident infrared-found box overlaps it.
+    """
     if found.preferred is None:
         return None
     if stage_config.source_on == 'infrared':   # the visible's objects ask for nothing
