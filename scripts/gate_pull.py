@@ -21,10 +21,9 @@ from tqdm import tqdm
 
 from ivf_ros.fusion.inference import load_network
 from ivf_ros.io.datasets import is_night, training_pairs
-from ivf_ros.io.paths import shared_dir
 from ivf_ros.training.config import load_config
 from ivf_ros.training.teacher import load_teacher
-from ivf_ros.training.trainer import output_terms, PairBank, stage_outputs
+from ivf_ros.training.trainer import detector_path, output_terms, PairBank, stage_outputs
 
 
 def main() -> int:
@@ -44,7 +43,7 @@ def main() -> int:
     bank = PairBank(pairs, torch.device('cpu'), config.max_side, config.crop,
                     show_progress=False)
     model = load_network(args.weights).eval()
-    teacher = load_teacher(str(shared_dir() / config.detector))
+    teacher = load_teacher(str(detector_path(config.detector)))
     groups = {args.street: [i for i, name in enumerate(bank.datasets) if name == args.street],
               'other night folders': [i for i, name in enumerate(bank.datasets)
                                       if name != args.street]}

@@ -138,8 +138,9 @@ def source_preference(visible_prediction: torch.Tensor, infrared_prediction: tor
         infrared_score = seen_infrared[4:].amax(dim=0)
         best = torch.maximum(visible_score, infrared_score)
         found = best > confidence
-        on_infrared = (infrared_score >= visible_score)[found]            # (b,)
-        boxes = torch.where(infrared_score >= visible_score, seen_infrared[:4],
+        infrared_better = infrared_score >= visible_score
+        on_infrared = infrared_better[found]                               # (b,)
+        boxes = torch.where(infrared_better, seen_infrared[:4],
                             seen_visible[:4])[:, found]                    # (4, b) xywh
         cover = rectangle_cover(xywh2xyxy(boxes.T) / stride, (height, width))  # (b, h, w)
         # The most confident anchor covering a cell decides it; a plane of zeros after the

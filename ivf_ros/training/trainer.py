@@ -350,6 +350,12 @@ def needs_teacher(stage_config: StageConfig) -> bool:
             or detected_salience(stage_config))
 
 
+def detector_path(detector: str) -> Path:
+    """Return the config's ``detector`` as a path: absolute, or relative to ../shared."""
+    path = Path(detector).expanduser()
+    return path if path.is_absolute() else shared_dir() / path
+
+
 def learning_rate(stage_config: StageConfig, step: int) -> float:
     """Linear warm-up then cosine decay to 5 % of the base rate."""
     if step < stage_config.warmup:
@@ -382,10 +388,7 @@ class Trainer:
             if not self.config.detector:
                 raise ValueError('stage 3 needs the frozen detector (detection or source term, '
                                  'detected salience targets) but the config names no detector')
-            path = Path(self.config.detector).expanduser()
-            if not path.is_absolute():
-                path = shared_dir() / path
-            self._teacher = load_teacher(str(path), self.device)
+            self._teacher = load_teacher(str(detector_path(self.config.detector)), self.device)
         return self._teacher
 
     # -- checkpoints ---------------------------------------------------------------------------
