@@ -167,6 +167,48 @@ def test_a_warm_target_unseen_by_the_visible_is_not_painted_with_its_colour() ->
     assert road_with > 0.5 * road_without > 0
 
 
+def test_chroma_coring_greys_colour_noise_and_keeps_real_colour_and_its_hue() -> None:
+    # A grey road with chroma speckle (the noise of a dark frame) and, on its left half, an
+    # orange sodium-lit surface whose colour is smooth: chroma offsets (n, 3, h, w).
+    generator = torch.Generator().manual_seed(0)
+    noise = 0.01 * torch.randn(1, 3, 32, 32, generator=generator)
+    noise = noise - noise.mean(dim=1, keepdim=True)          # chroma offsets sum to ~0
+    orange = torch.tensor([0.06, -0.01, -0.08]).view(1, 3, 1, 1)
+    chroma = noise.clone()
+    chroma[..., :16] += orange
+    network = IVFNet(ModelConfig(channels=TINY, chroma_coring=1.0))
+    cored = network.chroma_core(chroma)
+    magnitude = chroma.norm(dim=1)
+    kept = cored.norm(dim=1) / magnitude
+    assert float(kept[0, :, 20:].mean()) < 0.3        # the speckle is mostly gone
+    assert float(kept[0, :, :12].mean()) > 0.8        # the orange keeps most of its colour
+    # Coring shortens each vector, never turns it: the same CbCr angle where anything is kept.
+    cosine = (cored * chroma).sum(dim=1) / (cored.norm(dim=1) * magnitude + 1e-12)
+    assert float(cosine[cored.norm(dim=1) > 1e-6].min()) > 0.9999
+
+
+def test_chroma_coring_is_off_for_weights_saved_before_it() -> None:
+    visible, infrared = _pair(40, 56)
+    torch.manual_seed(0)
+    plain = IVFNet(ModelConfig(channels=TINY, chroma_agreement=True)).eval()
+    cored = IVFNet(ModelConfig(channels=TINY, chroma_agreement=True, chroma_coring=1.0)).eval()
+    cored.load_state_dict(plain.state_dict())
+    assert ModelConfig().chroma_coring == 0.0
+    with torch.no_grad():
+        fused_plain, fused_cored = plain(visible, infrared)[0], cored(visible, infrared)[0]
+    spread = {name: float((image.amax(dim=1) - image.amin(dim=1)).mean())
+              for name, image in (('plain', fused_plain), ('cored', fused_cored))}
+    assert spread['cored'] < spread['plain']       # random-noise colour: coring greys it
+    # Luma is untouched where no channel clips: coring only moves the chroma.
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    luma = {name: (image * weights).sum(dim=1) for name, image in
+            (('plain', fused_plain), ('cored', fused_cored))}
+    inside = ((fused_plain > 0) & (fused_plain < 1) & (fused_cored > 0)
+              & (fused_cored < 1)).all(dim=1)
+    assert inside.float().mean() > 0.5
+    assert torch.allclose(luma['plain'][inside], luma['cored'][inside], atol=1e-5)
+
+
 def test_hue_shift_measure() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 200, (20, 30, 3), dtype=np.uint8)

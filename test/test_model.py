@@ -196,7 +196,7 @@ def test_ablation_variants_run(change: dict) -> None:
     ({'gate': 'mean'}, 'gate'), ({'fusion_base': 'visible'}, 'fusion_base'),
     ({'detail_window': 4}, 'detail_window'), ({'detail_window': 0}, 'detail_window'),
     ({'chroma_agreement': 'false'}, 'chroma_agreement'), ({'fusion_depth': 0}, 'fusion_depth'),
-    ({'fusion_depth': 2.0}, 'fusion_depth')])
+    ({'fusion_depth': 2.0}, 'fusion_depth'), ({'chroma_coring': -1.0}, 'chroma_coring')])
 def test_config_out_of_range_is_named(change: dict, field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):
         ModelConfig(**change)

@@ -38,7 +38,9 @@ details of both sources are mixed by the same gate sharpened by a learnt detail-
 Chroma is the visible image's own (Cb, Cr) direction, scaled with the visible tone's
 brightening (at most ``chroma_gain``), faded by the ratio of the visible's to the fused
 brightness where they disagree (``chroma_agreement``: a warm body the visible does not see is
-not painted with the road's colour) and limited to stay inside [0, 1]: the hue is kept;
+not painted with the road's colour), cored against the frame's own chroma noise
+(``chroma_coring``: faint speckle becomes grey, real colours lose only the noise level) and
+limited to stay inside [0, 1]: the hue is kept;
 ``cast_correction`` (0 by default) removes that share of the frame's mean chroma (grey-world)
 when a user asks. An optional CLAHE-like
 ``local_contrast`` gain lifts the fused base's band between the working grid and a tent blur.
@@ -113,6 +115,12 @@ class ModelConfig:
     # the visible camera does not see is not coloured by the dark road behind it. Off by default
     # so that weights saved before it existed render as they were trained.
     chroma_agreement: bool = False
+    # Chroma noise coring: the fused chroma's magnitude is soft-thresholded at this multiple of
+    # the frame's chroma noise level (the mean magnitude of the working-grid chroma minus its
+    # 3x3 mean), keeping its angle. A dark frame's colour is mostly sensor noise: faint green
+    # and magenta speckle that a viewer reads as dirt and a COCO detector as texture on the
+    # infrared's warm bodies. 0 (older weights) keeps every chroma.
+    chroma_coring: float = 0.0
 
     def __post_init__(self) -> None:
         """Raise ValueError naming the field when a value is outside its range."""
@@ -179,6 +187,7 @@ _FLOAT_RANGES = {
     'local_contrast': (0.0, math.inf),
     'cast_correction': (0.0, 1.0),
     'chroma_gain': (1.0, math.inf),
+    'chroma_coring': (0.0, math.inf),
 }
 
 
@@ -381,6 +390,17 @@ class IVFNet(nn.Module):
         threshold = self.config.noise_threshold * level
         return detail - torch.maximum(torch.minimum(detail, threshold), -threshold)
 
+    def chroma_core(self, chroma: torch.Tensor) -> torch.Tensor:
+        """Soft-threshold the magnitude of chroma offsets (n, 3, h, w) at their noise level."""
+        # Noise is what a 3x3 mean removes; real colour (a lit sign, a sodium-lit road, a car)
+        # is smooth over a working-grid cell's neighbours, so its magnitude stands above it.
+        local = F.avg_pool2d(chroma, 3, stride=1, padding=1, count_include_pad=False)
+        high = chroma - local                                              # (n, 3, h, w)
+        level = _magnitude(high).mean(dim=(2, 3), keepdim=True)           # (n, 1, 1, 1)
+        magnitude = _magnitude(chroma)                                     # (n, 1, h, w)
+        kept = F.relu(magnitude - self.config.chroma_coring * level) / magnitude
+        return chroma * kept          # the same CbCr angle, a shorter vector (or grey)
+
     def _tone_low(self, visible_low: torch.Tensor, gain: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Tone-map and balance the low-res image; return (image (n, 3), limited chroma (n, 3))."""
@@ -441,6 +461,8 @@ class IVFNet(nn.Module):
         chroma = visible_low - luma_low                                   # (n, 3, h, w)
         if self.config.cast_correction:
             chroma = chroma - self.config.cast_correction * chroma.mean(dim=(2, 3), keepdim=True)
+        if self.config.chroma_coring:
+            chroma = self.chroma_core(chroma)
         # Brightening a colour keeps its saturation only if the chroma grows with the luma; the
         # growth is capped where the 4x4-averaged chroma of a dark frame is mostly noise.
         growth = (toned_luma / (luma_low + EPS)).clamp(1.0, self.config.chroma_gain)
@@ -589,6 +611,12 @@ class IVFNet(nn.Module):
         """Return (fused (n, 3, H, W), infrared share (n, 1, H, W), enhanced (n, 3, H, W))."""
         result = self.forward_all(visible, infrared, outputs=('enhanced', 'fused'))
         return result['fused'], result['weights'], result['enhanced']
+
+
+def _magnitude(vectors: torch.Tensor) -> torch.Tensor:
+    """Return the Euclidean norm over channels of (n, c, h, w) as (n, 1, h, w), never 0."""
+    # sqrt(sum + EPS^2), not torch.norm: finite gradient at 0 and one ONNX op set everywhere.
+    return (vectors.square().sum(dim=1, keepdim=True) + EPS * EPS).sqrt()
 
 
 def count_parameters(model: nn.Module) -> int:
