@@ -131,6 +131,9 @@ def main() -> int:
             shutil.copyfile(args.reuse / 'stage2.pt', folder / 'stage2.pt')  # stage 3 starts here
             stages = ['3']
         if args.keep and weights[name].is_file():
+            # Rendered with this config's model settings, as 'full' is: a kept run trained
+            # before a rendering setting (chroma_coring) existed would otherwise render without.
+            reuse_with_config(weights[name], weights[name], config['model'])
             continue
         command = [sys.executable, '-m', 'ivf_ros.cli.train', '--config', str(config_path),
                    '--output', str(folder), '--device', args.device, '--no-progress',

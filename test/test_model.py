@@ -18,9 +18,11 @@ def make_pair(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, tor
 
 
 @pytest.mark.parametrize('height, width', [(479, 641), (5, 7), (33, 17), (2, 3), (64, 64)])
-def test_every_output_has_the_input_size(height: int, width: int) -> None:
+@pytest.mark.parametrize('config', [{}, {'fusion_base': 'infrared', 'chroma_agreement': True,
+                                         'chroma_coring': 2.0, 'detail_window': 5}])
+def test_every_output_has_the_input_size(height: int, width: int, config: dict) -> None:
     torch.manual_seed(0)
-    network = IVFNet().eval()
+    network = IVFNet(ModelConfig(**config)).eval()
     visible, infrared = make_pair(height, width)
     with torch.inference_mode():
         outputs = network.forward_all(visible, infrared)
