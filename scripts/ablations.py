@@ -97,7 +97,9 @@ def main() -> int:
                         help="override stage 3's length in every variant (and 'full' when it "
                              'is trained here)')
     parser.add_argument('--keep', action='store_true',
-                        help="don't retrain a variant whose folder already holds stage3.pt")
+                        help="don't retrain a variant whose folder already holds stage3.pt "
+                             "(it is evaluated as rendered.pt: those weights with this "
+                             "config's model settings)")
     parser.add_argument('--train-only', action='store_true', help='train, evaluate nothing')
     args = parser.parse_args()
     if any(name in RENDER_ONLY for name in args.variants) and not (
@@ -132,8 +134,10 @@ def main() -> int:
             stages = ['3']
         if args.keep and weights[name].is_file():
             # Rendered with this config's model settings, as 'full' is: a kept run trained
-            # before a rendering setting (chroma_coring) existed would otherwise render without.
-            reuse_with_config(weights[name], weights[name], config['model'])
+            # before a rendering setting (chroma_coring) existed would otherwise render without
+            # it. A separate file: the trained one keeps its own config and metadata.
+            weights[name] = folder / 'rendered.pt'
+            reuse_with_config(folder / 'stage3.pt', weights[name], config['model'])
             continue
         command = [sys.executable, '-m', 'ivf_ros.cli.train', '--config', str(config_path),
                    '--output', str(folder), '--device', args.device, '--no-progress',

@@ -398,7 +398,9 @@ class IVFNet(nn.Module):
         high = chroma - local                                              # (n, 3, h, w)
         level = _magnitude(high).mean(dim=(2, 3), keepdim=True)           # (n, 1, 1, 1)
         magnitude = _magnitude(chroma)                                     # (n, 1, h, w)
-        kept = F.relu(magnitude - self.config.chroma_coring * level) / magnitude
+        # The divisor's floor is EPS itself, a normal number in fp16 too (EPS ** 2 is not: a
+        # runtime that flushes subnormals would divide 0 by 0 on exactly grey cells).
+        kept = F.relu(magnitude - self.config.chroma_coring * level) / magnitude.clamp_min(EPS)
         return chroma * kept          # the same CbCr angle, a shorter vector (or grey)
 
     def _tone_low(self, visible_low: torch.Tensor, gain: torch.Tensor
