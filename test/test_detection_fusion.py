@@ -19,6 +19,7 @@ from ivf_ros.evaluation.detection import (
 )
 from ivf_ros.evaluation.metrics import evaluate, hue_shift
 from ivf_ros.fusion.model import IVFNet, ModelConfig
+from ivf_ros.fusion.rendering import luminance
 from ivf_ros.pipeline.detector import Detection
 from ivf_ros.training import losses
 from ivf_ros.training.config import StageConfig
@@ -207,8 +208,7 @@ def test_chroma_coring_is_off_for_weights_saved_before_it() -> None:
               for name, image in (('plain', fused_plain), ('cored', fused_cored))}
     assert spread['cored'] < spread['plain']       # random-noise colour: coring greys it
     # Luma is untouched where no channel clips: coring only moves the chroma.
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    luma = {name: (image * weights).sum(dim=1) for name, image in
+    luma = {name: luminance(image)[:, 0] for name, image in
             (('plain', fused_plain), ('cored', fused_cored))}
     inside = ((fused_plain > 0) & (fused_plain < 1) & (fused_cored > 0)
               & (fused_cored < 1)).all(dim=1)
