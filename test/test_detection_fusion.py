@@ -188,22 +188,30 @@ def test_chroma_coring_greys_colour_noise_and_keeps_real_colour_and_its_hue() ->
     assert float(cosine[cored.norm(dim=1) > 1e-6].min()) > 0.9999
 
 
-def test_chroma_coring_is_off_for_weights_saved_before_it() -> None:
+@pytest.mark.parametrize('setting, value', [('chroma_coring', 1.0), ('detail_agreement', True)])
+def test_a_rendering_setting_is_off_for_weights_saved_before_it(setting: str, value: object
+                                                                ) -> None:
+    visible, infrared = _pair(40, 56)
+    torch.manual_seed(0)
+    plain = IVFNet(ModelConfig(channels=TINY, chroma_agreement=True)).eval()
+    # A config saved before the field existed loads with it off and renders bit for bit as
+    # before.
+    saved = {key: item for key, item in plain.config.to_dict().items() if key != setting}
+    reloaded = IVFNet(ModelConfig.from_dict(saved)).eval()
+    reloaded.load_state_dict(plain.state_dict())
+    assert getattr(reloaded.config, setting) == getattr(ModelConfig(), setting) != value
+    with torch.no_grad():
+        assert torch.equal(reloaded(visible, infrared)[0], plain(visible, infrared)[0])
+
+
+def test_chroma_coring_moves_only_the_chroma() -> None:
     visible, infrared = _pair(40, 56)
     torch.manual_seed(0)
     plain = IVFNet(ModelConfig(channels=TINY, chroma_agreement=True)).eval()
     cored = IVFNet(ModelConfig(channels=TINY, chroma_agreement=True, chroma_coring=1.0)).eval()
     cored.load_state_dict(plain.state_dict())
-    # A config saved before the field existed loads with it off and renders bit for bit as
-    # before.
-    saved = {key: value for key, value in plain.config.to_dict().items()
-             if key != 'chroma_coring'}
-    reloaded = IVFNet(ModelConfig.from_dict(saved)).eval()
-    reloaded.load_state_dict(plain.state_dict())
-    assert reloaded.config.chroma_coring == 0.0
     with torch.no_grad():
         fused_plain, fused_cored = plain(visible, infrared)[0], cored(visible, infrared)[0]
-        assert torch.equal(reloaded(visible, infrared)[0], fused_plain)
     spread = {name: float((image.amax(dim=1) - image.amin(dim=1)).mean())
               for name, image in (('plain', fused_plain), ('cored', fused_cored))}
     assert spread['cored'] < spread['plain']       # random-noise colour: coring greys it
@@ -214,6 +222,32 @@ def test_chroma_coring_is_off_for_weights_saved_before_it() -> None:
               & (fused_cored < 1)).all(dim=1)
     assert inside.float().mean() > 0.5
     assert torch.allclose(luma['plain'][inside], luma['cored'][inside], atol=1e-5)
+
+
+def test_visible_detail_fades_on_a_warm_target_the_visible_does_not_see() -> None:
+    # A dark, grainy road (the visible: per-pixel texture the working grid does not hold) and a
+    # smooth warm pedestrian only the infrared sees; the max gate takes the infrared base there
+    # and the visible's texture everywhere the infrared has none.
+    generator = torch.Generator().manual_seed(0)
+    grain = 0.02 * torch.randn(1, 1, 64, 64, generator=generator)
+    visible = (0.05 + grain).clamp(0, 1).expand(1, 3, 64, 64)
+    infrared = torch.full((1, 1, 64, 64), 0.05)
+    infrared[..., 12:52, 12:52] = 0.8
+    texture = {}
+    for agreement in (False, True):
+        network = IVFNet(ModelConfig(channels=TINY, gate='max', enhance=False,
+                                     noise_threshold=0.0, detail_agreement=agreement)).eval()
+        with torch.no_grad():
+            luma = luminance(network(visible, infrared)[0])[0, 0]
+        # Per-pixel texture: the luma minus its 3x3 mean, inside the target and on the road.
+        local = luma - torch.nn.functional.avg_pool2d(luma[None, None], 3, 1, 1)[0, 0]
+        texture[agreement] = (float(local[24:40, 24:40].std()), float(local[:6].std()))
+    (target_without, road_without), (target_with, road_with) = texture[False], texture[True]
+    # The target is 16 times brighter than the visible: its grain keeps about 1/16.
+    assert target_with < 0.2 * target_without
+    # The road, where the fused and the visible brightness agree (within the grain's own
+    # 4x4 mean), keeps its texture.
+    assert road_with == pytest.approx(road_without, rel=0.1) and road_without > 0.005
 
 
 def test_hue_shift_measure() -> None:

@@ -121,6 +121,11 @@ class ModelConfig:
     # and magenta speckle that a viewer reads as dirt and a COCO detector as texture on the
     # infrared's warm bodies. 0 (older weights) keeps every chroma.
     chroma_coring: float = 0.0
+    # Fade the visible's full-resolution detail by the same brightness agreement as its colour:
+    # texture belongs to the surface the visible camera sees, so where the fused brightness is
+    # heat (k times the toned visible) the visible's detail keeps 1/k, and its brightened noise
+    # is not drawn on a warm body. Off by default (older weights render as they were trained).
+    detail_agreement: bool = False
 
     def __post_init__(self) -> None:
         """Raise ValueError naming the field when a value is outside its range."""
@@ -174,7 +179,7 @@ class ModelConfig:
 GATES = ('learned', 'constant', 'max')
 FUSION_BASES = ('blend', 'infrared')
 _LOWEST = {'downscale': 1, 'contrast_radius': 0, 'detail_window': 1, 'fusion_depth': 1}
-_BOOLEANS = ('multiscale', 'adaptive_weights', 'enhance', 'chroma_agreement')
+_BOOLEANS = ('multiscale', 'adaptive_weights', 'enhance', 'chroma_agreement', 'detail_agreement')
 # Closed ranges of the float fields; inf where only the sign matters.
 _FLOAT_RANGES = {
     'exposure_threshold': (0.0, 1.0),
@@ -458,7 +463,8 @@ class IVFNet(nn.Module):
         return self.fusion(encoded.visible_features, encoded.infrared_features, encoded.mask)
 
     def _fused_chroma(self, visible_low: torch.Tensor, luma_low: torch.Tensor,
-                      toned_luma: torch.Tensor, fused_luma: torch.Tensor) -> torch.Tensor:
+                      toned_luma: torch.Tensor, fused_luma: torch.Tensor,
+                      agreement: torch.Tensor) -> torch.Tensor:
         """Return the fused chroma offsets (n, 3, h, w): the visible hue, brightened, limited."""
         chroma = visible_low - luma_low                                   # (n, 3, h, w)
         if self.config.cast_correction:
@@ -468,16 +474,9 @@ class IVFNet(nn.Module):
         # Brightening a colour keeps its saturation only if the chroma grows with the luma; the
         # growth is capped where the 4x4-averaged chroma of a dark frame is mostly noise.
         growth = (toned_luma / (luma_low + EPS)).clamp(1.0, self.config.chroma_gain)
-        fused_luma = fused_luma.clamp(0.0, 1.0)
         if self.config.chroma_agreement:
-            # The colour describes the surface the visible camera sees, as bright as the toned
-            # visible: where the fused pixel is k times brighter (its light is heat) the chroma
-            # keeps 1/k, where it is k times darker the chroma shrinks with it (the visible's
-            # own saturation). No threshold: the two brightnesses' ratio, in [0, 1].
-            agreement = ((torch.minimum(toned_luma, fused_luma) + EPS)
-                         / (torch.maximum(toned_luma, fused_luma) + EPS))
             growth = growth * agreement
-        return limit_chroma(fused_luma, chroma * growth)
+        return limit_chroma(fused_luma.clamp(0.0, 1.0), chroma * growth)
 
     def _fusion_maps_low(self, encoded: Encoded, luma_low: torch.Tensor, log_gain: torch.Tensor,
                          with_local_contrast: bool) -> dict[str, torch.Tensor]:
@@ -502,27 +501,34 @@ class IVFNet(nn.Module):
         if with_local_contrast and self.config.local_contrast:
             addition = addition + local_contrast_lift(
                 toned_luma + addition, self.config.local_contrast, self.config.contrast_radius)
-        base_chroma = self._fused_chroma(encoded.visible_low, luma_low, toned_luma,
-                                         toned_luma + addition)
-        return {
+        fused_luma = toned_luma + addition
+        agreement = brightness_agreement(toned_luma, fused_luma)         # (n, 1, h, w)
+        maps = {
             'fusion_gain': fusion_gain,
             'slope': tone_slope(luma_low, fusion_gain),   # visible detail amplification
-            'base_chroma': base_chroma,
+            'base_chroma': self._fused_chroma(encoded.visible_low, luma_low, toned_luma,
+                                              fused_luma, agreement),
             'addition': addition,    # what is added to the toned visible luma
             'logit': logit,
         }
+        if self.config.detail_agreement:
+            maps['detail_agreement'] = agreement
+        return maps
 
     def _render_fused(self, denoised_luma: torch.Tensor, visible_detail: torch.Tensor,
                       infrared_detail: torch.Tensor, up: dict[str, torch.Tensor],
                       with_base: bool = False) -> dict[str, torch.Tensor]:
         """Return the fused image (n, 3, Hp, Wp) and its weight map [and base] at full size."""
         vis_detail = visible_detail * up['slope']                 # as the curve renders it
+        # The visible's detail that the fused image may take: all of it, or (detail_agreement)
+        # faded where the fused brightness is heat the visible does not see.
+        offered = vis_detail * up['detail_agreement'] if 'detail_agreement' in up else vis_detail
         if self.config.gate == 'max':
-            weight = (infrared_detail.abs() > vis_detail.abs()).to(vis_detail.dtype)
+            weight = (infrared_detail.abs() > offered.abs()).to(vis_detail.dtype)
         elif self.config.gate == 'learned' and self.config.adaptive_weights:
             # Full-resolution scale of the fusion: the upsampled working-grid logit, sharpened
             # by which source carries more detail at this pixel.
-            energy_gap = infrared_detail.abs() - vis_detail.abs()   # (n, 1, Hp, Wp)
+            energy_gap = infrared_detail.abs() - offered.abs()   # (n, 1, Hp, Wp)
             window = self.config.detail_window
             if window > 1:
                 # The mean of the gap is the gap of the windowed energies (one pool, not two).
@@ -534,7 +540,7 @@ class IVFNet(nn.Module):
         visible_luma = tone_curve(denoised_luma, up['fusion_gain'])  # (n, 1, Hp, Wp)
         # visible_luma already holds vis_detail: swap it for the weighted mix of both sources'
         # details, amplified by detail_boost (noise was shrunk before).
-        mixed_detail = vis_detail + weight * (infrared_detail - vis_detail)
+        mixed_detail = offered + weight * (infrared_detail - offered)
         fused_luma = (visible_luma - vis_detail + up['addition']
                       + self.config.detail_boost * mixed_detail)
         # Chroma of the visible base: adding one value to R, G and B changes Y only.
@@ -613,6 +619,15 @@ class IVFNet(nn.Module):
         """Return (fused (n, 3, H, W), infrared share (n, 1, H, W), enhanced (n, 3, H, W))."""
         result = self.forward_all(visible, infrared, outputs=('enhanced', 'fused'))
         return result['fused'], result['weights'], result['enhanced']
+
+
+def brightness_agreement(toned_luma: torch.Tensor, fused_luma: torch.Tensor) -> torch.Tensor:
+    """Return min / max of the toned visible and fused brightness, in (0, 1], same shape."""
+    # Where the fused pixel is k times brighter than the visible (its light is heat) this is
+    # 1/k, where it is k times darker also 1/k, where the two agree 1. No threshold.
+    fused_luma = fused_luma.clamp(0.0, 1.0)
+    return ((torch.minimum(toned_luma, fused_luma) + EPS)
+            / (torch.maximum(toned_luma, fused_luma) + EPS))
 
 
 def _magnitude(vectors: torch.Tensor) -> torch.Tensor:
