@@ -20,7 +20,8 @@ def make_pair(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, tor
 @pytest.mark.parametrize('height, width', [(479, 641), (5, 7), (33, 17), (2, 3), (64, 64)])
 @pytest.mark.parametrize('config', [{}, {'fusion_base': 'infrared', 'chroma_agreement': True,
                                          'chroma_coring': 2.0, 'detail_window': 5,
-                                         'detail_agreement': True}])
+                                         'noise_threshold': 0.0,
+                                         'fusion_noise_threshold': 1.0}])
 def test_every_output_has_the_input_size(height: int, width: int, config: dict) -> None:
     torch.manual_seed(0)
     network = IVFNet(ModelConfig(**config)).eval()
@@ -200,7 +201,8 @@ def test_ablation_variants_run(change: dict) -> None:
     ({'detail_window': 4}, 'detail_window'), ({'detail_window': 0}, 'detail_window'),
     ({'chroma_agreement': 'false'}, 'chroma_agreement'), ({'fusion_depth': 0}, 'fusion_depth'),
     ({'fusion_depth': 2.0}, 'fusion_depth'), ({'chroma_coring': -1.0}, 'chroma_coring'),
-    ({'detail_agreement': 1}, 'detail_agreement')])
+    ({'fusion_noise_threshold': -1.0}, 'fusion_noise_threshold'),
+    ({'fusion_noise_threshold': True}, 'fusion_noise_threshold')])
 def test_config_out_of_range_is_named(change: dict, field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):
         ModelConfig(**change)

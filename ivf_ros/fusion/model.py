@@ -78,6 +78,10 @@ class ModelConfig:
     # Noise suppression: visible detail is soft-thresholded at this multiple of its own mean
     # absolute value (in a dark frame that mean is mostly sensor noise: a cheap noise level).
     noise_threshold: float = 1.0
+    # The same shrinkage for the fused image's visible detail, if it differs from the enhanced
+    # output's (None: noise_threshold). Stage 1 trains on the enhanced output, so this one can
+    # change without changing stages 1 and 2.
+    fusion_noise_threshold: float | None = None
     fusion_tone: float = 0.5          # the fused image's curve gain is g ** fusion_tone
     white_balance: float = 1.0        # grey-world strength: 0 keeps the cast, 1 removes it
     detail_boost: float = 1.0         # gain on the fused image's full-resolution details
@@ -121,11 +125,6 @@ class ModelConfig:
     # and magenta speckle that a viewer reads as dirt and a COCO detector as texture on the
     # infrared's warm bodies. 0 (older weights) keeps every chroma.
     chroma_coring: float = 0.0
-    # Fade the visible's full-resolution detail by the same brightness agreement as its colour:
-    # texture belongs to the surface the visible camera sees, so where the fused brightness is
-    # heat (k times the toned visible) the visible's detail keeps 1/k, and its brightened noise
-    # is not drawn on a warm body. Off by default (older weights render as they were trained).
-    detail_agreement: bool = False
 
     def __post_init__(self) -> None:
         """Raise ValueError naming the field when a value is outside its range."""
@@ -146,6 +145,12 @@ class ModelConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     low <= value <= high):
                 raise ValueError(f'{name} must be in [{low}, {high}], got {value!r}')
+        if self.fusion_noise_threshold is not None and (
+                isinstance(self.fusion_noise_threshold, bool)
+                or not isinstance(self.fusion_noise_threshold, (int, float))
+                or not self.fusion_noise_threshold >= 0):
+            raise ValueError('fusion_noise_threshold must be null or >= 0, '
+                             f'got {self.fusion_noise_threshold!r}')
         if self.exposure_softness == 0:
             raise ValueError('exposure_softness must be above 0 (it divides)')
         if self.gate not in GATES:
@@ -179,7 +184,7 @@ class ModelConfig:
 GATES = ('learned', 'constant', 'max')
 FUSION_BASES = ('blend', 'infrared')
 _LOWEST = {'downscale': 1, 'contrast_radius': 0, 'detail_window': 1, 'fusion_depth': 1}
-_BOOLEANS = ('multiscale', 'adaptive_weights', 'enhance', 'chroma_agreement', 'detail_agreement')
+_BOOLEANS = ('multiscale', 'adaptive_weights', 'enhance', 'chroma_agreement')
 # Closed ranges of the float fields; inf where only the sign matters.
 _FLOAT_RANGES = {
     'exposure_threshold': (0.0, 1.0),
@@ -388,11 +393,21 @@ class IVFNet(nn.Module):
         return torch.sigmoid(
             (brightest - self.config.exposure_threshold) / self.config.exposure_softness)
 
-    def noise_shrink(self, detail: torch.Tensor) -> torch.Tensor:
-        """Soft-threshold (n, 1, H, W) detail at a level that follows its own magnitude."""
+    @property
+    def fused_noise_threshold(self) -> float:
+        """Return the noise threshold of the fused image's visible detail."""
+        if self.config.fusion_noise_threshold is None:
+            return self.config.noise_threshold
+        return self.config.fusion_noise_threshold
+
+    @staticmethod
+    def noise_shrink(detail: torch.Tensor, multiple: float) -> torch.Tensor:
+        """Soft-threshold (n, 1, H, W) detail at multiple x its own mean magnitude."""
+        if not multiple:
+            return detail
         # A 1/4 subsample is plenty for a mean and costs 1/16 of a full pass.
         level = detail[..., ::4, ::4].abs().mean(dim=(2, 3), keepdim=True)  # (n, 1, 1, 1)
-        threshold = self.config.noise_threshold * level
+        threshold = multiple * level
         return detail - torch.maximum(torch.minimum(detail, threshold), -threshold)
 
     def chroma_core(self, chroma: torch.Tensor) -> torch.Tensor:
@@ -463,8 +478,7 @@ class IVFNet(nn.Module):
         return self.fusion(encoded.visible_features, encoded.infrared_features, encoded.mask)
 
     def _fused_chroma(self, visible_low: torch.Tensor, luma_low: torch.Tensor,
-                      toned_luma: torch.Tensor, fused_luma: torch.Tensor,
-                      agreement: torch.Tensor) -> torch.Tensor:
+                      toned_luma: torch.Tensor, fused_luma: torch.Tensor) -> torch.Tensor:
         """Return the fused chroma offsets (n, 3, h, w): the visible hue, brightened, limited."""
         chroma = visible_low - luma_low                                   # (n, 3, h, w)
         if self.config.cast_correction:
@@ -474,9 +488,16 @@ class IVFNet(nn.Module):
         # Brightening a colour keeps its saturation only if the chroma grows with the luma; the
         # growth is capped where the 4x4-averaged chroma of a dark frame is mostly noise.
         growth = (toned_luma / (luma_low + EPS)).clamp(1.0, self.config.chroma_gain)
+        fused_luma = fused_luma.clamp(0.0, 1.0)
         if self.config.chroma_agreement:
+            # The colour describes the surface the visible camera sees, as bright as the toned
+            # visible: where the fused pixel is k times brighter (its light is heat) the chroma
+            # keeps 1/k, where it is k times darker the chroma shrinks with it (the visible's
+            # own saturation). No threshold: the two brightnesses' ratio, in [0, 1].
+            agreement = ((torch.minimum(toned_luma, fused_luma) + EPS)
+                         / (torch.maximum(toned_luma, fused_luma) + EPS))
             growth = growth * agreement
-        return limit_chroma(fused_luma.clamp(0.0, 1.0), chroma * growth)
+        return limit_chroma(fused_luma, chroma * growth)
 
     def _fusion_maps_low(self, encoded: Encoded, luma_low: torch.Tensor, log_gain: torch.Tensor,
                          with_local_contrast: bool) -> dict[str, torch.Tensor]:
@@ -501,34 +522,27 @@ class IVFNet(nn.Module):
         if with_local_contrast and self.config.local_contrast:
             addition = addition + local_contrast_lift(
                 toned_luma + addition, self.config.local_contrast, self.config.contrast_radius)
-        fused_luma = toned_luma + addition
-        agreement = brightness_agreement(toned_luma, fused_luma)         # (n, 1, h, w)
-        maps = {
+        base_chroma = self._fused_chroma(encoded.visible_low, luma_low, toned_luma,
+                                         toned_luma + addition)
+        return {
             'fusion_gain': fusion_gain,
             'slope': tone_slope(luma_low, fusion_gain),   # visible detail amplification
-            'base_chroma': self._fused_chroma(encoded.visible_low, luma_low, toned_luma,
-                                              fused_luma, agreement),
+            'base_chroma': base_chroma,
             'addition': addition,    # what is added to the toned visible luma
             'logit': logit,
         }
-        if self.config.detail_agreement:
-            maps['detail_agreement'] = agreement
-        return maps
 
     def _render_fused(self, denoised_luma: torch.Tensor, visible_detail: torch.Tensor,
                       infrared_detail: torch.Tensor, up: dict[str, torch.Tensor],
                       with_base: bool = False) -> dict[str, torch.Tensor]:
         """Return the fused image (n, 3, Hp, Wp) and its weight map [and base] at full size."""
         vis_detail = visible_detail * up['slope']                 # as the curve renders it
-        # The visible's detail that the fused image may take: all of it, or (detail_agreement)
-        # faded where the fused brightness is heat the visible does not see.
-        offered = vis_detail * up['detail_agreement'] if 'detail_agreement' in up else vis_detail
         if self.config.gate == 'max':
-            weight = (infrared_detail.abs() > offered.abs()).to(vis_detail.dtype)
+            weight = (infrared_detail.abs() > vis_detail.abs()).to(vis_detail.dtype)
         elif self.config.gate == 'learned' and self.config.adaptive_weights:
             # Full-resolution scale of the fusion: the upsampled working-grid logit, sharpened
             # by which source carries more detail at this pixel.
-            energy_gap = infrared_detail.abs() - offered.abs()   # (n, 1, Hp, Wp)
+            energy_gap = infrared_detail.abs() - vis_detail.abs()   # (n, 1, Hp, Wp)
             window = self.config.detail_window
             if window > 1:
                 # The mean of the gap is the gap of the windowed energies (one pool, not two).
@@ -540,7 +554,7 @@ class IVFNet(nn.Module):
         visible_luma = tone_curve(denoised_luma, up['fusion_gain'])  # (n, 1, Hp, Wp)
         # visible_luma already holds vis_detail: swap it for the weighted mix of both sources'
         # details, amplified by detail_boost (noise was shrunk before).
-        mixed_detail = offered + weight * (infrared_detail - offered)
+        mixed_detail = vis_detail + weight * (infrared_detail - vis_detail)
         fused_luma = (visible_luma - vis_detail + up['addition']
                       + self.config.detail_boost * mixed_detail)
         # Chroma of the visible base: adding one value to R, G and B changes Y only.
@@ -594,15 +608,19 @@ class IVFNet(nn.Module):
             low['infrared'] = encoded.infrared_low
         up = upsample_maps(low, encoded.visible_p.shape[-2:])    # each (n, c, Hp, Wp)
 
-        # Visible detail above the working grid's band, soft-thresholded against noise.
-        detail = self.noise_shrink(self._luma(encoded.visible_p) - up['luma'])  # (n, 1, Hp, Wp)
-        denoised_luma = (up['luma'] + detail).clamp(0.0, 1.0)
+        # Visible detail above the working grid's band, soft-thresholded against noise (the
+        # enhanced output and the fused image each at their own threshold).
+        visible_detail = self._luma(encoded.visible_p) - up['luma']       # (n, 1, Hp, Wp)
         if enhance:
+            detail = self.noise_shrink(visible_detail, self.config.noise_threshold)
+            denoised_luma = (up['luma'] + detail).clamp(0.0, 1.0)
             enhanced = (up['chroma'] + tone_curve(denoised_luma, up['gain'])).clamp(0.0, 1.0)
             result['enhanced'] = enhanced[..., :height, :width]  # (n, 3, H, W)
         if fuse or reconstruct:
             infrared_detail = encoded.infrared_p - up['infrared']  # (n, 1, Hp, Wp)
         if fuse:
+            detail = self.noise_shrink(visible_detail, self.fused_noise_threshold)
+            denoised_luma = (up['luma'] + detail).clamp(0.0, 1.0)
             rendered = self._render_fused(denoised_luma, detail, infrared_detail, up,
                                           with_base='fused_base' in outputs)
             result.update({name: image[..., :height, :width] for name, image in rendered.items()})
@@ -619,15 +637,6 @@ class IVFNet(nn.Module):
         """Return (fused (n, 3, H, W), infrared share (n, 1, H, W), enhanced (n, 3, H, W))."""
         result = self.forward_all(visible, infrared, outputs=('enhanced', 'fused'))
         return result['fused'], result['weights'], result['enhanced']
-
-
-def brightness_agreement(toned_luma: torch.Tensor, fused_luma: torch.Tensor) -> torch.Tensor:
-    """Return min / max of the toned visible and fused brightness, in (0, 1], same shape."""
-    # Where the fused pixel is k times brighter than the visible (its light is heat) this is
-    # 1/k, where it is k times darker also 1/k, where the two agree 1. No threshold.
-    fused_luma = fused_luma.clamp(0.0, 1.0)
-    return ((torch.minimum(toned_luma, fused_luma) + EPS)
-            / (torch.maximum(toned_luma, fused_luma) + EPS))
 
 
 def _magnitude(vectors: torch.Tensor) -> torch.Tensor:
