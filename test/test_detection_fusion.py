@@ -247,6 +247,10 @@ def test_the_fused_image_shrinks_visible_grain_at_its_own_threshold() -> None:
     # The enhanced output (what stage 1 trains on) is untouched; the fused image loses grain.
     assert torch.equal(outputs['own']['enhanced'], outputs['shared']['enhanced'])
     assert grain(outputs['own']['fused']) < 0.7 * grain(outputs['shared']['fused'])
+    # A rendering step: stage 3 trains the fused image without it, at noise_threshold.
+    with torch.no_grad():
+        trained = own.forward_all(visible, infrared, with_rendering_steps=False)['fused']
+    assert torch.equal(trained, outputs['shared']['fused'])
 
 
 def test_hue_shift_measure() -> None:

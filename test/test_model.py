@@ -153,12 +153,12 @@ def test_local_contrast_spreads_the_object_scale_and_leaves_flat_frames_alone() 
     infrared = torch.full((1, 1, 96, 160), 0.2)
     assert float(fused(0.5, visible, infrared).std()) > 1.2 * float(
         fused(0.0, visible, infrared).std())
-    # Stage 3 trains without the step: forward_all(with_local_contrast=False) leaves it out.
+    # Stage 3 trains without the step: forward_all(with_rendering_steps=False) leaves it out.
     torch.manual_seed(0)
     network = IVFNet(ModelConfig(local_contrast=0.5)).eval()
     with torch.inference_mode():
         without = network.forward_all(visible, infrared, outputs=('fused',),
-                                      with_local_contrast=False)['fused']
+                                      with_rendering_steps=False)['fused']
     assert torch.equal(without, fused(0.0, visible, infrared))
     # A flat frame has no band to amplify (no enhancement and an infrared as bright as the
     # visible, so whatever the gate takes is flat: a random network's gate varies at the

@@ -78,9 +78,10 @@ class ModelConfig:
     # Noise suppression: visible detail is soft-thresholded at this multiple of its own mean
     # absolute value (in a dark frame that mean is mostly sensor noise: a cheap noise level).
     noise_threshold: float = 1.0
-    # The same shrinkage for the fused image's visible detail, if it differs from the enhanced
-    # output's (None: noise_threshold). Stage 1 trains on the enhanced output, so this one can
-    # change without changing stages 1 and 2.
+    # The fused image's own shrinkage of the visible detail when it is rendered (None: the
+    # enhanced output's noise_threshold). A rendering step, like local_contrast: stage 3 trains
+    # without it (at noise_threshold), because trained through it the texture term loses the
+    # visible's texture and the gate went to the infrared everywhere (models/README, round 6).
     fusion_noise_threshold: float | None = None
     fusion_tone: float = 0.5          # the fused image's curve gain is g ** fusion_tone
     white_balance: float = 1.0        # grey-world strength: 0 keeps the cast, 1 removes it
@@ -393,10 +394,9 @@ class IVFNet(nn.Module):
         return torch.sigmoid(
             (brightest - self.config.exposure_threshold) / self.config.exposure_softness)
 
-    @property
-    def fused_noise_threshold(self) -> float:
+    def fused_noise_threshold(self, with_rendering_steps: bool) -> float:
         """Return the noise threshold of the fused image's visible detail."""
-        if self.config.fusion_noise_threshold is None:
+        if self.config.fusion_noise_threshold is None or not with_rendering_steps:
             return self.config.noise_threshold
         return self.config.fusion_noise_threshold
 
@@ -500,7 +500,7 @@ class IVFNet(nn.Module):
         return limit_chroma(fused_luma, chroma * growth)
 
     def _fusion_maps_low(self, encoded: Encoded, luma_low: torch.Tensor, log_gain: torch.Tensor,
-                         with_local_contrast: bool) -> dict[str, torch.Tensor]:
+                         with_rendering_steps: bool) -> dict[str, torch.Tensor]:
         """Return the fused image's working-grid maps, by name, ready to be upsampled."""
         # The fused image's visible part uses a gentler curve (gain ** fusion_tone): it stays
         # closer to both sources' contrast than the enhanced output.
@@ -519,7 +519,7 @@ class IVFNet(nn.Module):
             # is darker than the toned visible the gate may still take it (glare, a lifted
             # background).
             addition = share * gap
-        if with_local_contrast and self.config.local_contrast:
+        if with_rendering_steps and self.config.local_contrast:
             addition = addition + local_contrast_lift(
                 toned_luma + addition, self.config.local_contrast, self.config.contrast_radius)
         base_chroma = self._fused_chroma(encoded.visible_low, luma_low, toned_luma,
@@ -566,13 +566,13 @@ class IVFNet(nn.Module):
     # -- the three outputs ---------------------------------------------------------------------
     def forward_all(self, visible: torch.Tensor, infrared: torch.Tensor | None = None,
                     outputs: tuple[str, ...] = ('enhanced', 'infrared', 'fused'),
-                    with_local_contrast: bool = True) -> dict[str, torch.Tensor]:
+                    with_rendering_steps: bool = True) -> dict[str, torch.Tensor]:
         """Run the requested paths ('enhanced', 'infrared', 'fused', ...); return tensors.
 
         visible (n, 3, H, W) and infrared (n, 1, H, W) are float in [0, 1]. Full-resolution
         outputs are cropped back to (H, W); '*_low' entries live on the padded working grid.
-        with_local_contrast=False leaves out the fused image's local-contrast step (stage 3
-        trains the fusion block without it).
+        with_rendering_steps=False leaves out the fused image's rendering steps, which stage 3
+        trains the fusion block without: the local-contrast step and fusion_noise_threshold.
         """
         height, width = visible.shape[-2:]
         fuse = 'fused' in outputs and infrared is not None
@@ -602,7 +602,8 @@ class IVFNet(nn.Module):
         if 'rendered' in outputs:
             result['rendered_visible_low'] = self.decoder.render(visible_trunk)  # (n, 3, h, w)
         if fuse:
-            low.update(self._fusion_maps_low(encoded, luma_low, log_gain, with_local_contrast))
+            low.update(self._fusion_maps_low(encoded, luma_low, log_gain,
+                                             with_rendering_steps))
             result['weight_logits_low'] = low['logit']
         if fuse or reconstruct:
             low['infrared'] = encoded.infrared_low
@@ -619,7 +620,8 @@ class IVFNet(nn.Module):
         if fuse or reconstruct:
             infrared_detail = encoded.infrared_p - up['infrared']  # (n, 1, Hp, Wp)
         if fuse:
-            detail = self.noise_shrink(visible_detail, self.fused_noise_threshold)
+            detail = self.noise_shrink(visible_detail,
+                                       self.fused_noise_threshold(with_rendering_steps))
             denoised_luma = (up['luma'] + detail).clamp(0.0, 1.0)
             rendered = self._render_fused(denoised_luma, detail, infrared_detail, up,
                                           with_base='fused_base' in outputs)

@@ -231,12 +231,15 @@ def stage_outputs(model: IVFNet, stage: int, visible: torch.Tensor, infrared: to
                   ) -> dict[str, torch.Tensor]:
     """Run the forward path a stage needs."""
     paths = {1: ('enhanced', 'rendered'), 2: ('infrared',), 3: ('fused', 'fused_base')}[stage]
-    # The local-contrast step is a fixed rendering after the fusion, like the frozen curve:
-    # stage 3's losses measure the fused image against the sources, and trained through that
-    # step they teach the fusion heads to undo it (measured with the step's first, unbounded
-    # version on the training split's night pairs: VIF 1.108 -> 1.035, SF and AG lower too).
+    # The rendering steps are fixed, like the frozen curve, and stage 3 trains without them:
+    # - local contrast: stage 3's losses measure the fused image against the sources, and
+    #   trained through that step they teach the fusion heads to undo it (measured with the
+    #   step's first, unbounded version on the training split's night pairs: VIF 1.108 ->
+    #   1.035, SF and AG lower too);
+    # - the fused image's own noise threshold: trained through it, the texture term loses the
+    #   visible's texture and the gate went to the infrared everywhere (w 1.00, round 6).
     return model.forward_all(visible, infrared if stage > 1 else None, outputs=paths,
-                             with_local_contrast=False)
+                             with_rendering_steps=False)
 
 
 def stage_terms(model: IVFNet, stage: int, visible: torch.Tensor, infrared: torch.Tensor,
