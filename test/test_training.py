@@ -236,7 +236,11 @@ def test_cli_trains_on_a_paired_folder(tmp_path: Path) -> None:
                        '--output', str(tmp_path / 'run'), '--device', 'cpu', '--no-progress',
                        '--export', str(export)])
     assert code == 0 and export.is_file()
-    assert np.isfinite(torch.load(export, weights_only=True)['state_dict']['fusion.detail_gain'])
+    saved = torch.load(export, weights_only=True)
+    assert np.isfinite(saved['state_dict']['fusion.detail_gain'])
+    # What a bit-for-bit rerun needs besides the seed is stored with the weights.
+    assert saved['meta']['seed'] == 0 and saved['meta']['device'] == 'cpu'
+    assert saved['meta']['cpu_threads'] == torch.get_num_threads()
 
 
 def test_config_errors_are_named(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ import shutil
 import sys
 import time
 
+import torch
+
 from ivf_ros.fusion.inference import ModelLoadError, resolve_device
 from ivf_ros.io.datasets import all_pairs, DatasetError, is_validation, list_pairs, PairedImage
 from ivf_ros.io.paths import datasets_dir, share_file
@@ -76,8 +78,10 @@ def train(args: argparse.Namespace) -> int:
         return 2
     device = resolve_device(args.device)
     stages = list(STAGES) if args.stage == 'all' else [int(args.stage)]
-    print(f'ivf-train: {len(pairs)} pairs, stages {stages}, device {device}, '
-          f'seed {config.seed}, output {args.output}')
+    # The seed fixes the run only for one device and CPU thread count: reductions split over
+    # other threads round differently, and 2000 steps grow that into other weights.
+    print(f'ivf-train: {len(pairs)} pairs, stages {stages}, device {device} '
+          f'({torch.get_num_threads()} CPU threads), seed {config.seed}, output {args.output}')
     started = time.perf_counter()
     bank = PairBank(pairs, device, config.max_side, config.crop,
                     show_progress=not args.no_progress)

@@ -516,7 +516,10 @@ class Trainer:
         save_loss_curves(csv_path, self.output / f'stage{stage}_loss.png',
                          f'ivf_ros training, stage {stage}')
         weights = self.output / f'stage{stage}.pt'
+        # What reproduces these weights bit for bit: the seed, the device and the thread count.
         save_weights(self.model, weights, {'stage': stage, 'seed': self.config.seed,
+                                           'device': str(self.device),
+                                           'cpu_threads': torch.get_num_threads(),
                                            'train_seconds': round(elapsed, 1)})
         self.model.eval()
         return weights
