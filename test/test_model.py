@@ -202,7 +202,11 @@ def test_ablation_variants_run(change: dict) -> None:
     ({'chroma_agreement': 'false'}, 'chroma_agreement'), ({'fusion_depth': 0}, 'fusion_depth'),
     ({'fusion_depth': 2.0}, 'fusion_depth'), ({'chroma_coring': -1.0}, 'chroma_coring'),
     ({'fusion_noise_threshold': -1.0}, 'fusion_noise_threshold'),
-    ({'fusion_noise_threshold': True}, 'fusion_noise_threshold')])
+    ({'fusion_noise_threshold': True}, 'fusion_noise_threshold'),
+    ({'fusion_noise_threshold': float('nan')}, 'fusion_noise_threshold'),
+    ({'fusion_noise_threshold': float('inf')}, 'fusion_noise_threshold'),
+    ({'fusion_noise_threshold': '1.0'}, 'fusion_noise_threshold'),
+    ({'noise_threshold': float('inf')}, 'noise_threshold')])
 def test_config_out_of_range_is_named(change: dict, field_name: str) -> None:
     with pytest.raises(ValueError, match=field_name):
         ModelConfig(**change)
@@ -225,8 +229,10 @@ def test_deeper_fusion_heads_leave_the_other_parts_as_they_start() -> None:
 
 def test_config_range_ends_are_accepted() -> None:
     config = ModelConfig(local_contrast=0.0, contrast_radius=0, white_balance=1.0,
-                         exposure_threshold=1.0, fusion_tone=0.0, downscale=1)
+                         exposure_threshold=1.0, fusion_tone=0.0, downscale=1,
+                         fusion_noise_threshold=0.0)
     assert config.contrast_radius == 0 and config.downscale == 1
+    assert ModelConfig(fusion_noise_threshold=None).fusion_noise_threshold is None
 
 
 def test_config_round_trip_ignores_unknown_keys() -> None:

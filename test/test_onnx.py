@@ -13,11 +13,13 @@ from ivf_ros.fusion.onnx_export import export, parity
 pytest.importorskip('onnxruntime')
 
 
-@pytest.mark.parametrize('height, width, local_contrast', [(64, 96, 0.0), (61, 83, 0.3)])
+@pytest.mark.parametrize('height, width, change', [
+    (64, 96, {}), (61, 83, {'local_contrast': 0.3}),
+    (61, 83, {'noise_threshold': 0.0, 'fusion_noise_threshold': 1.0})])
 def test_onnx_runtime_matches_torch(tmp_path: Path, height: int, width: int,
-                                    local_contrast: float) -> None:
+                                    change: dict) -> None:
     torch.manual_seed(0)
-    network = IVFNet(ModelConfig(local_contrast=local_contrast))
+    network = IVFNet(ModelConfig(**change))
     path = export(network, tmp_path / 'ivf.onnx', height=height, width=width)
     assert path.stat().st_size < 2_000_000
     assert parity(network, path, height=height, width=width) < 1e-4

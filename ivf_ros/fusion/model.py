@@ -143,14 +143,14 @@ class ModelConfig:
                 raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
         for name, (low, high) in _FLOAT_RANGES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    low <= value <= high):
-                raise ValueError(f'{name} must be in [{low}, {high}], got {value!r}')
-        if self.fusion_noise_threshold is not None and (
-                isinstance(self.fusion_noise_threshold, bool)
-                or not isinstance(self.fusion_noise_threshold, (int, float))
-                or not self.fusion_noise_threshold >= 0):
-            raise ValueError('fusion_noise_threshold must be null or >= 0, '
+            # Finite too: an infinite multiple times a flat frame's zero level is NaN.
+            if not _is_finite_number(value) or not low <= value <= high:
+                raise ValueError(f'{name} must be a finite number in [{low}, {high}], '
+                                 f'got {value!r}')
+        if self.fusion_noise_threshold is not None and not (
+                _is_finite_number(self.fusion_noise_threshold)
+                and self.fusion_noise_threshold >= 0):
+            raise ValueError('fusion_noise_threshold must be null or a finite number >= 0, '
                              f'got {self.fusion_noise_threshold!r}')
         if self.exposure_softness == 0:
             raise ValueError('exposure_softness must be above 0 (it divides)')
@@ -180,6 +180,12 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a plain dict (safe to store with torch.save)."""
         return asdict(self)
+
+
+def _is_finite_number(value: object) -> bool:
+    """Return whether value is an int or float (not a bool) and finite."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 GATES = ('learned', 'constant', 'max')
@@ -394,8 +400,8 @@ class IVFNet(nn.Module):
         return torch.sigmoid(
             (brightest - self.config.exposure_threshold) / self.config.exposure_softness)
 
-    def fused_noise_threshold(self, with_rendering_steps: bool) -> float:
-        """Return the noise threshold of the fused image's visible detail."""
+    def _fused_noise_multiple(self, with_rendering_steps: bool) -> float:
+        """Return the noise-threshold multiple of the fused image's visible detail."""
         if self.config.fusion_noise_threshold is None or not with_rendering_steps:
             return self.config.noise_threshold
         return self.config.fusion_noise_threshold
@@ -612,16 +618,20 @@ class IVFNet(nn.Module):
         # Visible detail above the working grid's band, soft-thresholded against noise (the
         # enhanced output and the fused image each at their own threshold).
         visible_detail = self._luma(encoded.visible_p) - up['luma']       # (n, 1, Hp, Wp)
+        enhanced_detail = None
         if enhance:
-            detail = self.noise_shrink(visible_detail, self.config.noise_threshold)
-            denoised_luma = (up['luma'] + detail).clamp(0.0, 1.0)
+            enhanced_detail = self.noise_shrink(visible_detail, self.config.noise_threshold)
+            denoised_luma = (up['luma'] + enhanced_detail).clamp(0.0, 1.0)
             enhanced = (up['chroma'] + tone_curve(denoised_luma, up['gain'])).clamp(0.0, 1.0)
             result['enhanced'] = enhanced[..., :height, :width]  # (n, 3, H, W)
         if fuse or reconstruct:
             infrared_detail = encoded.infrared_p - up['infrared']  # (n, 1, Hp, Wp)
         if fuse:
-            detail = self.noise_shrink(visible_detail,
-                                       self.fused_noise_threshold(with_rendering_steps))
+            multiple = self._fused_noise_multiple(with_rendering_steps)
+            if enhanced_detail is not None and multiple == self.config.noise_threshold:
+                detail = enhanced_detail                           # the same shrink: reuse it
+            else:
+                detail = self.noise_shrink(visible_detail, multiple)
             denoised_luma = (up['luma'] + detail).clamp(0.0, 1.0)
             rendered = self._render_fused(denoised_luma, detail, infrared_detail, up,
                                           with_base='fused_base' in outputs)
