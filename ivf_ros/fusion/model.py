@@ -143,15 +143,13 @@ class ModelConfig:
                 raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
         for name, (low, high) in _FLOAT_RANGES.items():
             value = getattr(self, name)
+            if value is None and name in _NULLABLE:
+                continue
             # Finite too: an infinite multiple times a flat frame's zero level is NaN.
             if not _is_finite_number(value) or not low <= value <= high:
-                raise ValueError(f'{name} must be a finite number in [{low}, {high}], '
+                null = 'null or ' if name in _NULLABLE else ''
+                raise ValueError(f'{name} must be {null}a finite number in [{low}, {high}], '
                                  f'got {value!r}')
-        if self.fusion_noise_threshold is not None and not (
-                _is_finite_number(self.fusion_noise_threshold)
-                and self.fusion_noise_threshold >= 0):
-            raise ValueError('fusion_noise_threshold must be null or a finite number >= 0, '
-                             f'got {self.fusion_noise_threshold!r}')
         if self.exposure_softness == 0:
             raise ValueError('exposure_softness must be above 0 (it divides)')
         if self.gate not in GATES:
@@ -192,12 +190,14 @@ GATES = ('learned', 'constant', 'max')
 FUSION_BASES = ('blend', 'infrared')
 _LOWEST = {'downscale': 1, 'contrast_radius': 0, 'detail_window': 1, 'fusion_depth': 1}
 _BOOLEANS = ('multiscale', 'adaptive_weights', 'enhance', 'chroma_agreement')
+_NULLABLE = ('fusion_noise_threshold',)   # null: another field's value (see the field)
 # Closed ranges of the float fields; inf where only the sign matters.
 _FLOAT_RANGES = {
     'exposure_threshold': (0.0, 1.0),
     'exposure_softness': (0.0, math.inf),
     'max_log_gain': (0.0, math.inf),
     'noise_threshold': (0.0, math.inf),
+    'fusion_noise_threshold': (0.0, math.inf),
     'fusion_tone': (0.0, math.inf),
     'white_balance': (0.0, 1.0),
     'detail_boost': (0.0, math.inf),
