@@ -146,8 +146,25 @@ def test_a_deeper_fusion_block_starts_stage3_from_a_shallower_stage2_file(
     state, trained = deep.model.state_dict(), shallow.model.state_dict()
     assert all(torch.equal(state[k], trained[k]) for k in trained if not k.startswith('fusion.'))
     assert all(torch.equal(state[k], value) for k, value in seeded.items())
-    with pytest.raises(RuntimeError):     # a trained fusion block is never silently replaced
+    # A fusion block of another layout is never silently replaced without untrained_fusion.
+    with pytest.raises(trainer_module.CheckpointError, match='does not fit'):
         deep.load_weights(tmp_path / 'stage2.pt')
+
+
+def test_stage3_from_a_finished_weights_file_equals_stage3_from_its_stage2(
+        tmp_path: Path) -> None:
+    # --start-from: a finished file (trained fusion block) hands stage 3 its stages 1 and 2 and
+    # the seeded fusion block, so the run is the one that continues from stage2.pt.
+    first = Trainer(tiny_config(), tiny_bank(), tmp_path / 'a', torch.device('cpu'),
+                    show_progress=False)
+    first.run([1, 2, 3])
+    again = Trainer(tiny_config(), tiny_bank(), tmp_path / 'b', torch.device('cpu'),
+                    show_progress=False)
+    again.run([3], start_from=tmp_path / 'a' / 'stage3.pt')
+    expected = torch.load(tmp_path / 'a' / 'stage3.pt', weights_only=True)['state_dict']
+    result = torch.load(tmp_path / 'b' / 'stage3.pt', weights_only=True)['state_dict']
+    assert all(torch.equal(expected[name], result[name]) for name in expected)
+    assert not (tmp_path / 'b' / 'stage2.pt').exists()
 
 
 def test_all_stages_write_logs_plots_weights_and_resume(tmp_path: Path) -> None:
@@ -305,7 +322,9 @@ def write_pair(folder: Path, name: str, size: int = 64, visible_name: str | None
 
 
 @pytest.mark.parametrize('case', ['empty', 'mismatched', 'corrupt', 'tiny', 'bad_config',
-                                  'resume_without_checkpoint', 'corrupt_checkpoint'])
+                                  'resume_without_checkpoint', 'corrupt_checkpoint',
+                                  'start_from_stage_1', 'start_from_missing',
+                                  'start_from_not_weights'])
 def test_bad_training_input_is_one_clear_line_and_exit_2(
         tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     data, output = tmp_path / 'data', tmp_path / 'run'
@@ -315,7 +334,10 @@ def test_bad_training_input_is_one_clear_line_and_exit_2(
                 'corrupt': 'cannot read image', 'tiny': 'at least 32 px',
                 'bad_config': 'cannot read training config',
                 'resume_without_checkpoint': 'no checkpoint at',
-                'corrupt_checkpoint': 'cannot resume from'}[case]
+                'corrupt_checkpoint': 'cannot resume from',
+                'start_from_stage_1': '--start-from needs --stage 3',
+                'start_from_missing': 'fusion weights not found',
+                'start_from_not_weights': 'cannot read fusion weights'}[case]
     data.mkdir()
     if case == 'mismatched':
         write_pair(data, 'a', visible_name='b')
@@ -334,6 +356,13 @@ def test_bad_training_input_is_one_clear_line_and_exit_2(
     if case == 'corrupt_checkpoint':
         output.mkdir()
         (output / 'checkpoint.pt').write_bytes(b'\x80\x04 truncated')
+    if case.startswith('start_from'):
+        weights = tmp_path / 'weights.pt'
+        if case == 'start_from_not_weights':
+            weights.write_bytes(b'\x80\x04 truncated')
+        args += ['--start-from', str(weights)]
+        if case != 'start_from_stage_1':
+            args[args.index('--stage') + 1] = '3'
     assert train_main(args) == 2
     error = capsys.readouterr().err.strip()
     assert expected in error and len(error.splitlines()) == 1, error

@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='multiply every stage length (quick trials: 0.1)')
     parser.add_argument('--resume', action='store_true',
                         help='continue from OUTPUT/checkpoint.pt')
+    parser.add_argument('--start-from', type=Path, default=None, metavar='WEIGHTS',
+                        help="--stage 3 starts from this weights file's stages 1 and 2 (e.g. "
+                             'the shipped models/ivf_fusion.pt) instead of OUTPUT/stage2.pt, '
+                             'with the seeded fusion block that stage 2 would hand over')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bars')
     parser.add_argument('--export', type=Path, default=None,
                         help='copy the final weights here (e.g. models/ivf_fusion.pt)')
@@ -78,6 +82,9 @@ def train(args: argparse.Namespace) -> int:
         return 2
     device = resolve_device(args.device)
     stages = list(STAGES) if args.stage == 'all' else [int(args.stage)]
+    if args.start_from is not None and (stages != [3] or args.resume):
+        raise ValueError('--start-from needs --stage 3 and no --resume (stages 1 and 2 start '
+                         'from the seed)')
     # The seed fixes the run only for one device and CPU thread count: reductions split over
     # other threads round differently, and 2000 steps grow that into other weights.
     print(f'ivf-train: {len(pairs)} pairs, stages {stages}, device {device} '
@@ -87,7 +94,7 @@ def train(args: argparse.Namespace) -> int:
                     show_progress=not args.no_progress)
     trainer = Trainer(config, bank, args.output, device,
                       show_progress=not args.no_progress)
-    weights = trainer.run(stages, resume=args.resume)
+    weights = trainer.run(stages, resume=args.resume, start_from=args.start_from)
     print(f'ivf-train: done in {time.perf_counter() - started:.1f} s, weights {weights}')
     if args.export is not None:
         args.export.parent.mkdir(parents=True, exist_ok=True)

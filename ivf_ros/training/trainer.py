@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ivf_ros.evaluation.detection import DATASET_CLASSES, read_yolo_labels
 from ivf_ros.evaluation.plots import save_loss_curves
-from ivf_ros.fusion.inference import save_weights
+from ivf_ros.fusion.inference import load_network, save_weights
 from ivf_ros.fusion.model import IVFNet, ModelConfig
 from ivf_ros.io.datasets import (
     DatasetError,
@@ -425,26 +425,39 @@ class Trainer:
                 f'cannot resume from {path} ({type(error).__name__}: {reason})') from error
         return state
 
-    def load_weights(self, path: Path, untrained_fusion: bool = False) -> None:
+    def load_weights(self, path: Path, untrained_fusion: bool = False,
+                     seeded_fusion: bool = False) -> None:
         """Initialise the model from a weights file (e.g. the previous stage's).
 
         ``untrained_fusion``: the file's fusion block was never trained (stages 1 and 2 freeze
         it), so where its layout differs from this run's (another ``fusion_depth``) the run
         keeps its own seeded fusion block, the one ``--stage all`` would reach stage 3 with.
+        ``seeded_fusion``: always keep the run's seeded fusion block (the file is a finished
+        weights file, e.g. the shipped one, whose stages 1 and 2 stage 3 starts from). Files
+        are read by :func:`load_network` (never runs code; errors name the file), and one that
+        does not fit this run's network raises CheckpointError.
         """
-        payload = torch.load(str(path), map_location=self.device, weights_only=True)
-        state = payload['state_dict']
+        # Building the file's network draws initial weights: fork the RNG so that this run's
+        # random stream is the one --stage all would have (ModelLoadError names a bad file).
+        with torch.random.fork_rng(devices=[]):
+            state = load_network(path).state_dict()
         own = self.model.state_dict()
         fusion = {name for name in set(state) | set(own) if name.startswith('fusion.')}
-        if untrained_fusion and any(name not in state or name not in own
-                                    or state[name].shape != own[name].shape
-                                    for name in fusion):
-            print(f'ivf-train: {path} has another fusion-block layout; stage 3 starts from this '
-                  "run's seeded fusion block (it is not trained before stage 3)",
-                  file=sys.stderr)
+        if seeded_fusion or untrained_fusion and any(
+                name not in state or name not in own or state[name].shape != own[name].shape
+                for name in fusion):
+            if not seeded_fusion:
+                print(f'ivf-train: {path} has another fusion-block layout; stage 3 starts from '
+                      "this run's seeded fusion block (it is not trained before stage 3)",
+                      file=sys.stderr)
             state = {name: value for name, value in state.items() if name not in fusion}
             state |= {name: own[name] for name in fusion if name in own}
-        self.model.load_state_dict(state)
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as error:
+            reason = str(error).strip().splitlines()[0]
+            raise CheckpointError(f"{path} does not fit this run's network ({reason})") \
+                from error
 
     # -- one stage -----------------------------------------------------------------------------
     def train_stage(self, stage: int, resume_state: dict[str, Any] | None = None) -> Path:
@@ -524,8 +537,13 @@ class Trainer:
         self.model.eval()
         return weights
 
-    def run(self, stages: list[int], resume: bool = False) -> Path:
-        """Train the given stages in order (resuming from output/ if asked); return weights."""
+    def run(self, stages: list[int], resume: bool = False,
+            start_from: Path | None = None) -> Path:
+        """Train the given stages in order (resuming from output/ if asked); return weights.
+
+        ``start_from``: a weights file stage 3 starts from instead of output/stage2.pt, with
+        the run's seeded fusion block in place of the file's (what stage 2 hands over).
+        """
         state = self.load_checkpoint() if resume else None
         if resume and state is None:
             raise CheckpointError(f'--resume: no checkpoint at {self.output / CHECKPOINT} '
@@ -536,11 +554,14 @@ class Trainer:
                 continue
             if stage > 1 and (state is None or state['stage'] != stage) \
                     and stage - 1 not in self.completed:
-                previous = self.output / f'stage{stage - 1}.pt'
-                if not previous.is_file():
-                    raise CheckpointError(
-                        f'stage {stage} starts from stage {stage - 1}: {previous} is missing')
-                self.load_weights(previous, untrained_fusion=stage == 3)
+                if start_from is not None and stage == 3:
+                    self.load_weights(start_from, seeded_fusion=True)
+                else:
+                    previous = self.output / f'stage{stage - 1}.pt'
+                    if not previous.is_file():
+                        raise CheckpointError(f'stage {stage} starts from stage {stage - 1}: '
+                                              f'{previous} is missing')
+                    self.load_weights(previous, untrained_fusion=stage == 3)
             weights = self.train_stage(stage, state)
             state = None
         return weights if weights is not None else self.output / f'stage{stages[-1]}.pt'
