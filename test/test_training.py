@@ -12,7 +12,8 @@ import torch
 
 from ivf_ros.cli.train import main as train_main
 from ivf_ros.evaluation.plots import GAUGES
-from ivf_ros.fusion.model import ModelConfig
+from ivf_ros.fusion.inference import save_weights
+from ivf_ros.fusion.model import IVFNet, ModelConfig
 from ivf_ros.io.datasets import list_pairs
 from ivf_ros.io.synthetic import make_night_pair
 from ivf_ros.training import trainer as trainer_module
@@ -323,8 +324,9 @@ def write_pair(folder: Path, name: str, size: int = 64, visible_name: str | None
 
 @pytest.mark.parametrize('case', ['empty', 'mismatched', 'corrupt', 'tiny', 'bad_config',
                                   'resume_without_checkpoint', 'corrupt_checkpoint',
-                                  'start_from_stage_1', 'start_from_missing',
-                                  'start_from_not_weights'])
+                                  'start_from_stage_1', 'start_from_stage_all',
+                                  'start_from_resume', 'start_from_missing',
+                                  'start_from_not_weights', 'start_from_other_network'])
 def test_bad_training_input_is_one_clear_line_and_exit_2(
         tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     data, output = tmp_path / 'data', tmp_path / 'run'
@@ -336,8 +338,11 @@ def test_bad_training_input_is_one_clear_line_and_exit_2(
                 'resume_without_checkpoint': 'no checkpoint at',
                 'corrupt_checkpoint': 'cannot resume from',
                 'start_from_stage_1': '--start-from needs --stage 3',
+                'start_from_stage_all': '--start-from needs --stage 3',
+                'start_from_resume': 'drop it to --resume',
                 'start_from_missing': 'fusion weights not found',
-                'start_from_not_weights': 'cannot read fusion weights'}[case]
+                'start_from_not_weights': 'cannot read fusion weights',
+                'start_from_other_network': "does not fit this run's network"}[case]
     data.mkdir()
     if case == 'mismatched':
         write_pair(data, 'a', visible_name='b')
@@ -360,9 +365,13 @@ def test_bad_training_input_is_one_clear_line_and_exit_2(
         weights = tmp_path / 'weights.pt'
         if case == 'start_from_not_weights':
             weights.write_bytes(b'\x80\x04 truncated')
+        elif case == 'start_from_other_network':   # narrower than the default config's
+            save_weights(IVFNet(ModelConfig(channels=[4, 4, 4, 4])), weights)
         args += ['--start-from', str(weights)]
-        if case != 'start_from_stage_1':
-            args[args.index('--stage') + 1] = '3'
+        stage = {'start_from_stage_1': '1', 'start_from_stage_all': 'all'}.get(case, '3')
+        args[args.index('--stage') + 1] = stage
+        if case == 'start_from_resume':
+            args.append('--resume')
     assert train_main(args) == 2
     error = capsys.readouterr().err.strip()
     assert expected in error and len(error.splitlines()) == 1, error

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog='ivf-train', description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--stage', default='all', choices=['1', '2', '3', 'all'],
-                        help='stage to train (2 and 3 start from the previous stage weights)')
+                        help='stage to train (2 and 3 start from the previous stage weights, '
+                             '3 from --start-from if given)')
     parser.add_argument('--data', type=Path, nargs='+', default=None,
                         help='paired folders or roots of them (default: ../shared/datasets, '
                              'training split; the validation split is always held out)')
@@ -82,9 +83,11 @@ def train(args: argparse.Namespace) -> int:
         return 2
     device = resolve_device(args.device)
     stages = list(STAGES) if args.stage == 'all' else [int(args.stage)]
-    if args.start_from is not None and (stages != [3] or args.resume):
-        raise ValueError('--start-from needs --stage 3 and no --resume (stages 1 and 2 start '
-                         'from the seed)')
+    if args.start_from is not None and stages != [3]:
+        raise ValueError('--start-from needs --stage 3 (stages 1 and 2 start from the seed)')
+    if args.start_from is not None and args.resume:
+        raise ValueError('--start-from starts stage 3 afresh; drop it to --resume from '
+                         'OUTPUT/checkpoint.pt')
     # The seed fixes the run only for one device and CPU thread count: reductions split over
     # other threads round differently, and 2000 steps grow that into other weights.
     print(f'ivf-train: {len(pairs)} pairs, stages {stages}, device {device} '

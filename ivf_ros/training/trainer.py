@@ -432,20 +432,24 @@ class Trainer:
         ``untrained_fusion``: the file's fusion block was never trained (stages 1 and 2 freeze
         it), so where its layout differs from this run's (another ``fusion_depth``) the run
         keeps its own seeded fusion block, the one ``--stage all`` would reach stage 3 with.
-        ``seeded_fusion``: always keep the run's seeded fusion block (the file is a finished
-        weights file, e.g. the shipped one, whose stages 1 and 2 stage 3 starts from). Files
-        are read by :func:`load_network` (never runs code; errors name the file), and one that
-        does not fit this run's network raises CheckpointError.
+        ``seeded_fusion``: always keep the run's seeded fusion block. The file is a finished
+        weights file given by the user (``--start-from``, e.g. the shipped one) whose stages 1
+        and 2 stage 3 starts from: it is read by :func:`load_network` (never runs code; errors
+        name the file). A state that does not fit this run's network raises CheckpointError.
         """
-        # Building the file's network draws initial weights: fork the RNG so that this run's
-        # random stream is the one --stage all would have (ModelLoadError names a bad file).
-        with torch.random.fork_rng(devices=[]):
-            state = load_network(path).state_dict()
+        if seeded_fusion:
+            # Building the file's network draws initial weights; forking keeps the run's global
+            # random stream as it was (a safeguard: training draws from its own generators).
+            with torch.random.fork_rng(devices=[]):
+                state = load_network(path).state_dict()
+        else:   # this run's own stage file, written by save_weights
+            state = torch.load(str(path), map_location=self.device,
+                               weights_only=True)['state_dict']
         own = self.model.state_dict()
         fusion = {name for name in set(state) | set(own) if name.startswith('fusion.')}
-        if seeded_fusion or untrained_fusion and any(
+        if seeded_fusion or (untrained_fusion and any(
                 name not in state or name not in own or state[name].shape != own[name].shape
-                for name in fusion):
+                for name in fusion)):
             if not seeded_fusion:
                 print(f'ivf-train: {path} has another fusion-block layout; stage 3 starts from '
                       "this run's seeded fusion block (it is not trained before stage 3)",
@@ -455,8 +459,9 @@ class Trainer:
         try:
             self.model.load_state_dict(state)
         except RuntimeError as error:
-            reason = str(error).strip().splitlines()[0]
-            raise CheckpointError(f"{path} does not fit this run's network ({reason})") \
+            # The whole message: its first line is only a heading, the mismatches follow.
+            reason = ' '.join(str(error).split()) or type(error).__name__
+            raise CheckpointError(f"{path} does not fit this run's network: {reason}") \
                 from error
 
     # -- one stage -----------------------------------------------------------------------------
