@@ -70,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     """Train what args ask for; raise the errors main() reports."""
+    # The flags are checked before any config or data is read.
+    stages = list(STAGES) if args.stage == 'all' else [int(args.stage)]
+    if args.start_from is not None and stages != [3]:
+        raise ValueError('--start-from needs --stage 3 (stages 1 and 2 start from the seed)')
+    if args.start_from is not None and args.resume:
+        raise ValueError('--start-from starts stage 3 afresh; drop it to --resume from '
+                         'OUTPUT/checkpoint.pt')
     config = load_config(args.config or share_file('config', 'train.yaml'))
     if args.seed is not None:
         config.seed = args.seed
@@ -82,12 +89,6 @@ def train(args: argparse.Namespace) -> int:
         print(f'ivf-train: no training pairs under {[str(f) for f in folders]}', file=sys.stderr)
         return 2
     device = resolve_device(args.device)
-    stages = list(STAGES) if args.stage == 'all' else [int(args.stage)]
-    if args.start_from is not None and stages != [3]:
-        raise ValueError('--start-from needs --stage 3 (stages 1 and 2 start from the seed)')
-    if args.start_from is not None and args.resume:
-        raise ValueError('--start-from starts stage 3 afresh; drop it to --resume from '
-                         'OUTPUT/checkpoint.pt')
     # The seed fixes the run only for one device and CPU thread count: reductions split over
     # other threads round differently, and 2000 steps grow that into other weights.
     print(f'ivf-train: {len(pairs)} pairs, stages {stages}, device {device} '
