@@ -406,10 +406,19 @@ def test_a_killed_recording_loses_at_most_one_chunk(tmp_path: Path, storage: str
         camera.stop()
     assert received >= 3 * FLUSH_MESSAGES + 7
     assert not (out / 'metadata.yaml').exists()
+    # info must not touch a bag without metadata.yaml: it may still be being recorded.
+    listing = sorted((file.name, file.stat().st_size) for file in out.iterdir())
+    result = subprocess.run(bag_command('info', str(out)), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert 'no metadata.yaml' in result.stderr and f'ivf-bag reindex {out}' in result.stderr
+    assert sorted((file.name, file.stat().st_size) for file in out.iterdir()) == listing
+    result = subprocess.run(bag_command('reindex', str(out)), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
     result = subprocess.run(bag_command('info', str(out), '--json'), capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert 'reindexing' in result.stderr
     messages = json.loads(result.stdout)['messages']
     assert received - FLUSH_MESSAGES <= messages <= received + 2, (messages, received)
 

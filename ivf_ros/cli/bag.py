@@ -80,14 +80,14 @@ def make_command(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------- info
-def reindex_if_cut_short(bag: str) -> None:
-    """Rebuild a bag that has no metadata.yaml (a recorder killed), saying so on stderr."""
+def refuse_if_cut_short(bag: str) -> None:
+    """Raise BagError for a bag without metadata.yaml: being recorded, or cut short."""
+    # A recorder writes metadata.yaml only when it closes the bag, so a bag without it may be
+    # one still being written: reading it here must not change it (ros2 bag refuses too).
     if bagio.needs_reindex(bag):
-        print(f'{bag} has no metadata.yaml (a recording cut short?): reindexing it from its '
-              'storage file', file=sys.stderr)
-        counts = bagio.reindex(bag)
-        print(f'reindexed {sum(counts.values())} messages on {len(counts)} topic(s)',
-              file=sys.stderr)
+        raise BagError(f'{bag} has no metadata.yaml: it is still being recorded, or its '
+                       f'recording was cut short; once nothing records into it, '
+                       f'`ivf-bag reindex {bag}` rebuilds it')
 
 
 def reindex_command(args: argparse.Namespace) -> int:
@@ -101,7 +101,7 @@ def reindex_command(args: argparse.Namespace) -> int:
 
 def info_command(args: argparse.Namespace) -> int:
     """Print topics, types, counts, rates and duration."""
-    reindex_if_cut_short(args.bag)
+    refuse_if_cut_short(args.bag)
     info = bagio.bag_info(args.bag)
     if args.json:
         print(json.dumps({
@@ -123,7 +123,7 @@ def play_command(args: argparse.Namespace) -> int:
     from ivf_ros.nodes.bag_player import Pacing, parse_remaps, play_bag
 
     pacing = Pacing(args.pace, args.pace_trigger, args.pace_lag) if args.pace else None
-    reindex_if_cut_short(args.bag)
+    refuse_if_cut_short(args.bag)
     stats = play_bag(
         args.bag, wait_for_subscribers=args.wait_for_subscribers,
         wait_timeout_s=args.wait_timeout, delay_s=args.delay, ros_args=args.ros_args,

@@ -401,12 +401,31 @@ def _copy_messages(sources: list[Path], storage: Storage, target: Path,
         return dict(writer.counts)
 
 
+def _refuse_if_being_written(database: Path) -> None:
+    """Raise BagError when another connection holds a write lock on a sqlite3 bag file."""
+    import sqlite3
+
+    # A live recorder's inserts hold sqlite's write lock until it commits a chunk: a write
+    # transaction of our own then fails at once instead of replacing the file under it.
+    connection = sqlite3.connect(str(database), timeout=0.0, isolation_level=None)
+    try:
+        connection.execute('BEGIN IMMEDIATE')
+        connection.execute('ROLLBACK')
+    except sqlite3.OperationalError as error:
+        raise BagError(f'{database} is being written ({error}): stop the recorder, then '
+                       'reindex') from None
+    finally:
+        connection.close()
+
+
 def reindex(path: str | Path) -> dict[str, int]:
     """Rebuild a bag whose recording was cut short (no metadata.yaml); return counts by topic.
 
     The messages its storage file holds are written into a complete bag of the same storage,
     which then replaces it (like ``ros2 bag reindex``, but also for an MCAP file without its
-    summary). Topics of types ivf_ros has no definition for are reported and left out.
+    summary). A sqlite3 file that another process is writing is refused; an MCAP file
+    cannot tell, so reindex a bag only once nothing records into it. A topic of a type ivf_ros
+    has no definition for stops the reindex, naming it (nothing is changed).
     """
     path = Path(path)
     databases, mcaps = sorted(path.glob('*.db3')), sorted(path.glob('*.mcap'))
@@ -414,6 +433,8 @@ def reindex(path: str | Path) -> dict[str, int]:
         raise BagError(f'no rosbag2 storage file (*.db3, *.mcap) in {path}')
     storage: Storage = 'sqlite3' if databases else 'mcap'
     sources = databases or mcaps
+    for database in databases:
+        _refuse_if_being_written(database)
     # Built beside the bag under its own name: rosbags names the storage file after the folder.
     scratch = path.with_name(f'.{path.name}.reindexing')
     shutil.rmtree(scratch, ignore_errors=True)

@@ -151,14 +151,21 @@ class BagRecorder(Node):
                 if self._sim_time and stamp == 0:
                     self._held.append((topic, raw))          # no /clock yet
                     return
-                self._write_held(stamp)
-                self.writer.write_raw(topic, stamp, raw)
-                self.stats.written[topic] += 1
-                self._unflushed += 1
-                if (self._unflushed >= FLUSH_MESSAGES
-                        or time.monotonic() - self._flushed_at >= FLUSH_PERIOD_S):
-                    self.writer.flush()
-                    self._unflushed, self._flushed_at = 0, time.monotonic()
+                try:
+                    self._write_held(stamp)
+                    self.writer.write_raw(topic, stamp, raw)
+                    self.stats.written[topic] += 1
+                    self._unflushed += 1
+                    if (self._unflushed >= FLUSH_MESSAGES
+                            or time.monotonic() - self._flushed_at >= FLUSH_PERIOD_S):
+                        self.writer.flush()
+                        self._unflushed, self._flushed_at = 0, time.monotonic()
+                except Exception as error:  # noqa: BLE001 - storage errors come in many types
+                    # A full disk or a storage file changed under the recorder: keep receiving,
+                    # so that the counts say how many were lost, and log the first error.
+                    if topic not in self.stats.errors:
+                        self.get_logger().error(f'cannot write {topic}: {error}')
+                    self.stats.errors[topic] = str(error)
         return record
 
     def _write_held(self, stamp: int) -> None:
