@@ -526,3 +526,15 @@ def test_thermal_normalizer_smooths_auto_ranges_and_keeps_fixed_ones() -> None:
     assert ThermalNormalizer()(grey, 'mono8') is grey
     with pytest.raises(ValueError, match='thermal mode'):
         ThermalNormalizer('percentile')
+
+
+@pytest.mark.parametrize('original', ['yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv', 'bayer_rggb8'])
+def test_compressed_frames_of_yuv_and_bayer_cameras_decode_in_the_decoded_order(
+        original: str) -> None:
+    # image_transport converts such frames to bgr8 before compressing them.
+    bgr = np.zeros((16, 16, 3), np.uint8)
+    bgr[..., 0] = 255                                              # blue
+    ok, png = cv2.imencode('.png', bgr)
+    assert ok
+    out, encoding = decode_compressed(f'{original}; png compressed bgr8', png.tobytes())
+    assert encoding == 'bgr8' and out[0, 0].tolist() == [255, 0, 0]

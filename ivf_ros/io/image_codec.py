@@ -521,7 +521,10 @@ def decode_compressed(fmt: str, data: BufferLike,
     if channels == 4:
         decoded_order += 'a'
     target = ENCODINGS.get(original)
-    if target is None or not target.order or target.name == '8UC3':
+    # Only an RGB-like original names a channel order to restore; YUV 4:2:2 and Bayer
+    # originals were converted to colour before compression and stay in the decoded order.
+    if (target is None or target.name == '8UC3'
+            or target.order not in ('rgb', 'bgr', 'rgba', 'bgra')):
         target_order = decoded_order
     elif channels == 3 and len(target.order) == 4:
         # JPEG has no alpha: give the colour order asked for without inventing an alpha plane.
