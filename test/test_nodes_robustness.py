@@ -262,6 +262,26 @@ def test_sim_time_before_clock_and_failed_configure_still_report(folder: Path,
         node.stop()
 
 
+def test_a_failed_activate_leaves_nothing_behind(folder: Path, probe: Probe) -> None:
+    # An invalid QoS override makes the second subscription raise after the first exists.
+    node = ChildProcess(
+        ['-m', 'ivf_ros.nodes.fusion_node', '--ros-args', '-r', '__ns:=/qos_typo',
+         '-p', f'model_path:={build_fusion_weights(folder / "fusion.pt")}',
+         '-p', 'device:=cpu', '-p', 'diagnostics_period:=0.3',
+         '-p', 'qos_overrides./qos_typo/infrared/image_raw.subscription.reliability:='
+               'best-effort'], folder / 'qos_typo.log')
+    try:
+        status = wait_status(probe, '/qos_typo/fusion_node: fusion',
+                             lambda s: s.level == DiagnosticStatus.ERROR
+                             and values(s)['lifecycle state'] == 'unconfigured', 60)
+        assert 'a transition from inactive raised' in status.message, status.message
+        # on_error released the visible subscription made before the exception.
+        assert not probe.wait_for(
+            lambda: probe.node.count_subscribers('/qos_typo/visible/image_raw') > 0, 2.0)
+    finally:
+        node.stop()
+
+
 def test_help_prints_help_and_does_not_start_a_node() -> None:
     for module in ('fusion_node', 'detection_node'):
         result = subprocess.run([sys.executable, '-m', f'ivf_ros.nodes.{module}', '--help'],

@@ -57,7 +57,7 @@ class IvfLifecycleNode(LifecycleNode):
         self._throttle = Throttle(period_s=2.0)
         self.publish_errors = 0
         self.problems = ProblemLog()
-        self.configure_error = ''  # why the last configure failed ('' = it did not)
+        self.configure_error = ''  # why a failed transition left the node unconfigured
         self._tracebacks_logged: set[str] = set()
         self._diagnostics_pub: Any = None
         self._diagnostics_timer: Any = None
@@ -106,7 +106,7 @@ class IvfLifecycleNode(LifecycleNode):
         """
         errors = list(errors)
         if self.configure_error:
-            errors.insert(0, f'configure failed: {self.configure_error}')
+            errors.insert(0, self.configure_error)
         problems = list(problems) + list(self.problems.recent(RECENT_PROBLEM_S).values())
         state = self.lifecycle_state
         values = {'lifecycle state': state, **values,
@@ -180,10 +180,29 @@ class IvfLifecycleNode(LifecycleNode):
         self.release_resources()
         return super().on_shutdown(state)
 
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Undo what a transition that raised left behind, then return to unconfigured."""
+        # rclpy's default returns SUCCESS without cleaning up: a subscription or the model made
+        # before the exception would stay alive in the unconfigured state, and the next
+        # activate would subscribe twice.
+        try:
+            self.stop_inputs()
+            self.release_resources()
+        except Exception:  # noqa: BLE001 - nothing is left to keep consistent: finalize
+            self.get_logger().error(
+                f'cleaning up after a transition from {state.label} raised:\n'
+                f'{traceback.format_exc().rstrip()}')
+            return TransitionCallbackReturn.FAILURE
+        # state is the primary state the failed transition started from.
+        self.configure_error = (f'a transition from {state.label} raised (see the log); the '
+                                'node was cleaned up and is unconfigured')
+        self._publish_diagnostics()
+        return TransitionCallbackReturn.SUCCESS
+
     def fail_configure(self, reason: str) -> TransitionCallbackReturn:
         """Log why configure failed, report it as ERROR on /diagnostics, return FAILURE."""
         self.get_logger().error(reason)
-        self.configure_error = reason
+        self.configure_error = f'configure failed: {reason}'
         self._publish_diagnostics()  # at once: a supervisor need not wait a period
         return TransitionCallbackReturn.FAILURE
 
