@@ -167,6 +167,28 @@ def test_a_model_yaml_with_code_in_its_activation_is_refused(tmp_path: Path) -> 
     assert not marker.exists()
 
 
+def test_an_onnx_export_loads_and_detects(tiny_weights: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from ultralytics import YOLO
+
+    weights = Path(shutil.copy(tiny_weights, tmp_path / 'tiny.pt'))  # the export lands beside it
+    onnx = YOLO(str(weights)).export(format='onnx', imgsz=64, simplify=False, verbose=False)
+    assert Path(onnx).parent == tmp_path
+    detector = YoloDetector(onnx, conf=0.0, imgsz=64, max_det=5, device='cpu')
+    assert detector.names[0] == 'person'
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    assert 0 < len(detector.detect(rgb)) <= 5
+
+
+def test_a_model_format_that_is_not_checked_is_refused_without_the_opt_in(
+        tmp_path: Path) -> None:
+    engine = tmp_path / 'model.engine'
+    engine.write_bytes(b'not checked')
+    with pytest.raises(UnsafeCheckpointError, match=r'checks \.pt, \.onnx and \.yaml'):
+        YoloDetector(engine, device='cpu')
+
+
 def test_unsafe_loading_is_an_explicit_logged_opt_in(
         tiny_weights: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level('WARNING', logger='ivf_ros.detector'):

@@ -88,12 +88,15 @@ def resolve_weights(model: str | Path) -> str:
 
 
 def check_model_file(weights: str) -> None:
-    """Raise UnsafeCheckpointError if loading weights (a .pt or .yaml) could run code in them.
+    """Raise UnsafeCheckpointError if loading weights (.pt, .onnx or .yaml) could run code.
 
     A .pt is first read with Ultralytics' restricted loader (torch weights_only unpickling
     against its allow-list of model classes, whatever the environment says): a pickle that
     names any other callable is refused before it could run. A .yaml may only name its
-    activation as ``nn.Name(args)`` (Ultralytics eval()s that value outside safe mode).
+    activation as ``nn.Name(args)`` (Ultralytics eval()s that value outside safe mode). An
+    .onnx has no pickle (ONNX Runtime runs it; Ultralytics reads its metadata with
+    ast.literal_eval). Other export formats (TensorRT, OpenVINO, ...) are not checked here, so
+    they are refused unless allow_unsafe_checkpoint opts in.
     """
     path = Path(weights)
     if path.suffix in ('.yaml', '.yml'):
@@ -102,6 +105,13 @@ def check_model_file(weights: str) -> None:
         return
     if not path.is_file():
         return  # a known name Ultralytics downloads (online): its own safe mode loads it
+    if path.suffix == '.onnx':
+        return
+    if path.suffix != '.pt':
+        raise UnsafeCheckpointError(
+            f'refused to load YOLO weights {weights}: ivf_ros checks .pt, .onnx and .yaml '
+            f'models, not {path.suffix or "a file without a suffix"}. If you trust it, opt in '
+            'with allow_unsafe_checkpoint (node parameter) or --allow-unsafe-checkpoint')
     from ultralytics.nn.tasks import torch_safe_load
 
     try:
