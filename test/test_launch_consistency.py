@@ -155,6 +155,12 @@ def test_params_file_errors_are_clear(tmp_path: Path) -> None:
     bad.write_text('/**:\n  ros__parameters:\n    use_sim_time: true\n'
                    'other_node:\n  ros__parameters:\n    x: 1\n')
     assert load_params_file(bad, 'fusion_node') == {'use_sim_time': True}
+    # An integer for a double: ROS 2 refuses it when the node declares it, so does the check.
+    bad.write_text('fusion_node:\n  ros__parameters:\n    thermal_min: 27315\n')
+    with pytest.raises(ParameterValueError, match=r"'thermal_min' is a double.*27315\.0"):
+        load_params_file(bad, 'fusion_node')
+    bad.write_text('fusion_node:\n  ros__parameters:\n    thermal_min: 27315.0\n')
+    assert load_params_file(bad, 'fusion_node') == {'thermal_min': 27315.0}
 
 
 # What `ros2 param dump /car1/fusion_node` writes (abridged): the node's fully qualified name,

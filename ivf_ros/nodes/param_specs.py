@@ -307,5 +307,27 @@ def load_params_file(path: str | Path, node_name: str,
                 raise ParameterValueError(
                     f'params file {path}: {key}: unknown parameter {name!r} '
                     f'(declared: {", ".join(sorted(specs))})')
-            values[name] = specs[name].check(value)
+            spec = specs[name]
+            if spec.kind in (ParamKind.DOUBLE, ParamKind.DOUBLE_ARRAY) and _holds_an_integer(
+                    value):
+                # rcl types a YAML 1 as an integer, and a double parameter refuses it when the
+                # node declares it: say so here, before a node (or ivf-bag process) starts.
+                raise ParameterValueError(
+                    f'params file {path}: {key}: parameter {name!r} is a double, got the '
+                    f'integer {value!r}: write it with a decimal point '
+                    f'(e.g. {_as_doubles(value)})')
+            values[name] = spec.check(value)
     return values
+
+
+def _holds_an_integer(value: Any) -> bool:
+    """Return whether value is an int, or a sequence holding one (bools are not numbers)."""
+    items = value if _is_sequence(value) else [value]
+    return any(isinstance(item, int) and not isinstance(item, bool) for item in items)
+
+
+def _as_doubles(value: Any) -> str:
+    """Return value written with decimal points, as a params file should hold it."""
+    if _is_sequence(value):
+        return '[' + ', '.join(_as_doubles(item) for item in value) + ']'
+    return f'{float(value)!r}' if _is_number(value) else repr(value)
