@@ -16,7 +16,7 @@ import pytest
 
 from ivf_ros.cli import bag as bag_cli
 from ivf_ros.io import bagio
-from ivf_ros.io.bagio import BagReader, INFRARED_TOPIC, VISIBLE_TOPIC
+from ivf_ros.io.bagio import BagError, BagReader, BagWriter, INFRARED_TOPIC, VISIBLE_TOPIC
 
 # 12 frames at 10 Hz: a loop jumps back 1.1 s, past the synchroniser's 1 s reset threshold.
 WIDTH, HEIGHT, FRAMES = 160, 128, 12
@@ -116,6 +116,38 @@ def test_process_compressed_input_without_detector(tmp_path: Path,
     assert frames[0].enhanced is not None and frames[0].infrared.dtype == np.uint8
     with BagReader(tmp_path / 'out') as reader:
         assert reader.topics == {'/fused/image': bagio.IMAGE}
+
+
+def test_processing_a_processed_bag_replaces_its_outputs(tmp_path: Path,
+                                                         fusion_weights: Path) -> None:
+    source = tmp_path / 'in'
+    bagio.write_pairs(source, bagio.synthetic_pairs(3, 64, 48))
+    options = bag_cli.ProcessOptions(model=str(fusion_weights), device='cpu')
+    assert bag_cli.process_bag(source, tmp_path / 'once', options, progress=False).pairs == 3
+    stats = bag_cli.process_bag(tmp_path / 'once', tmp_path / 'twice', options, progress=False)
+    assert stats.pairs == 3 and stats.replaced_outputs == 3
+    with BagReader(tmp_path / 'twice') as reader:
+        assert reader.counts == {VISIBLE_TOPIC: 3, INFRARED_TOPIC: 3, '/fused/image': 3}
+    options.overwrite = True
+    with pytest.raises(BagError, match='is the input bag'):
+        bag_cli.process_bag(tmp_path / 'twice', tmp_path / 'twice', options, progress=False)
+    with BagReader(tmp_path / 'twice') as reader:   # untouched
+        assert reader.counts['/fused/image'] == 3
+
+
+def test_a_process_whose_output_fails_to_start_still_closes_it(
+        tmp_path: Path, fusion_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / 'in'
+    bagio.write_pairs(source, bagio.synthetic_pairs(2, 64, 48))
+
+    def no_room(*args: object, **kwargs: object) -> None:
+        raise BagError('no room for a topic')
+
+    monkeypatch.setattr(BagWriter, 'add_topic', no_room)
+    options = bag_cli.ProcessOptions(model=str(fusion_weights), device='cpu')
+    with pytest.raises(BagError, match='no room'):
+        bag_cli.process_bag(source, tmp_path / 'out', options, progress=False)
+    assert (tmp_path / 'out' / 'metadata.yaml').is_file()   # closed, not left half-written
 
 
 def test_process_clear_errors(tmp_path: Path, night_bag: Path,

@@ -215,6 +215,7 @@ class ProcessStats:
     unmatched_visible: int = 0
     unmatched_infrared: int = 0
     bad_frames: int = 0
+    replaced_outputs: int = 0   # messages of an earlier run's output topics, not copied
     seconds: float = 0.0
     fusion_ms: list[float] = field(default_factory=list)
     detection_ms: list[float] = field(default_factory=list)
@@ -231,6 +232,7 @@ class ProcessStats:
         return {'pairs': self.pairs, 'detections': self.detections,
                 'unmatched_visible': self.unmatched_visible,
                 'unmatched_infrared': self.unmatched_infrared, 'bad_frames': self.bad_frames,
+                'replaced_outputs': self.replaced_outputs,
                 'seconds': round(self.seconds, 3), 'fps': round(self.fps, 2),
                 'fusion_ms_median': median(self.fusion_ms),
                 'detection_ms_median': median(self.detection_ms)}
@@ -267,6 +269,8 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
     )
 
     stats = ProcessStats()
+    if output is not None and Path(output).resolve() == Path(bag).resolve():
+        raise BagError(f'the output bag {output} is the input bag: write it elsewhere')
     fusion, detection = node_settings(options)
     pipeline = FramePipeline(PipelineConfig.from_params(fusion))  # checks before any loading
     video = _VideoSink(options.mp4) if options.mp4 else None
@@ -291,19 +295,16 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
             detector.warmup()  # the first frame must not carry Ultralytics' lazy set-up
         started = time.perf_counter()  # throughput excludes loading the models
         inputs = [visible_topic, infrared_topic]
-        copied = sorted(reader.topics) if options.keep_inputs else []
+        written = {options.fused_topic}
+        if detector is not None:
+            written |= {options.detections_topic, options.annotated_topic}
+        # A bag processed before holds outputs of its own: this run's replace them (counted).
+        copied = sorted(set(reader.topics) - written) if options.keep_inputs else []
+        if options.keep_inputs:
+            stats.replaced_outputs = sum(reader.counts.get(topic, 0)
+                                         for topic in set(reader.topics) & written)
         total = reader.counts.get(visible_topic, 0)
-        writer = BagWriter(output, options.storage, options.overwrite) if output else None
-        if writer is not None:
-            writer.__enter__()
-            for topic in copied:
-                msgtype, msgdef, rihs01 = reader.definition(topic)
-                writer.add_topic(topic, msgtype, reader.qos(topic) or None, msgdef, rihs01)
-            reliable = bagio.camera_qos('reliable')
-            writer.add_topic(options.fused_topic, bagio.IMAGE, reliable)
-            if detector is not None:
-                writer.add_topic(options.detections_topic, bagio.DETECTIONS, reliable)
-                writer.add_topic(options.annotated_topic, bagio.IMAGE, reliable)
+        writer: BagWriter | None = None
         bar = tqdm(total=total, desc='process', unit='pair', disable=not progress)
 
         def fuse(pair: Any) -> None:
@@ -363,6 +364,16 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
         finish = _OrderedStage(detect, write, compute_threads(int(detection['threads'])))
         previous_threads = use_threads(compute_threads(int(fusion['threads'])))
         try:
+            if output:
+                writer = BagWriter(output, options.storage, options.overwrite).__enter__()
+                for topic in copied:
+                    msgtype, msgdef, rihs01 = reader.definition(topic)
+                    writer.add_topic(topic, msgtype, reader.qos(topic) or None, msgdef, rihs01)
+                reliable = bagio.camera_qos('reliable')
+                writer.add_topic(options.fused_topic, bagio.IMAGE, reliable)
+                if detector is not None:
+                    writer.add_topic(options.detections_topic, bagio.DETECTIONS, reliable)
+                    writer.add_topic(options.annotated_topic, bagio.IMAGE, reliable)
             for message in reader.messages(sorted(set(copied) | set(inputs))):
                 finish.write_done()
                 if writer is not None and message.topic in copied:
