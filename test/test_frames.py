@@ -121,3 +121,16 @@ def test_fuse_registers_the_infrared_and_names_a_frame_that_fails() -> None:
     with pytest.raises(PairDecodeError, match='infrared frame dropped: corrupt') as error:
         pipeline.fuse(pairs[0])
     assert error.value.stream == 'infrared'
+
+
+def test_a_new_timeline_starts_the_thermal_stretch_afresh() -> None:
+    pipeline = FramePipeline(PipelineConfig(slop=0.02), FakeModel())
+    pipeline.thermal(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000, 'mono16')
+    assert pipeline.thermal._range is not None      # the smoothed range of the first scene
+    for k in range(3):
+        pipeline.add('visible', CountingFrame.make(10_000 * MS + k * 100 * MS))
+    pipeline.add('visible', CountingFrame.make(0))  # stamps jump back: a bag looped
+    assert pipeline.sync.stats.resets == 1 and pipeline.thermal._range is None
+    pipeline.thermal(np.ones((8, 8), np.uint16), 'mono16')
+    pipeline.flush(streams_ended=True)             # a bag's end: the next play is a new scene
+    assert pipeline.thermal._range is None

@@ -211,6 +211,7 @@ class FramePipeline:
         self.thermal = ThermalNormalizer(config.thermal_range, config.thermal_smoothing,
                                          (config.thermal_min, config.thermal_max))
         self._periods = {stream: PeriodLearner() for stream in STREAMS}
+        self._resets_seen = 0   # the synchroniser's resets the thermal stretch has followed
         if config.camera_rate > 0:
             self.sync.min_interval_s = PERIOD_SAFETY / config.camera_rate
 
@@ -225,7 +226,14 @@ class FramePipeline:
         """Queue one checked frame; return the pairs that became ready (oldest first)."""
         self._learn_rate(stream, frame.stamp_ns)
         add = self.sync.add_visible if stream == 'visible' else self.sync.add_infrared
-        return add(frame.stamp_ns, frame)
+        pairs = add(frame.stamp_ns, frame)
+        resets = self.sync.stats.resets
+        if resets != self._resets_seen:
+            # Stamps jumped back (a bag looped, a simulator restarted): a new scene, whose
+            # thermal range the smoothing must not carry over from the old one.
+            self._resets_seen = resets
+            self.thermal.reset()
+        return pairs
 
     def flush(self, streams_ended: bool = False) -> list[MatchedPair]:
         """Pair what is still waiting for a later frame (end of a bag, cameras gone quiet).
@@ -237,6 +245,7 @@ class FramePipeline:
         if streams_ended:
             self.sync.forget_history()
             self._periods = {stream: PeriodLearner() for stream in STREAMS}
+            self.thermal.reset()
         return pairs
 
     def _learn_rate(self, stream: str, stamp_ns: int) -> None:
