@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 import json
 import os
@@ -239,8 +239,8 @@ def free_running_summary(output_bag: Path, sent: dict[str, list[tuple[int, int]]
             'latency_ms': _percentiles(latency)}
 
 
-def latency_summary(run: LiveRun, sent: dict[str, list[tuple[int, int]]], input_bag: Path,
-                    output_topic: str) -> dict[str, Any]:
+def latency_summary(run: LiveRun, sent: Mapping[str, Iterable[tuple[int, int]]],
+                    input_bag: Path, output_topic: str) -> dict[str, Any]:
     """Return FPS and latency numbers of the live run (wall clock, this machine)."""
     # Wall time each visible frame went out, by its header stamp.
     with BagReader(input_bag) as reader:

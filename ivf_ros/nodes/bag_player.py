@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 import importlib
 from pathlib import Path
@@ -26,6 +27,7 @@ from ivf_ros.io.bagio import BagError, BagMessage, BagReader, split_stamp
 
 RELIABILITIES = ('reliable', 'best_effort', 'recorded')
 MATCH_SETTLE_S = 0.5
+SENT_HISTORY = 100_000   # publish times kept per topic (about 3 h of a 10 Hz camera)
 
 
 def message_class(msgtype: str) -> type:
@@ -58,8 +60,9 @@ class PlayStats:
     failed: dict[str, int] = field(default_factory=dict)
     loops: int = 0
     wall_s: float = 0.0
-    # topic -> (bag log time, wall-clock publish time) in ns, for latency measurements.
-    sent: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # topic -> (bag log time, wall-clock publish time) in ns, for latency measurements: the
+    # last SENT_HISTORY per topic, so that a bag looped for hours does not grow without bound.
+    sent: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)
     paced_wait_s: float = 0.0
     pace_timeouts: int = 0
 
@@ -115,7 +118,7 @@ class BagPlayer(Node):
             if self.clock_period_s else None
         self.stats = PlayStats({topic: 0 for topic in self.topics},
                                {topic: 0 for topic in self.topics},
-                               sent={topic: [] for topic in self.topics})
+                               sent={topic: deque(maxlen=SENT_HISTORY) for topic in self.topics})
         self._outputs = 0
         self._output_event = threading.Event()
         if pacing is not None:
