@@ -194,8 +194,7 @@ FUSION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('cast_correction', ParamKind.DOUBLE, -1.0,
               "Share of the visible frame's mean colour cast removed from the fused image: 0 "
               'keeps the scene colours (a sodium-lit street stays yellow), 1 = grey-world; '
-              'negative (-1) = the value stored with the weights (0 for the shipped ones); '
-              'the PyTorch path only (an exported ONNX file has its value built in).',
+              'negative (-1) = the value stored with the weights (0 for the shipped ones).',
               min_value=-1.0, max_value=1.0, read_only=True),
     ParamSpec('output_encoding', ParamKind.STRING, 'rgb8', 'Encoding of fused/image.',
               choices=('rgb8', 'bgr8')),
@@ -210,7 +209,8 @@ FUSION_PARAMS: tuple[ParamSpec, ...] = (
 DETECTION_PARAMS: tuple[ParamSpec, ...] = (
     _AUTOSTART,
     ParamSpec('model', ParamKind.STRING, 'yolo11n.pt',
-              'Ultralytics weights: a path, or a name Ultralytics downloads when online.',
+              'Ultralytics weights (.pt, .onnx, or a model .yaml for random weights): a path, '
+              'or a name Ultralytics downloads when online.',
               read_only=True),
     ParamSpec('allow_unsafe_checkpoint', ParamKind.BOOL, False,
               'Load a `model` that needs full pickle (it can run code in the file); false '
