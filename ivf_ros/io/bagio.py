@@ -30,7 +30,7 @@ from ivf_ros.io.image_codec import (
     array_to_image_fields,
     decode_compressed,
     encode_compressed,
-    image_to_array,
+    message_to_array,
 )
 
 VISIBLE_TOPIC = '/camera/visible/image_raw'
@@ -218,9 +218,7 @@ def frame_from_message(message: Any) -> CameraFrame:
     msgtype = getattr(message, '__msgtype__', '')
     stamp_ns = join_stamp(message.header.stamp)
     if msgtype == IMAGE:
-        array = image_to_array(
-            message.encoding, message.height, message.width, message.step, message.data,
-            bool(message.is_bigendian))
+        array = message_to_array(message)
         return CameraFrame(stamp_ns, message.header.frame_id, array, message.encoding)
     if msgtype == COMPRESSED_IMAGE:
         array, encoding = decode_compressed(message.format, bytes(message.data))

@@ -21,7 +21,13 @@ from rclpy.utilities import remove_ros_args
 
 from ivf_ros.nodes.param_specs import ParameterValueError, ParamSpec, ParamValue
 from ivf_ros.nodes.parameters import add_validation, declare_parameters
-from ivf_ros.pipeline.runtime import ProblemLog, Throttle
+from ivf_ros.pipeline.runtime import (
+    compute_threads,
+    LatestWorker,
+    ProblemLog,
+    Throttle,
+    use_threads,
+)
 
 # A problem (bad frame, failed callback) makes the status WARN for this long after it was seen;
 # the counters stay.
@@ -49,6 +55,8 @@ def logged_transition(callback: Transition) -> Transition:
 class IvfLifecycleNode(LifecycleNode):
     """A lifecycle node whose parameters come from nodes.param_specs, validated on change."""
 
+    worker_task = 'work'   # what the worker's failures are counted and logged as
+
     def __init__(self, node_name: str, specs: Sequence[ParamSpec], **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.specs = tuple(specs)
@@ -58,6 +66,7 @@ class IvfLifecycleNode(LifecycleNode):
         self.publish_errors = 0
         self.problems = ProblemLog()
         self.configure_error = ''  # why a failed transition left the node unconfigured
+        self.last_bad_input = ''   # why the last rejected input was rejected
         self._tracebacks_logged: set[str] = set()
         self._diagnostics_pub: Any = None
         self._diagnostics_timer: Any = None
@@ -154,6 +163,36 @@ class IvfLifecycleNode(LifecycleNode):
             self._diagnostics_pub.publish(array)
         except RCLError:
             pass  # diagnostics are best effort: the next period reports again
+
+    def start_worker(self, name: str, process: Callable[[Any], None]) -> LatestWorker:
+        """Return a started worker thread running process with the node's `threads` setting."""
+        threads = compute_threads(int(self.params['threads']))
+        return LatestWorker(name, process, self._on_worker_error,
+                            on_start=lambda: use_threads(threads))
+
+    def _on_worker_error(self, error: Exception) -> None:
+        """Count and log an item the worker could not process; the worker goes on."""
+        self.report_problem(self.worker_task,
+                            f'{self.worker_task} failed ({type(error).__name__}): {error}')
+
+    def report_problem(self, key: str, message: str) -> None:
+        """Count a problem under key (recent ones make the status WARN) and log it, throttled."""
+        self.problems.add(key, message)
+        self.warn_throttled(key, message)
+
+    def report_bad_input(self, key: str, message: str) -> None:
+        """Count a rejected input as 'bad <key>', keep it as the last bad input, log it."""
+        self.last_bad_input = message
+        self.report_problem(f'bad {key}', message)
+
+    @staticmethod
+    def free_gpu_memory() -> None:
+        """Hand cached CUDA memory back once a model is dropped (no-op without torch/CUDA)."""
+        if 'torch' in sys.modules:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def stop_inputs(self) -> None:
         """Destroy the subscriptions and stop the worker (the node's inputs)."""

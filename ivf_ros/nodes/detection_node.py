@@ -42,11 +42,9 @@ from ivf_ros.nodes.ros_image import array_to_image_msg
 from ivf_ros.pipeline.detector import Detection, DetectorLoadError, YoloDetector
 from ivf_ros.pipeline.frames import arrived_frame
 from ivf_ros.pipeline.runtime import (
-    compute_threads,
     LatencyStats,
     LatestWorker,
     RateMeter,
-    use_threads,
 )
 
 DETECTIONS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -78,6 +76,8 @@ class DetectionInput:
 class DetectionNode(IvfLifecycleNode):
     """Run YOLO on each (newest) fused image and publish the boxes."""
 
+    worker_task = 'detection'
+
     def __init__(self, node_name: str = DETECTION_NODE, **kwargs: Any) -> None:
         super().__init__(node_name, DETECTION_PARAMS, **kwargs)
         self.detector: YoloDetector | None = None
@@ -91,7 +91,6 @@ class DetectionNode(IvfLifecycleNode):
         self.rate = RateMeter()
         self.input_rate = RateMeter()
         self.latency = LatencyStats()  # image taken by the worker -> detections published
-        self.last_bad_input = ''
 
     @logged_transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -125,9 +124,7 @@ class DetectionNode(IvfLifecycleNode):
     @logged_transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker and subscribe to fused/image."""
-        threads = compute_threads(int(self.params['threads']))
-        self.worker = LatestWorker('detection_worker', self._process, self._on_worker_error,
-                                   on_start=lambda: use_threads(threads))
+        self.worker = self.start_worker('detection_worker', self._process)
         if not self.direct_input:
             self._image_sub = self.create_subscription(
                 Image, 'fused/image', self.guarded('image callback', self._on_image),
@@ -150,11 +147,7 @@ class DetectionNode(IvfLifecycleNode):
                 self.destroy_lifecycle_publisher(publisher)
         self._detections_pub = self._annotated_pub = None
         self.detector = None
-        if 'torch' in sys.modules:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        self.free_gpu_memory()
 
     def check_parameter(self, name: str, value: ParamValue) -> None:
         """Reject class names the loaded model does not know."""
@@ -199,9 +192,7 @@ class DetectionNode(IvfLifecycleNode):
                 frame = arrived_frame(item.msg, int(self.params['max_pixels']))
                 rgb = to_rgb8(*frame.decode())
             except (ImageFormatError, ValueError) as error:
-                self.last_bad_input = f'image dropped: {error}'
-                self.problems.add('bad input', self.last_bad_input)
-                self.warn_throttled('bad_input', self.last_bad_input)
+                self.report_bad_input('input', f'image dropped: {error}')
                 return
         detections = detector.detect(rgb)
         self.publish_counted(
@@ -215,12 +206,6 @@ class DetectionNode(IvfLifecycleNode):
         self.rate.tick()
         self.latency.add(time.perf_counter() - started)
 
-    def _on_worker_error(self, error: Exception) -> None:
-        """Log a frame YOLO could not process; the worker goes on."""
-        message = f'detection failed ({type(error).__name__}): {error}'
-        self.problems.add('detect', message)
-        self.warn_throttled('detect', message)
-
     def diagnostic_status(self) -> DiagnosticStatus:
         """Return the node's health: rates, latency, drops, bad input, device."""
         p50, p95 = self.latency.percentiles(50, 95)
@@ -233,7 +218,7 @@ class DetectionNode(IvfLifecycleNode):
             'dropped stale images': str(self.worker.dropped if self.worker else 0),
             'bad images': str(self.problems.count('bad input')),
             'last bad input': self.last_bad_input,
-            'detection errors': str(self.problems.count('detect')),
+            'detection errors': str(self.problems.count('detection')),
             'publish errors': str(self.publish_errors), 'device': device,
             'model': self.detector.weights if self.detector is not None else 'none',
         }

@@ -47,11 +47,9 @@ from ivf_ros.pipeline.frames import (
 )
 from ivf_ros.pipeline.registration import homography_matrix
 from ivf_ros.pipeline.runtime import (
-    compute_threads,
     LatencyStats,
     LatestWorker,
     RateMeter,
-    use_threads,
 )
 from ivf_ros.pipeline.sync import MatchedPair
 
@@ -63,6 +61,8 @@ Downstream = Callable[[np.ndarray, Header], None]
 
 class FusionNode(IvfLifecycleNode):
     """Synchronise visible + infrared, run the fusion network, publish the fused image."""
+
+    worker_task = 'fusion'
 
     def __init__(self, node_name: str = FUSION_NODE, **kwargs: Any) -> None:
         super().__init__(node_name, FUSION_PARAMS, **kwargs)
@@ -85,7 +85,6 @@ class FusionNode(IvfLifecycleNode):
         self.model_time = LatencyStats()
         self.overhead = LatencyStats()  # everything but the model: decode, sync, register, publish
         self.overhead_cpu = LatencyStats()  # the same in CPU time: its cost on a busy machine
-        self.last_bad_input = ''
         self.last_time_jump = ''
         self.rejected = {'visible': 0, 'infrared': 0}  # refused on arrival (stamp, size, layout)
         self.rejected_late = {'visible': 0, 'infrared': 0}  # paired, then failed to decode
@@ -126,9 +125,7 @@ class FusionNode(IvfLifecycleNode):
     @logged_transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start the worker and subscribe to the two cameras."""
-        threads = compute_threads(int(self.params['threads']))
-        self.worker = LatestWorker('fusion_worker', self._process_pair, self._on_worker_error,
-                                   on_start=lambda: use_threads(threads))
+        self.worker = self.start_worker('fusion_worker', self._process_pair)
         compressed = self.params['image_transport'] == 'compressed'
         for stream in ('visible', 'infrared'):
             # image_transport convention: the compressed topic hangs off the (remapped) base name.
@@ -163,11 +160,7 @@ class FusionNode(IvfLifecycleNode):
             self.destroy_lifecycle_publisher(publisher)
         self._outputs.clear()
         self.model, self.pipeline, self.worker = None, None, None
-        if 'torch' in sys.modules:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        self.free_gpu_memory()
 
     # Parameters -------------------------------------------------------------------------------
 
@@ -202,7 +195,7 @@ class FusionNode(IvfLifecycleNode):
             frame = arrived_frame(msg, pipeline.config.max_pixels, received)
         except (ImageFormatError, ValueError) as error:
             self.rejected[stream] += 1
-            self._report_bad_input(stream, f'{stream} frame dropped: {error}')
+            self.report_bad_input(f'{stream} input', f'{stream} frame dropped: {error}')
             return
         self.accepted[stream] += 1
         last = self._last_stamp_ns.get(stream)
@@ -248,12 +241,6 @@ class FusionNode(IvfLifecycleNode):
         self._last_frame_s = math.inf
         self._submit(pipeline.flush(streams_ended=True))
 
-    def _report_bad_input(self, key: str, message: str) -> None:
-        """Count a rejected frame and log it (throttled)."""
-        self.problems.add(f'bad {key} input', message)
-        self.last_bad_input = message
-        self.warn_throttled(f'bad_{key}', message)
-
     # Processing -------------------------------------------------------------------------------
 
     def _wanted(self, key: str) -> bool:
@@ -274,7 +261,7 @@ class FusionNode(IvfLifecycleNode):
             fused = pipeline.fuse(pair, with_enhanced=self._wanted('enhanced'))
         except PairDecodeError as error:
             self.rejected_late[error.stream] += 1
-            self._report_bad_input(error.stream, str(error))
+            self.report_bad_input(f'{error.stream} input', str(error))
             return
         if fused.size_mismatch is not None:
             self._note_size_mismatch(*fused.size_mismatch)
@@ -319,12 +306,6 @@ class FusionNode(IvfLifecycleNode):
     def _publish(self, key: str, msg: Image) -> None:
         """Publish on one of the enabled outputs (fused, enhanced, weights)."""
         self.publish_counted(self._outputs.get(key), msg, key)
-
-    def _on_worker_error(self, error: Exception) -> None:
-        """Count and log a pair the model could not fuse; the worker goes on."""
-        message = f'fusion failed on a pair ({type(error).__name__}): {error}'
-        self.problems.add('fusion', message)
-        self.warn_throttled('fusion', message)
 
     # Diagnostics ------------------------------------------------------------------------------
 

@@ -10,15 +10,13 @@ from ivf_ros.io.image_codec import (
     array_to_image_fields,
     decode_compressed,
     encode_compressed,
-    image_to_array,
+    message_to_array,
 )
 
 
 def image_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
     """Return (array, encoding) of an Image, a zero-copy view when possible; ImageFormatError."""
-    array = image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                           bool(msg.is_bigendian))
-    return array, msg.encoding
+    return message_to_array(msg), msg.encoding
 
 
 def compressed_msg_to_array(msg: CompressedImage) -> tuple[np.ndarray, str]:

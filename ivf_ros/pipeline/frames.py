@@ -33,8 +33,8 @@ from ivf_ros.io.image_codec import (
     compressed_size,
     decode_compressed,
     DEFAULT_MAX_PIXELS,
-    image_to_array,
     ImageFormatError,
+    message_to_array,
     ThermalNormalizer,
     to_rgb8,
 )
@@ -161,8 +161,7 @@ def arrived_frame(message: Any, max_pixels: int | None, received: float = 0.0,
                             lambda: decode_compressed(fmt, data, max_pixels), message.header,
                             received, log_time_ns)
     check_pixels(message.width, message.height, max_pixels)
-    array = image_to_array(message.encoding, message.height, message.width, message.step,
-                           message.data, bool(message.is_bigendian))
+    array = message_to_array(message)
     encoding = message.encoding
     return ArrivedFrame(stamp_ns, int(message.width), int(message.height),
                         lambda: (array, encoding), message.header, received, log_time_ns)
