@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from ivf_ros.cli.train import main as train_main
 from ivf_ros.evaluation.plots import GAUGES
@@ -26,9 +27,11 @@ from ivf_ros.training.trainer import (
     PairBank,
     teacher_classes,
     Trainer,
+    truncate_log,
 )
 
 SMALL_MODEL = {'channels': [8, 8, 12, 16]}
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(steps: int = 2) -> TrainConfig:
@@ -185,6 +188,49 @@ def test_all_stages_write_logs_plots_weights_and_resume(tmp_path: Path) -> None:
     assert (tmp_path / 'stage3_loss.png').is_file()
 
 
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+            show_progress=False).run([1])
+    other_seed = tiny_config()
+    other_seed.seed = 1
+    with pytest.raises(trainer_module.CheckpointError, match='belongs to a run with another'):
+        Trainer(other_seed, tiny_bank(), tmp_path, torch.device('cpu'),
+                show_progress=False).run([1, 2], resume=True)
+    # A fresh run drops the old checkpoint at once: killed before its own first one, it leaves
+    # nothing that --resume would continue.
+    fresh = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                    show_progress=False)
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fresh, 'train_stage', killed)
+    with pytest.raises(KeyboardInterrupt):
+        fresh.run([1])
+    assert not (tmp_path / 'checkpoint.pt').exists()
+
+
+def test_a_stage_file_cut_short_is_a_clear_error(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                      show_progress=False)
+    trainer.run([1])
+    data = (tmp_path / 'stage1.pt').read_bytes()
+    (tmp_path / 'stage1.pt').write_bytes(data[:len(data) // 2])
+    later = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                    show_progress=False)
+    with pytest.raises(trainer_module.CheckpointError, match='cannot read .*stage1.pt'):
+        later.run([2])
+
+
+def test_a_resumed_stage_logs_each_step_once(tmp_path: Path) -> None:
+    log = tmp_path / 'stage1_log.csv'
+    log.write_text('step,total\n1,0.9\n2,0.8\n3,0.7\n')   # killed after step 3, checkpoint 2
+    truncate_log(log, 2)
+    assert log.read_text().splitlines() == ['step,total', '1,0.9', '2,0.8']
+    truncate_log(tmp_path / 'absent.csv', 2)   # nothing logged yet: nothing to do
+
+
 def test_gate_gauges_read_the_infrared_share_and_the_saturated_cells() -> None:
     logits = torch.tensor([0.0, 0.0, 20.0, -20.0]).view(1, 1, 2, 2)
     gauges = gate_gauges(logits)
@@ -310,6 +356,24 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     with pytest.raises(TrainingConfigError, match='stage 3: source_on must be one of both, '
                        'infrared'):
         load_config(bad)
+    bad.write_text(bad.read_text().replace('3: {source_on: visible, ', '3: {')
+                   .replace('{source: 1}', '{textur: 1}'))
+    with pytest.raises(TrainingConfigError, match=r"stage 3: unknown loss terms \['textur'\]"):
+        load_config(bad)
+    bad.write_text(bad.read_text().replace('{textur: 1}', '{texture: -1}'))
+    with pytest.raises(TrainingConfigError, match='stage 3: the weight of texture must be'):
+        load_config(bad)
+    bad.write_text(bad.read_text().replace('{texture: -1}', '{}').replace(
+        '2: {steps: 1, batch: 1,', '2: {steps: 0, batch: 1,'))
+    with pytest.raises(TrainingConfigError, match='stage 2: steps must be an integer >= 1'):
+        load_config(bad)
+    bad.write_text(bad.read_text().replace('2: {steps: 0,', '2: {steps: 1,')
+                   + 'log_every: 0\n')
+    with pytest.raises(TrainingConfigError, match='log_every must be an integer >= 1'):
+        load_config(bad)
+    bad.write_text('stages:\n')
+    with pytest.raises(TrainingConfigError, match='expected a mapping with a stages'):
+        load_config(bad)
 
 
 def write_pair(folder: Path, name: str, size: int = 64, visible_name: str | None = None) -> None:
@@ -326,7 +390,8 @@ def write_pair(folder: Path, name: str, size: int = 64, visible_name: str | None
                                   'resume_without_checkpoint', 'corrupt_checkpoint',
                                   'start_from_stage_1', 'start_from_stage_all',
                                   'start_from_resume', 'start_from_missing',
-                                  'start_from_not_weights', 'start_from_other_network'])
+                                  'start_from_not_weights', 'start_from_other_network',
+                                  'missing_teacher'])
 def test_bad_training_input_is_one_clear_line_and_exit_2(
         tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     data, output = tmp_path / 'data', tmp_path / 'run'
@@ -342,7 +407,8 @@ def test_bad_training_input_is_one_clear_line_and_exit_2(
                 'start_from_resume': 'drop it to --resume',
                 'start_from_missing': 'fusion weights not found',
                 'start_from_not_weights': 'cannot read fusion weights',
-                'start_from_other_network': "does not fit this run's network"}[case]
+                'start_from_other_network': "does not fit this run's network",
+                'missing_teacher': "stage 3's detector"}[case]
     data.mkdir()
     if case == 'mismatched':
         write_pair(data, 'a', visible_name='b')
@@ -361,6 +427,16 @@ def test_bad_training_input_is_one_clear_line_and_exit_2(
     if case == 'corrupt_checkpoint':
         output.mkdir()
         (output / 'checkpoint.pt').write_bytes(b'\x80\x04 truncated')
+    if case.startswith('start_from') or case == 'missing_teacher':
+        # The shipped config with its teacher elsewhere: absent, or a file that is there (the
+        # --start-from errors come before the teacher is loaded, with or without ../shared).
+        config = yaml.safe_load((REPO / 'config' / 'train.yaml').read_text())
+        config['detector'] = str(tmp_path / 'teacher.pt')
+        if case != 'missing_teacher':
+            (tmp_path / 'teacher.pt').write_bytes(b'')
+        (tmp_path / 'train.yaml').write_text(yaml.safe_dump(config))
+        args += ['--config', str(tmp_path / 'train.yaml')]
+        args[args.index('--stage') + 1] = '3'
     if case.startswith('start_from'):
         weights = tmp_path / 'weights.pt'
         if case == 'start_from_not_weights':

@@ -13,8 +13,15 @@ import torch
 from ivf_ros.fusion.inference import ModelLoadError, resolve_device
 from ivf_ros.io.datasets import all_pairs, DatasetError, is_validation, list_pairs, PairedImage
 from ivf_ros.io.paths import datasets_dir, share_file
+from ivf_ros.pipeline.detector import DetectorLoadError
 from ivf_ros.training.config import load_config, STAGES, TrainingConfigError
-from ivf_ros.training.trainer import CheckpointError, PairBank, Trainer
+from ivf_ros.training.trainer import (
+    CheckpointError,
+    detector_path,
+    needs_teacher,
+    PairBank,
+    Trainer,
+)
 
 
 def gather_pairs(folders: list[Path]) -> list[PairedImage]:
@@ -62,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return train(args)
-    except (DatasetError, TrainingConfigError, CheckpointError, ModelLoadError, OSError,
-            ValueError) as error:
+    except (DatasetError, TrainingConfigError, CheckpointError, ModelLoadError,
+            DetectorLoadError, OSError, ValueError) as error:
         print(f'ivf-train: error: {" ".join(str(error).split())}', file=sys.stderr)
         return 2
 
@@ -83,6 +90,18 @@ def train(args: argparse.Namespace) -> int:
     for stage_config in config.stages.values():
         stage_config.steps = max(1, round(stage_config.steps * args.steps_scale))
         stage_config.warmup = min(stage_config.warmup, stage_config.steps // 4 + 1)
+    if 3 in stages and needs_teacher(config.stages[3]):
+        # Stage 3's teacher is loaded when stage 3 starts: a missing file must fail now, not
+        # after stages 1 and 2 have trained.
+        if not config.detector:
+            raise TrainingConfigError('stage 3 needs the frozen detector (detection or source '
+                                      'term, detected salience) but the config names no '
+                                      'detector')
+        teacher_file = detector_path(config.detector)
+        if not teacher_file.is_file():
+            raise DetectorLoadError(f"stage 3's detector {teacher_file} is missing (the "
+                                    "config's detector, relative to ../shared): put the COCO "
+                                    'YOLO11n weights there or name another file')
     folders = args.data or [datasets_dir()]
     pairs = gather_pairs(folders)
     if not pairs:
@@ -101,8 +120,13 @@ def train(args: argparse.Namespace) -> int:
     weights = trainer.run(stages, resume=args.resume, start_from=args.start_from)
     print(f'ivf-train: done in {time.perf_counter() - started:.1f} s, weights {weights}')
     if args.export is not None:
-        args.export.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(weights, args.export)
+        # Copied beside the target and renamed over it: an interrupted copy never leaves a
+        # half file where the nodes load their weights (a link is followed, not replaced).
+        target = args.export.resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f'.{target.name}.tmp')
+        shutil.copyfile(weights, temporary)
+        temporary.replace(target)
         print(f'ivf-train: exported {args.export}')
     return 0
 

@@ -55,7 +55,7 @@ def resolve_device(device: str = 'auto') -> torch.device:
 
 
 def save_weights(model: IVFNet, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-    """Save a state dict plus the config dict (never the pickled module)."""
+    """Save a state dict plus the config dict (never the pickled module), atomically."""
     payload = {
         'format': WEIGHTS_FORMAT,
         'config': model.config.to_dict(),
@@ -63,8 +63,13 @@ def save_weights(model: IVFNet, path: str | Path, extra: dict[str, Any] | None =
                        in model.state_dict().items()},
         'meta': dict(extra or {}),
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, str(path))
+    # Written beside the target, then renamed over it: a kill never leaves a half file, and a
+    # link (pip mode's share/ folder) is followed, not replaced.
+    target = Path(path).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f'.{target.name}.tmp')
+    torch.save(payload, str(temporary))
+    temporary.replace(target)
 
 
 def load_network(path: str | Path, cast_correction: float | None = None) -> IVFNet:

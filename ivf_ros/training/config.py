@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from ivf_ros.fusion.model import ModelConfig
-from ivf_ros.training.losses import GATE_LOGIT_BOUND
+from ivf_ros.training.losses import GATE_LOGIT_BOUND, TERM_NAMES
 
 STAGES = (1, 2, 3)
 SALIENCE_REGIONS = ('warm', 'detected')
@@ -69,6 +69,34 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_integer(value: Any) -> bool:
+    """Return whether a YAML value is an integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_schedule(path: Path, stage: int, config: StageConfig) -> None:
+    """Raise TrainingConfigError for a stage's steps, batch, lr, warm-up or loss weights."""
+    where = f'{path}: stage {stage}'
+    for name, lowest in (('steps', 1), ('batch', 1), ('warmup', 0)):
+        value = getattr(config, name)
+        if not _is_integer(value) or value < lowest:
+            raise TrainingConfigError(f'{where}: {name} must be an integer >= {lowest}, '
+                                      f'got {value!r}')
+    if not _is_real(config.lr) or not config.lr > 0:
+        raise TrainingConfigError(f'{where}: lr must be a number above 0, got {config.lr!r}')
+    if not isinstance(config.losses, dict):
+        raise TrainingConfigError(f'{where}: losses must be a mapping of term weights')
+    known = TERM_NAMES[stage]
+    unknown = sorted(str(name) for name in config.losses if name not in known)
+    if unknown:
+        raise TrainingConfigError(f'{where}: unknown loss terms {unknown} (stage {stage} has '
+                                  f'{", ".join(known)})')
+    for name, weight in config.losses.items():
+        if not _is_real(weight) or weight < 0:
+            raise TrainingConfigError(f'{where}: the weight of {name} must be a number >= 0, '
+                                      f'got {weight!r}')
+
+
 def load_config(path: str | Path) -> TrainConfig:
     """Read config/train.yaml into a TrainConfig, naming the first problem found."""
     path = Path(path)
@@ -76,17 +104,18 @@ def load_config(path: str | Path) -> TrainConfig:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise TrainingConfigError(f'cannot read training config {path}: {error}') from error
-    if not isinstance(raw, dict) or 'stages' not in raw:
+    if not isinstance(raw, dict) or not isinstance(raw.get('stages'), dict):
         raise TrainingConfigError(f'{path}: expected a mapping with a stages: section')
     stages = {}
     for stage in STAGES:
         section = raw['stages'].get(stage, raw['stages'].get(str(stage)))
-        if section is None:
+        if not isinstance(section, dict):
             raise TrainingConfigError(f'{path}: stage {stage} is missing')
         try:
             stages[stage] = StageConfig(**section)
         except TypeError as error:
             raise TrainingConfigError(f'{path}: stage {stage}: {error}') from error
+        _check_schedule(path, stage, stages[stage])
         if stages[stage].data not in ('night', 'all'):
             raise TrainingConfigError(f'{path}: stage {stage}: data must be night or all')
         if stages[stage].salience_on not in SALIENCE_REGIONS:
@@ -115,6 +144,12 @@ def load_config(path: str | Path) -> TrainConfig:
         config = TrainConfig(**top, stages=stages)
     except TypeError as error:
         raise TrainingConfigError(f'{path}: {error}') from error
+    for name, lowest in (('seed', 0), ('crop', 32), ('max_side', 32), ('checkpoint_every', 1),
+                         ('log_every', 1)):
+        value = getattr(config, name)
+        if not _is_integer(value) or value < lowest:
+            raise TrainingConfigError(f'{path}: {name} must be an integer >= {lowest}, '
+                                      f'got {value!r}')
     if config.model is None:   # 'model:' with every key commented out
         config.model = {}
     if not isinstance(config.model, dict):

@@ -303,14 +303,21 @@ def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
 
 STAGE_TERMS: dict[int, Callable[..., LossTerms]] = {
     1: stage1_terms, 2: stage2_terms, 3: stage3_terms}
+# The loss terms each stage knows (the names config/train.yaml weights).
+TERM_NAMES: dict[int, tuple[str, ...]] = {
+    1: ('exposure', 'colour', 'smoothness', 'spatial', 'noise', 'render'),
+    2: ('l1', 'ssim', 'gradient'),
+    3: ('intensity', 'texture', 'colour', 'ssim', 'salience', 'noise', 'gate_bound',
+        'detection', 'source'),
+}
 
 
 def weighted_total(terms: Mapping[str, torch.Tensor],
                    weights: Mapping[str, float]) -> torch.Tensor:
-    """Return sum(weight * term); a term without a weight is a configuration error."""
+    """Return sum(weight * term); a term without a weight is a configuration error (ValueError)."""
     missing = set(terms) - set(weights)
     if missing:
-        raise KeyError(f'no weight for loss terms {sorted(missing)} in the training config')
+        raise ValueError(f'no weight for loss terms {sorted(missing)} in the training config')
     total = torch.zeros((), device=next(iter(terms.values())).device)
     for name, value in terms.items():
         total = total + float(weights[name]) * value

@@ -10,6 +10,7 @@ enhancement learnt in stage 1 cannot be undone. Stage 3 trains the fusion block 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 import sys
@@ -83,6 +84,7 @@ class PairBank:
         self.labels: list[torch.Tensor | None] = []
         self.night: list[int] = []
         self.datasets: list[str] = []   # per pair, its dataset folder (balanced sampling)
+        self.pair_names: list[str] = []  # per pair, dataset/name (what a checkpoint checks)
         for index, pair in enumerate(tqdm(pairs, desc='loading pairs', leave=False,
                                                disable=not show_progress)):
             visible, infrared = load_pair(pair)
@@ -99,15 +101,16 @@ class PairBank:
             boxes = (teacher_classes(read_yolo_labels(label_path(pair), visible.shape[1],
                                                       visible.shape[0]))
                      if is_labelled(pair) else None)
-            self.add(visible, infrared, boxes, pair.dataset)
+            self.add(visible, infrared, boxes, pair.dataset, pair.name)
             if is_night(pair):
                 self.night.append(index)
         smallest = min(min(vis.shape[-2:]) for vis, _ in self.images)
         self.crop = min(crop, smallest)
 
     def add(self, visible: np.ndarray, infrared: np.ndarray,
-            boxes: np.ndarray | None = None, dataset: str = 'arrays') -> None:
+            boxes: np.ndarray | None = None, dataset: str = 'arrays', name: str = '') -> None:
         """Add one (h, w, 3) uint8 RGB + (h, w) uint8 pair [+ its (b, 5) labelled boxes]."""
+        self.pair_names.append(f'{dataset}/{name or len(self.images)}')
         self.datasets.append(dataset)
         vis = torch.from_numpy(np.ascontiguousarray(visible)).permute(2, 0, 1)   # (3, h, w)
         ir = torch.from_numpy(np.ascontiguousarray(infrared)).unsqueeze(0)      # (1, h, w)
@@ -122,6 +125,7 @@ class PairBank:
         """Build a bank from in-memory pairs [and their boxes] (tests, synthetic data)."""
         bank = cls.__new__(cls)
         bank.device, bank.images, bank.labels, bank.datasets = device, [], [], []
+        bank.pair_names = []
         for index, (visible, infrared) in enumerate(arrays):
             bank.add(visible, infrared, None if labels is None else labels[index])
         bank.night = list(range(len(bank.images))) if night else []
@@ -327,6 +331,21 @@ def gate_gauges(logits: torch.Tensor) -> dict[str, float]:
             'gate_saturated': float((logits.abs() > SATURATED_LOGIT).float().mean())}
 
 
+def truncate_log(path: Path, last_step: int) -> None:
+    """Drop a resumed stage's log rows after last_step (they are trained and logged again)."""
+    if not path.is_file():
+        return
+    with path.open(newline='') as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    header = rows[0]
+    column = header.index('step') if 'step' in header else 0
+    kept = [row for row in rows[1:] if len(row) > column and int(row[column]) <= last_step]
+    with path.open('w', newline='') as handle:
+        csv.writer(handle).writerows([header, *kept])
+
+
 def log_writer(handle: TextIO, path: Path, columns: list[str]) -> csv.DictWriter:
     """Return a CSV writer for a training log opened for appending, writing a new header.
 
@@ -400,6 +419,7 @@ class Trainer:
         """Write the resumable state atomically (a crash never leaves a half file)."""
         state = {
             'stage': stage, 'step': step, 'completed': list(self.completed),
+            'run': self.fingerprint(),
             'model_config': self.model.config.to_dict(),
             'model': self.model.state_dict(), 'optimizer': optimizer.state_dict(),
             'generator': generator.get_state(), 'elapsed_s': elapsed,
@@ -408,6 +428,11 @@ class Trainer:
         torch.save(state, str(temporary))
         temporary.replace(self.output / CHECKPOINT)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Return what a checkpoint must share with this run to resume it (config and data)."""
+        # asdict gives plain dicts, lists and numbers: what torch's weights-only load reads back.
+        return {'config': dataclasses.asdict(self.config), 'pairs': list(self.bank.pair_names)}
+
     def load_checkpoint(self) -> dict[str, Any] | None:
         """Restore the model from output/checkpoint.pt; return the state, or None if absent."""
         path = self.output / CHECKPOINT
@@ -415,6 +440,17 @@ class Trainer:
             return None
         try:
             state = torch.load(str(path), map_location=self.device, weights_only=True)
+        except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise CheckpointError(
+                f'cannot resume from {path} ({type(error).__name__}: {reason})') from error
+        run = state.get('run') if isinstance(state, dict) else None
+        if run != self.fingerprint():
+            what = ('another config (seed, steps, losses or model) or other data'
+                    if isinstance(run, dict) else 'an older ivf-train, which did not record it')
+            raise CheckpointError(f'cannot resume from {path}: it belongs to a run with {what}; '
+                                  'train without --resume to start afresh')
+        try:
             self.model.load_state_dict(state['model'])
             self.completed = list(state['completed'])
             for key in ('stage', 'step', 'optimizer', 'generator', 'elapsed_s'):
@@ -443,8 +479,13 @@ class Trainer:
             with torch.random.fork_rng(devices=[]):
                 state = load_network(path).state_dict()
         else:   # this run's own stage file, written by save_weights
-            state = torch.load(str(path), map_location=self.device,
-                               weights_only=True)['state_dict']
+            try:
+                state = torch.load(str(path), map_location=self.device,
+                                   weights_only=True)['state_dict']
+            except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+                raise CheckpointError(f'cannot read {path} ({type(error).__name__}: {reason}); '
+                                      'train its stage again') from error
         own = self.model.state_dict()
         fusion = {name for name in set(state) | set(own) if name.startswith('fusion.')}
         if seeded_fusion or (untrained_fusion and any(
@@ -477,6 +518,7 @@ class Trainer:
             optimizer.load_state_dict(resume_state['optimizer'])
             generator.set_state(resume_state['generator'])
             start, elapsed_before = resume_state['step'], resume_state['elapsed_s']
+            truncate_log(csv_path, start)   # the steps after the checkpoint run again
         elif csv_path.exists():
             csv_path.unlink()
         teacher = self.teacher() if stage == 3 and needs_teacher(stage_config) else None
@@ -529,16 +571,18 @@ class Trainer:
                   'stopped deciding there. The gate_bound loss term keeps the gate responsive '
                   '(models/README.md)', file=sys.stderr)
         elapsed = elapsed_before + time.perf_counter() - started
-        self.completed.append(stage)
-        self._save_checkpoint(stage, stage_config.steps, optimizer, generator, elapsed)
-        save_loss_curves(csv_path, self.output / f'stage{stage}_loss.png',
-                         f'ivf_ros training, stage {stage}')
         weights = self.output / f'stage{stage}.pt'
-        # What reproduces these weights bit for bit: the seed, the device and the thread count.
+        # What reproduces these weights bit for bit on a CPU: the seed, the thread count (and
+        # the CPU: models/README, "On another CPU"); CUDA runs are not bitwise deterministic.
         save_weights(self.model, weights, {'stage': stage, 'seed': self.config.seed,
                                            'device': str(self.device),
                                            'cpu_threads': torch.get_num_threads(),
                                            'train_seconds': round(elapsed, 1)})
+        # Only a stage whose weights are on disk is marked done in the checkpoint.
+        self.completed.append(stage)
+        self._save_checkpoint(stage, stage_config.steps, optimizer, generator, elapsed)
+        save_loss_curves(csv_path, self.output / f'stage{stage}_loss.png',
+                         f'ivf_ros training, stage {stage}')
         self.model.eval()
         return weights
 
@@ -553,6 +597,9 @@ class Trainer:
         if resume and state is None:
             raise CheckpointError(f'--resume: no checkpoint at {self.output / CHECKPOINT} '
                                   '(train without --resume to start afresh)')
+        if not resume:
+            # An earlier run's checkpoint must not be resumed into this one's stages.
+            (self.output / CHECKPOINT).unlink(missing_ok=True)
         weights = None
         for stage in stages:
             if state is not None and stage in state['completed']:
@@ -569,4 +616,9 @@ class Trainer:
                     self.load_weights(previous, untrained_fusion=stage == 3)
             weights = self.train_stage(stage, state)
             state = None
-        return weights if weights is not None else self.output / f'stage{stages[-1]}.pt'
+        if weights is None:    # every stage was done before the resume
+            weights = self.output / f'stage{stages[-1]}.pt'
+            if not weights.is_file():
+                raise CheckpointError(f'{weights} is missing although the checkpoint marks its '
+                                      'stage done; train that stage again')
+        return weights
