@@ -128,6 +128,15 @@ def test_detector_and_labels(pairs_root: Path, tmp_path: Path, yolo_config_dir: 
     report = (output / 'report.md').read_text()
     assert '## Detection on each output' in report
     assert 'mAP@0.5:0.95' in report and 'detections / image' in report
+    # Label ids of another scheme than the detector's (as ../shared/datasets has): by name
+    # (the random yaml model's classes are named '0', '1', ...).
+    assert main([str(pairs_root), '-m', 'laplacian', '--metrics', 'EN', '--detector',
+                 'yolo11n.yaml', '--detector-conf', '0.001', '--detector-imgsz', '64',
+                 '--labels', str(labels), '--label-names', '7', '3', '--device', 'cpu',
+                 '-o', str(output), '--no-progress', '--no-figures']) == 0
+    assert "Label ids: {0: '7', 1: '3'}" in (output / 'report.md').read_text()
+    assert main([str(pairs_root), '--detector', 'yolo11n.yaml', '--labels', str(labels),
+                 '--label-names', 'unicorn', '-o', str(output), '--no-progress']) == 2
 
 
 def test_labels_need_a_detector(pairs_root: Path, tmp_path: Path,

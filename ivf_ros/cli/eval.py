@@ -73,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
                              'weights) on every output: detections per image, confidences')
     parser.add_argument('--labels', type=Path, metavar='DIR',
                         help='YOLO label files <pair name>.txt for mAP@0.5 and mAP@0.5:0.95 '
-                             '(needs --detector)')
+                             "(needs --detector; class ids are the detector's unless "
+                             '--label-names says otherwise; a pair without a file has no '
+                             'objects, the Ultralytics convention)')
+    parser.add_argument('--label-names', nargs='+', metavar='NAME',
+                        help="the class names of the label files' ids 0, 1, ...; detections "
+                             'are matched to them by name (../shared/datasets labels: person '
+                             'car bicycle; `ivf-eval detect` knows that by itself)')
     parser.add_argument('--detector-conf', type=float, default=0.25,
                         help='detector confidence threshold')
     parser.add_argument('--detector-imgsz', type=int, default=640, help='detector input size')
@@ -120,6 +126,8 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
     """Return the detector set-up asked for by --detector/--labels (None without --detector)."""
     if args.labels is not None and args.detector is None:
         raise MethodError('--labels needs --detector')
+    if args.label_names and args.labels is None:
+        raise MethodError('--label-names needs --labels')
     if args.detector is None:
         return None
     if args.labels is not None and not args.labels.is_dir():
@@ -135,7 +143,16 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
     description = (f'Detector `{args.detector}` (conf >= {args.detector_conf}, imgsz '
                    f'{args.detector_imgsz}) on the fused images of each method'
                    + (f'; labels from `{args.labels}`.' if args.labels else '; no labels.'))
-    return DetectionSetup(detector.detect, detector.names, description, args.labels)
+    if not args.label_names:
+        return DetectionSetup(detector.detect, detector.names, description, args.labels)
+    from ivf_ros.evaluation.detection import to_dataset_classes
+
+    unknown = [name for name in args.label_names if name not in detector.names.values()]
+    if unknown:
+        raise MethodError(f'--label-names: {args.detector} has no class {unknown}')
+    names = dict(enumerate(args.label_names))
+    return DetectionSetup(lambda image: to_dataset_classes(detector.detect(image), names),
+                          names, description + f' Label ids: {names}.', args.labels)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
