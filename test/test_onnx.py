@@ -48,9 +48,25 @@ def test_ivf_export_writes_a_checked_file_and_names_missing_weights(
     assert (tmp_path / 'w.onnx').is_file() and 'max abs diff' in capsys.readouterr().out
     assert main(['--weights', str(tmp_path / 'absent.pt'), '--output',
                  str(tmp_path / 'x.onnx')]) == 2
-    assert 'not found' in capsys.readouterr().out
+    assert 'not found' in capsys.readouterr().err
     assert main(['--weights', str(tmp_path / 'w.pt'), '--output', str(tmp_path / 'grey.onnx'),
                  '--width', '40', '--height', '24', '--cast-correction', '1']) == 0
     assert 'cast_correction 1;' in capsys.readouterr().out
     assert main(['--weights', str(tmp_path / 'w.pt'), '--cast-correction', '2']) == 2
-    assert 'cast_correction 2' in capsys.readouterr().out
+    assert 'cast_correction 2' in capsys.readouterr().err
+
+
+def test_an_export_that_fails_its_parity_check_replaces_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from ivf_ros.cli import export as export_cli
+    from ivf_ros.fusion.inference import save_weights
+
+    save_weights(IVFNet(), tmp_path / 'w.pt')
+    (tmp_path / 'good.onnx').write_bytes(b'the file in use')
+    monkeypatch.setattr(export_cli, 'parity', lambda *args, **kwargs: 0.5)
+    assert export_cli.main(['--weights', str(tmp_path / 'w.pt'), '--output',
+                            str(tmp_path / 'good.onnx'), '--width', '40', '--height', '24']) == 1
+    assert 'differs from torch by 5.00e-01' in capsys.readouterr().err
+    assert (tmp_path / 'good.onnx').read_bytes() == b'the file in use'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['good.onnx', 'w.pt']

@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+import sys
 
 from ivf_ros.fusion.inference import default_weights_path, load_network, ModelLoadError
 from ivf_ros.fusion.onnx_export import export, parity
 from ivf_ros.io.paths import share_file
+
+# Largest ONNX Runtime vs torch difference an export may have (the shipped file: 3.6e-07).
+PARITY_TOLERANCE = 1e-4
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,11 +42,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         network = load_network(weights, args.cast_correction)
     except ModelLoadError as error:
-        print(f'ivf-export: {error}')
+        print(f'ivf-export: error: {error}', file=sys.stderr)
         return 2
-    export(network, output, args.height, args.width)
-    difference = parity(network, output, args.height, args.width)
-    print(f'exported {output} ({output.stat().st_size / 1e6:.2f} MB) from {weights}, '
+    # Exported and checked beside the target, renamed over it only once it passes: a failed
+    # export never replaces a good file (a link, pip mode's share/ folder, is followed).
+    target = output.resolve()
+    candidate = target.with_name(f'.{target.stem}.exporting.onnx')
+    try:
+        export(network, candidate, args.height, args.width)
+        difference = parity(network, candidate, args.height, args.width)
+        if not difference <= PARITY_TOLERANCE:
+            print(f'ivf-export: error: ONNX Runtime differs from torch by {difference:.2e} '
+                  f'(over {PARITY_TOLERANCE:g}): {output} was not written', file=sys.stderr)
+            return 1
+        candidate.replace(target)
+    finally:
+        candidate.unlink(missing_ok=True)
+    print(f'exported {output} ({target.stat().st_size / 1e6:.2f} MB) from {weights}, '
           f'cast_correction {network.config.cast_correction:g}; '
           f'ONNX Runtime vs torch max abs diff {difference:.2e}')
     return 0
