@@ -137,6 +137,8 @@ def test_evaluate_returns_every_metric_and_checks_inputs() -> None:
         evaluate(visible, infrared, visible, ['BRISQUE'])
     with pytest.raises(MetricInputError, match='shape'):
         evaluate(visible, infrared[None], visible)
+    with pytest.raises(MetricInputError, match=r'too small .*at least 7 x 7'):
+        evaluate(visible[:6, :6], infrared[:6, :6], visible[:6, :6])   # SSIM would be NaN
 
 
 @settings(max_examples=100, deadline=None)

@@ -75,8 +75,10 @@ def _check_same_shape(*images: np.ndarray) -> None:
     shapes = {image.shape for image in images}
     if len(shapes) != 1:
         raise MetricInputError(f'images differ in size: {sorted(shapes)}')
-    if min(images[0].shape) < 2:
-        raise MetricInputError(f'images of size {images[0].shape} are too small to evaluate')
+    if min(images[0].shape) < SSIM_WINDOW:
+        # SSIM's 7x7 window (and the noise estimate's) needs that much: smaller gives NaN.
+        raise MetricInputError(f'images of size {images[0].shape} are too small to evaluate '
+                               f'(at least {SSIM_WINDOW} x {SSIM_WINDOW} pixels)')
 
 
 def _correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -160,7 +162,12 @@ def mean_squared_error(fused: np.ndarray, visible: np.ndarray, infrared: np.ndar
 
 
 def psnr(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
-    """PSNR = 10 log10(255^2 / MSE) dB, MSE the mean of the two source MSEs (inf when 0)."""
+    """PSNR = 10 log10(255^2 / MSE) dB, MSE the mean of the two source MSEs (inf when 0).
+
+    The peak is 255, the textbook and VIFB definition. CDDFuse's Evaluator takes max(F) as
+    the peak instead, which gives a dark fused image a lower PSNR: 20 log10(255 / max F) dB
+    less (for example 2.2 dB at max F = 198).
+    """
     mse = mean_squared_error(fused, visible, infrared)
     return 10.0 * math.log10(255.0 ** 2 / mse) if mse > 0 else math.inf
 
