@@ -685,5 +685,9 @@ def test_ivf_eval_detect_writes_the_report(datasets: Path, yolo_config_dir: Path
     with (tmp_path / 'out' / 'detection.csv').open() as handle:
         groups = {row['group'] for row in csv.DictReader(handle)}
     assert groups == {'all', 'm3fd_night', 'msrs_extra'}
+    with (tmp_path / 'out' / 'detection_paired.csv').open() as handle:
+        paired = list(csv.DictReader(handle))
+    assert {(row['group'], row['fused'], row['source']) for row in paired} >= {
+        ('all', 'max', 'visible'), ('all', 'max', 'infrared')}
     assert main(['detect', str(datasets / 'msrs_extra'), '-m', 'max', '--fused', 'nope',
                  '--detector', str(weights), '--no-progress']) == 2

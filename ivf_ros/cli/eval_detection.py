@@ -178,6 +178,9 @@ def markdown(result: BootstrapResult, recall_note: str) -> str:
         for name in REPORT_CLASSES:
             score = per_class[name]
             low, high = result.intervals[kind, name]
+            if not math.isfinite(score.ap50):      # no target of the class in these images
+                cells += [NO_TARGETS] * 3
+                continue
             cells += [f'{score.ap50:.3f} [{low:.3f}, {high:.3f}]', f'{score.ap50_95:.3f}',
                       f'{score.recall:.3f}']
         lines.append(f'| {kind} | ' + ' | '.join(cells) + ' |')
@@ -226,6 +229,17 @@ def write_csv(result: BootstrapResult, path: Path,
                     low, high = group_result.intervals[kind, name]
                     writer.writerow([group, kind, name, score.targets, score.ap50, low, high,
                                      score.ap50_95, score.recall])
+
+
+def write_differences_csv(result: BootstrapResult, path: Path,
+                          by_group: dict[str, BootstrapResult] | None = None) -> None:
+    """Write the paired differences (fused minus each source, AP@0.5) with their intervals."""
+    with path.open('w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['group', 'fused', 'source', 'class', 'delta_ap50', 'low', 'high'])
+        for group, group_result in [('all', result), *(by_group or {}).items()]:
+            for (fused, source, name), (delta, low, high) in group_result.differences.items():
+                writer.writerow([group, fused, source, name, delta, low, high])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,8 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         '# Detection on the fused images', '',
         f'Command: `{command}`', '',
         f'Detector `{weights}` at imgsz {args.imgsz}, conf {args.conf}, NMS IoU {args.iou}; '
-        f'{args.split} split, {which} of {datasets}; classes person, car (label files '
-        'renumbered by name to the COCO ids).', '',
+        f'{args.split} split, {which} of {datasets}; classes person, car (the detections '
+        "renumbered by name to the label files' ids).", '',
         markdown(result, 'Recall: share of targets matched at IoU 0.5 by a detection with '
                          'score >= 0.25.'), ''])
     if by_dataset:
@@ -316,7 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             markdown_by_group(by_dataset), ''])
     (args.output / 'detection.md').write_text(text)
     write_csv(result, args.output / 'detection.csv', by_dataset)
+    write_differences_csv(result, args.output / 'detection_paired.csv', by_dataset)
     print(text)
+    for figure in ('lost.png', 'contact.png'):   # an earlier run's must not pass for this one's
+        (args.output / figure).unlink(missing_ok=True)
     if not args.no_figures:
         if lost_rows:
             save_image_grid(lost_rows[:LOST_ROWS], ['visible', 'infrared', 'fused'],
