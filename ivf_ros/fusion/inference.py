@@ -49,6 +49,9 @@ def resolve_device(device: str = 'auto') -> torch.device:
         raise ValueError(f"unknown device '{device}' (use auto, cpu or cuda:N)") from error
     if resolved.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' asked for but CUDA is not available")
+    if resolved.type == 'cuda' and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device '{device}' asked for but this machine has "
+                         f'{torch.cuda.device_count()} CUDA device(s)')
     if resolved.type not in ('cpu', 'cuda'):
         raise ValueError(f"unsupported device '{device}' (use auto, cpu or cuda:N)")
     return resolved
