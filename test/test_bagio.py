@@ -275,17 +275,23 @@ def test_reindex_recovers_what_was_flushed_before_a_crash(tmp_path: Path, storag
     assert sorted(p.name for p in tmp_path.iterdir()) == ['crashed', 'live']
     with pytest.raises(BagError, match='no rosbag2 storage file'):
         bagio.reindex(tmp_path / 'nowhere')
+    (tmp_path / 'garbage').mkdir()
+    (tmp_path / 'garbage' / 'garbage.db3').write_bytes(b'not a database' * 100)
+    with pytest.raises(BagError, match='cannot read'):
+        bagio.reindex(tmp_path / 'garbage')
 
 
-def test_reindex_refuses_a_bag_that_is_being_written(tmp_path: Path) -> None:
-    writer = BagWriter(tmp_path / 'live', 'sqlite3').__enter__()
+@pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
+def test_reindex_refuses_a_bag_that_is_being_written(tmp_path: Path, storage: str) -> None:
+    writer = BagWriter(tmp_path / 'live', storage).__enter__()
     writer.add_topic('/cam', bagio.IMAGE)
     visible, _ = next(iter(bagio.synthetic_pairs(1, 32, 24)))
     writer.write('/cam', 0, bagio.image_message(visible, 'rgb8', 0, 'cam'))
-    listing = sorted(file.name for file in (tmp_path / 'live').iterdir())
     with pytest.raises(BagError, match='is being written'):
         bagio.reindex(tmp_path / 'live')
-    assert sorted(file.name for file in (tmp_path / 'live').iterdir()) == listing
+    writer.flush()          # committed, idle between two messages: still refused
+    with pytest.raises(BagError, match='is being written'):
+        bagio.reindex(tmp_path / 'live')
     writer.write('/cam', 1, bagio.image_message(visible, 'rgb8', 1, 'cam'))
     writer.close()     # the writer was left alone: it still closes a complete bag
     with BagReader(tmp_path / 'live') as reader:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+import fcntl
 from functools import lru_cache
 from pathlib import Path
 import shutil
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
@@ -257,9 +258,13 @@ class BagWriter:
         self._writer = Writer(self.path, version=9, storage_plugin=STORAGES[storage])
         self._connections: dict[str, Connection] = {}
         self.counts: dict[str, int] = {}
+        self._lock: BinaryIO | None = None
 
     def __enter__(self) -> BagWriter:
         self._writer.open()
+        # An advisory lock on the storage file for as long as it is written: reindex takes it
+        # without waiting, so it refuses a bag that any ivf_ros writer still has open.
+        self._lock = _lock_storage(self.path)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -270,6 +275,9 @@ class BagWriter:
         if self._writer.storage is not None:
             self._writer.close()
             self._writer.storage = None
+        if self._lock is not None:
+            self._lock.close()       # closing the descriptor releases the lock
+            self._lock = None
 
     def flush(self) -> None:
         """Make what was written so far survive a crash (sqlite3 commit; MCAP chunk to disk).
@@ -399,19 +407,43 @@ def _copy_messages(sources: list[Path], storage: Storage, target: Path,
         return dict(writer.counts)
 
 
-def _refuse_if_being_written(database: Path) -> None:
-    """Raise BagError when another connection holds a write lock on a sqlite3 bag file."""
+def _lock_storage(path: Path) -> BinaryIO | None:
+    """Hold an exclusive advisory lock on a bag folder's storage file; None if it has none."""
+    files = sorted(path.glob('*.db3')) + sorted(path.glob('*.mcap'))
+    if not files:
+        return None
+    handle = files[0].open('rb')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise BagError(f'{files[0]} is being written by another writer') from None
+    return handle
+
+
+def _refuse_if_being_written(storage_file: Path) -> None:
+    """Raise BagError when a writer still has a bag's storage file open (sqlite3 or MCAP)."""
     import sqlite3
 
-    # A live recorder's inserts hold sqlite's write lock until it commits a chunk: a write
-    # transaction of our own then fails at once instead of replacing the file under it.
-    connection = sqlite3.connect(str(database), timeout=0.0, isolation_level=None)
+    # An ivf_ros writer (ivf-bag record, make, process) holds an advisory lock for its whole
+    # life; a foreign sqlite writer shows while it holds sqlite's write lock (best effort).
+    try:
+        with storage_file.open('rb') as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise BagError(f'{storage_file} is being written: stop the recorder, then '
+                       'reindex') from None
+    if storage_file.suffix != '.db3':
+        return
+    connection = sqlite3.connect(str(storage_file), timeout=0.0, isolation_level=None)
     try:
         connection.execute('BEGIN IMMEDIATE')
         connection.execute('ROLLBACK')
     except sqlite3.OperationalError as error:
-        raise BagError(f'{database} is being written ({error}): stop the recorder, then '
+        raise BagError(f'{storage_file} is being written ({error}): stop the recorder, then '
                        'reindex') from None
+    except sqlite3.DatabaseError as error:
+        raise BagError(f'cannot read {storage_file}: {error}') from None
     finally:
         connection.close()
 
@@ -421,9 +453,10 @@ def reindex(path: str | Path) -> dict[str, int]:
 
     The messages its storage file holds are written into a complete bag of the same storage,
     which then replaces it (like ``ros2 bag reindex``, but also for an MCAP file without its
-    summary). A sqlite3 file that another process is writing is refused; an MCAP file
-    cannot tell, so reindex a bag only once nothing records into it. A topic of a type ivf_ros
-    has no definition for stops the reindex, naming it (nothing is changed).
+    summary). A bag that an ivf_ros writer still has open is refused (it holds an advisory
+    lock), and so is a sqlite3 file another program holds sqlite's write lock on; a foreign
+    MCAP writer cannot be seen, so reindex only once nothing records into the bag. A topic of
+    a type ivf_ros has no definition for stops the reindex, naming it (nothing is changed).
     """
     path = Path(path)
     databases, mcaps = sorted(path.glob('*.db3')), sorted(path.glob('*.mcap'))
@@ -431,8 +464,8 @@ def reindex(path: str | Path) -> dict[str, int]:
         raise BagError(f'no rosbag2 storage file (*.db3, *.mcap) in {path}')
     storage: Storage = 'sqlite3' if databases else 'mcap'
     sources = databases or mcaps
-    for database in databases:
-        _refuse_if_being_written(database)
+    for storage_file in sources:
+        _refuse_if_being_written(storage_file)
     # Built beside the bag under its own name: rosbags names the storage file after the folder.
     scratch = path.with_name(f'.{path.name}.reindexing')
     shutil.rmtree(scratch, ignore_errors=True)
