@@ -407,18 +407,23 @@ def _copy_messages(sources: list[Path], storage: Storage, target: Path,
         return dict(writer.counts)
 
 
+def _exclusive_lock(file: Path, message: str) -> BinaryIO:
+    """Return file opened with an exclusive advisory lock taken without waiting; BagError."""
+    handle = file.open('rb')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise BagError(message) from None
+    return handle
+
+
 def _lock_storage(path: Path) -> BinaryIO | None:
     """Hold an exclusive advisory lock on a bag folder's storage file; None if it has none."""
     files = sorted(path.glob('*.db3')) + sorted(path.glob('*.mcap'))
     if not files:
         return None
-    handle = files[0].open('rb')
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise BagError(f'{files[0]} is being written by another writer') from None
-    return handle
+    return _exclusive_lock(files[0], f'{files[0]} is being written by another writer')
 
 
 def _refuse_if_being_written(storage_file: Path) -> None:
@@ -427,12 +432,8 @@ def _refuse_if_being_written(storage_file: Path) -> None:
 
     # An ivf_ros writer (ivf-bag record, make, process) holds an advisory lock for its whole
     # life; a foreign sqlite writer shows while it holds sqlite's write lock (best effort).
-    try:
-        with storage_file.open('rb') as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise BagError(f'{storage_file} is being written: stop the recorder, then '
-                       'reindex') from None
+    _exclusive_lock(storage_file, f'{storage_file} is being written: stop the recorder, then '
+                    'reindex').close()
     if storage_file.suffix != '.db3':
         return
     connection = sqlite3.connect(str(storage_file), timeout=0.0, isolation_level=None)

@@ -331,6 +331,12 @@ def gate_gauges(logits: torch.Tensor) -> dict[str, float]:
             'gate_saturated': float((logits.abs() > SATURATED_LOGIT).float().mean())}
 
 
+def first_line(error: BaseException) -> str:
+    """Return an exception's first message line (its repr when it has no message)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
+
+
 def truncate_log(path: Path, last_step: int) -> None:
     """Drop a resumed stage's log rows after last_step (they are trained and logged again)."""
     if not path.is_file():
@@ -441,7 +447,7 @@ class Trainer:
         try:
             state = torch.load(str(path), map_location=self.device, weights_only=True)
         except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            reason = first_line(error)
             raise CheckpointError(
                 f'cannot resume from {path} ({type(error).__name__}: {reason})') from error
         run = state.get('run') if isinstance(state, dict) else None
@@ -456,7 +462,7 @@ class Trainer:
             for key in ('stage', 'step', 'optimizer', 'generator', 'elapsed_s'):
                 state[key]  # noqa: B018 - a checkpoint without them cannot resume
         except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            reason = first_line(error)
             raise CheckpointError(
                 f'cannot resume from {path} ({type(error).__name__}: {reason})') from error
         return state
@@ -483,7 +489,7 @@ class Trainer:
                 state = torch.load(str(path), map_location=self.device,
                                    weights_only=True)['state_dict']
             except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+                reason = first_line(error)
                 raise CheckpointError(f'cannot read {path} ({type(error).__name__}: {reason}); '
                                       'train its stage again') from error
         own = self.model.state_dict()
