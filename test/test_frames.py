@@ -124,13 +124,28 @@ def test_fuse_registers_the_infrared_and_names_a_frame_that_fails() -> None:
 
 
 def test_a_new_timeline_starts_the_thermal_stretch_afresh() -> None:
-    pipeline = FramePipeline(PipelineConfig(slop=0.02), FakeModel())
-    pipeline.thermal(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000, 'mono16')
-    assert pipeline.thermal._range is not None      # the smoothed range of the first scene
-    for k in range(3):
-        pipeline.add('visible', CountingFrame.make(10_000 * MS + k * 100 * MS))
-    pipeline.add('visible', CountingFrame.make(0))  # stamps jump back: a bag looped
-    assert pipeline.sync.stats.resets == 1 and pipeline.thermal._range is None
-    pipeline.thermal(np.ones((8, 8), np.uint16), 'mono16')
-    pipeline.flush(streams_ended=True)             # a bag's end: the next play is a new scene
-    assert pipeline.thermal._range is None
+    pipeline = FramePipeline(PipelineConfig(slop=0.02, camera_rate=10.0), FakeModel())
+    warm = np.arange(48, dtype=np.uint16).reshape(6, 8) * 1000   # scene 1: 0..47000 counts
+    cool = np.arange(48, dtype=np.uint16).reshape(6, 8) + 100    # scene 2: 100..147 counts
+    visible = np.zeros((6, 8, 3), np.uint8)
+
+    def pair_at(ns: int, infrared: np.ndarray) -> list:
+        return (pipeline.arrive('visible', raw_message(ns, visible, 'rgb8'))
+                + pipeline.arrive('infrared', raw_message(ns, infrared, 'mono16')))
+
+    old = [pair for k in range(3) for pair in pair_at(10_000 * MS + k * 100 * MS, warm)]
+    new = pair_at(0, cool)                            # stamps jump back: a bag looped
+    assert pipeline.sync.stats.resets == 1 and len(old) == 3 and len(new) == 1
+    for pair in old[:2]:
+        pipeline.fuse(pair)
+    smoothed = pipeline.thermal._range
+    # A worker decodes the old timeline's last pair after the jump: still the old scene's range.
+    pipeline.fuse(old[2])
+    assert pipeline.thermal._range[1] == pytest.approx(smoothed[1], rel=0.01)
+    # The new scene's first pair is stretched on its own, not with the warm scene's range.
+    assert pipeline.fuse(new[0]).infrared_mono.max() >= 250
+    assert pipeline.thermal._range[1] < 200
+    pipeline.flush(streams_ended=True)                # a bag's end: the next play is a new scene
+    again = pair_at(20_000 * MS, warm)                # later stamps, yet a new recording
+    assert pipeline.fuse(again[0]).infrared_mono.max() >= 250
+    assert pipeline.thermal._range[1] > 40_000

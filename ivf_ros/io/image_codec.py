@@ -364,10 +364,11 @@ class ThermalNormalizer:
             return _stretch(array, *self.fixed_range, invalid, None)
         low, high = _percentile_range(array if invalid is None else array[~invalid][None, :],
                                       1.0, 99.0)
-        if self._range is not None:
+        previous = self._range  # read once: reset() may come from another thread
+        if previous is not None:
             weight = self.smoothing
-            low = weight * self._range[0] + (1.0 - weight) * low
-            high = weight * self._range[1] + (1.0 - weight) * high
+            low = weight * previous[0] + (1.0 - weight) * low
+            high = weight * previous[1] + (1.0 - weight) * high
         self._range = (low, high)
         return _stretch(array, low, high, invalid, full_scale)
 

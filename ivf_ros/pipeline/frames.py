@@ -117,6 +117,7 @@ class ArrivedFrame:
     log_time_ns: int = 0  # a bag's receive time
     arrival_s: float = 0.0  # what checking it on arrival cost: wall time ...
     arrival_cpu_s: float = 0.0  # ... and CPU time of that thread (immune to preemption)
+    timeline: int = 0  # which recording it belongs to: FramePipeline counts stamp jumps back
 
 
 @dataclass
@@ -210,7 +211,12 @@ class FramePipeline:
         self.thermal = ThermalNormalizer(config.thermal_range, config.thermal_smoothing,
                                          (config.thermal_min, config.thermal_max))
         self._periods = {stream: PeriodLearner() for stream in STREAMS}
-        self._resets_seen = 0   # the synchroniser's resets the thermal stretch has followed
+        self._resets_seen = 0   # the synchroniser's resets counted into self._timeline
+        # Frames are tagged with the timeline (recording) they arrived in; decoding a pair of a
+        # new timeline resets the thermal stretch. Resetting at decode, not at arrival, keeps
+        # an old timeline's last pairs (decoded later, by a worker) from seeding the new one.
+        self._timeline = 0
+        self._decoded_timeline = 0
         if config.camera_rate > 0:
             self.sync.min_interval_s = PERIOD_SAFETY / config.camera_rate
 
@@ -224,14 +230,16 @@ class FramePipeline:
     def add(self, stream: str, frame: ArrivedFrame) -> list[MatchedPair]:
         """Queue one checked frame; return the pairs that became ready (oldest first)."""
         self._learn_rate(stream, frame.stamp_ns)
+        frame.timeline = self._timeline
         add = self.sync.add_visible if stream == 'visible' else self.sync.add_infrared
         pairs = add(frame.stamp_ns, frame)
         resets = self.sync.stats.resets
         if resets != self._resets_seen:
-            # Stamps jumped back (a bag looped, a simulator restarted): a new scene, whose
-            # thermal range the smoothing must not carry over from the old one.
+            # Stamps jumped back (a bag looped, a simulator restarted): this frame starts a new
+            # scene, whose thermal range the smoothing must not carry over from the old one.
             self._resets_seen = resets
-            self.thermal.reset()
+            self._timeline += 1
+            frame.timeline = self._timeline
         return pairs
 
     def flush(self, streams_ended: bool = False) -> list[MatchedPair]:
@@ -244,7 +252,7 @@ class FramePipeline:
         if streams_ended:
             self.sync.forget_history()
             self._periods = {stream: PeriodLearner() for stream in STREAMS}
-            self.thermal.reset()
+            self._timeline += 1
         return pairs
 
     def _learn_rate(self, stream: str, stamp_ns: int) -> None:
@@ -267,6 +275,9 @@ class FramePipeline:
             visible_rgb = to_rgb8(array, encoding)
         except (ImageFormatError, ValueError) as error:
             raise PairDecodeError('visible', error) from None
+        if infrared.timeline != self._decoded_timeline:
+            self._decoded_timeline = infrared.timeline
+            self.thermal.reset()
         try:
             array, encoding = infrared.decode()
             infrared_mono = self.thermal(array, encoding)
