@@ -187,6 +187,11 @@ def test_a_model_format_that_is_not_checked_is_refused_without_the_opt_in(
     engine.write_bytes(b'not checked')
     with pytest.raises(UnsafeCheckpointError, match=r'checks \.pt, \.onnx and \.yaml'):
         YoloDetector(engine, device='cpu')
+    folder = tmp_path / 'model_openvino_model'   # an export folder: not checked either
+    folder.mkdir()
+    (folder / 'metadata.yaml').write_text('names: {0: person}\n')
+    with pytest.raises(UnsafeCheckpointError, match='a folder'):
+        YoloDetector(folder, device='cpu')
 
 
 def test_unsafe_loading_is_an_explicit_logged_opt_in(

@@ -69,7 +69,7 @@ def resolve_weights(model: str | Path) -> str:
         raise DetectorLoadError('no YOLO weights given (empty model path)')
     if path.suffix in ('.yaml', '.yml'):
         return text  # an architecture: Ultralytics builds it with random weights, no download
-    if path.is_file():
+    if path.is_file() or path.is_dir():  # a folder: an export format (see check_model_file)
         return str(path.resolve())
     if path.parent == Path('.'):
         from ultralytics.utils import SETTINGS
@@ -95,14 +95,20 @@ def check_model_file(weights: str) -> None:
     names any other callable is refused before it could run. A .yaml may only name its
     activation as ``nn.Name(args)`` (Ultralytics eval()s that value outside safe mode). An
     .onnx has no pickle (ONNX Runtime runs it; Ultralytics reads its metadata with
-    ast.literal_eval). Other export formats (TensorRT, OpenVINO, ...) are not checked here, so
-    they are refused unless allow_unsafe_checkpoint opts in.
+    ast.literal_eval). Other export formats (TensorRT files, OpenVINO and other export folders)
+    are not checked here, so they are refused unless allow_unsafe_checkpoint opts in.
     """
     path = Path(weights)
     if path.suffix in ('.yaml', '.yml'):
         if path.is_file():
             _check_yaml_activation(path)
         return
+    if path.is_dir():
+        # An export folder (OpenVINO, TF SavedModel, ...): its contents are not checked here.
+        raise UnsafeCheckpointError(
+            f'refused to load YOLO weights {weights}: a folder (an export format) is not checked '
+            'by ivf_ros, which checks .pt, .onnx and .yaml models. If you trust it, opt in with '
+            'allow_unsafe_checkpoint (node parameter) or --allow-unsafe-checkpoint')
     if not path.is_file():
         return  # a known name Ultralytics downloads (online): its own safe mode loads it
     if path.suffix == '.onnx':
