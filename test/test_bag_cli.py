@@ -118,19 +118,31 @@ def test_process_compressed_input_without_detector(tmp_path: Path,
         assert reader.topics == {'/fused/image': bagio.IMAGE}
 
 
-def test_processing_a_processed_bag_replaces_its_outputs(tmp_path: Path,
-                                                         fusion_weights: Path) -> None:
+def test_processing_a_processed_bag_replaces_its_outputs(tmp_path: Path, fusion_weights: Path,
+                                                         tiny_yolo: Path) -> None:
     source = tmp_path / 'in'
     bagio.write_pairs(source, bagio.synthetic_pairs(3, 64, 48))
+    detecting = bag_cli.ProcessOptions(model=str(fusion_weights), device='cpu',
+                                       detector=str(tiny_yolo), imgsz=64)
+    assert bag_cli.process_bag(source, tmp_path / 'once', detecting, progress=False).pairs == 3
+    # Without a detector the earlier detections (of the earlier fused images) are not copied.
     options = bag_cli.ProcessOptions(model=str(fusion_weights), device='cpu')
-    assert bag_cli.process_bag(source, tmp_path / 'once', options, progress=False).pairs == 3
     stats = bag_cli.process_bag(tmp_path / 'once', tmp_path / 'twice', options, progress=False)
-    assert stats.pairs == 3 and stats.replaced_outputs == 3
+    assert stats.pairs == 3 and stats.replaced_outputs == 9
     with BagReader(tmp_path / 'twice') as reader:
         assert reader.counts == {VISIBLE_TOPIC: 3, INFRARED_TOPIC: 3, '/fused/image': 3}
+    # No output bag: nothing is replaced.
+    assert bag_cli.process_bag(tmp_path / 'once', None, options,
+                               progress=False).replaced_outputs == 0
     options.overwrite = True
     with pytest.raises(BagError, match='is the input bag'):
         bag_cli.process_bag(tmp_path / 'twice', tmp_path / 'twice', options, progress=False)
+    # --overwrite on a folder that holds the input would delete the bag being read.
+    with pytest.raises(BagError, match='holds the input bag'):
+        bag_cli.process_bag(tmp_path / 'twice', tmp_path, options, progress=False)
+    with pytest.raises(BagError, match='inside the input bag'):
+        bag_cli.process_bag(tmp_path / 'twice', tmp_path / 'twice' / 'out', options,
+                            progress=False)
     with BagReader(tmp_path / 'twice') as reader:   # untouched
         assert reader.counts['/fused/image'] == 3
 

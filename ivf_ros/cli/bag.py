@@ -215,7 +215,7 @@ class ProcessStats:
     unmatched_visible: int = 0
     unmatched_infrared: int = 0
     bad_frames: int = 0
-    replaced_outputs: int = 0   # messages of an earlier run's output topics, not copied
+    replaced_outputs: int = 0   # messages of earlier output topics, not copied to the output
     seconds: float = 0.0
     fusion_ms: list[float] = field(default_factory=list)
     detection_ms: list[float] = field(default_factory=list)
@@ -255,6 +255,19 @@ def node_settings(options: ProcessOptions) -> tuple[dict[str, Any], dict[str, An
     return fusion, detection
 
 
+def _check_output_apart(bag: Path, output: Path) -> None:
+    """Refuse an output bag that is the input, holds it or lies inside it (BagError)."""
+    bag, output = bag.resolve(), output.resolve()
+    if output == bag:
+        raise BagError(f'the output bag {output} is the input bag: write it elsewhere')
+    if output in bag.parents:
+        # --overwrite would delete the folder, and with it the bag being read.
+        raise BagError(f'the output bag {output} holds the input bag {bag}: write it elsewhere')
+    if bag in output.parents:
+        raise BagError(f'the output bag {output} is inside the input bag {bag}: write it '
+                       'elsewhere')
+
+
 def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOptions,
                 progress: bool = True,
                 on_frame: Callable[[ProcessedFrame], None] | None = None) -> ProcessStats:
@@ -269,8 +282,8 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
     )
 
     stats = ProcessStats()
-    if output is not None and Path(output).resolve() == Path(bag).resolve():
-        raise BagError(f'the output bag {output} is the input bag: write it elsewhere')
+    if output is not None:
+        _check_output_apart(Path(bag), Path(output))
     fusion, detection = node_settings(options)
     pipeline = FramePipeline(PipelineConfig.from_params(fusion))  # checks before any loading
     video = _VideoSink(options.mp4) if options.mp4 else None
@@ -295,14 +308,15 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
             detector.warmup()  # the first frame must not carry Ultralytics' lazy set-up
         started = time.perf_counter()  # throughput excludes loading the models
         inputs = [visible_topic, infrared_topic]
-        written = {options.fused_topic}
-        if detector is not None:
-            written |= {options.detections_topic, options.annotated_topic}
-        # A bag processed before holds outputs of its own: this run's replace them (counted).
-        copied = sorted(set(reader.topics) - written) if options.keep_inputs else []
-        if options.keep_inputs:
+        # A bag processed (or recorded from the graph) before holds outputs of an earlier
+        # fusion: this run's fused images replace them, and detections of the earlier fused
+        # images would not match, so none of the output topics is copied (counted), even when
+        # this run writes no detections.
+        outputs = {options.fused_topic, options.detections_topic, options.annotated_topic}
+        copied = sorted(set(reader.topics) - outputs) if options.keep_inputs else []
+        if options.keep_inputs and output:
             stats.replaced_outputs = sum(reader.counts.get(topic, 0)
-                                         for topic in set(reader.topics) & written)
+                                         for topic in set(reader.topics) & outputs)
         total = reader.counts.get(visible_topic, 0)
         writer: BagWriter | None = None
         bar = tqdm(total=total, desc='process', unit='pair', disable=not progress)
