@@ -182,3 +182,30 @@ def test_a_callback_that_raises_is_counted_not_fatal() -> None:
         node.destroy_node()
     finally:
         context.try_shutdown()
+
+
+def test_held_messages_are_written_once_even_after_a_failed_write() -> None:
+    from collections import deque
+    from types import SimpleNamespace
+
+    from ivf_ros.nodes.bag_recorder import BagRecorder
+
+    written: list[tuple[str, int, bytes]] = []
+    fail_at = [2]
+
+    def write_raw(topic: str, stamp: int, raw: bytes) -> None:
+        if len(written) == fail_at[0]:
+            fail_at[0] = -1
+            raise OSError('disk full')
+        written.append((topic, stamp, raw))
+
+    recorder = SimpleNamespace(
+        _held=deque([('/a', b'1'), ('/b', b'2'), ('/a', b'3'), ('/b', b'4')]),
+        writer=SimpleNamespace(write_raw=write_raw),
+        stats=SimpleNamespace(written={'/a': 0, '/b': 0}))
+    with pytest.raises(OSError, match='disk full'):
+        BagRecorder._write_held(recorder, 7)       # the third write fails: two stay held
+    assert [raw for _, _, raw in written] == [b'1', b'2'] and len(recorder._held) == 2
+    BagRecorder._write_held(recorder, 9)           # the next message's try writes the rest
+    assert [raw for _, _, raw in written] == [b'1', b'2', b'3', b'4']
+    assert recorder.stats.written == {'/a': 2, '/b': 2} and not recorder._held

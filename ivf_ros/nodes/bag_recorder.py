@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,8 @@ RECORD_DEPTH = 1000
 DRAIN_QUIET_S = 0.3
 DRAIN_MAX_S = 1.0
 # Crash safety: what was written is committed to disk every FLUSH_MESSAGES messages or
-# FLUSH_PERIOD_S seconds, so a killed recorder loses at most one such chunk (`ivf-bag reindex`,
-# or info/play, rebuild the bag's metadata.yaml afterwards).
+# FLUSH_PERIOD_S seconds, so a killed recorder loses at most one such chunk (`ivf-bag reindex`
+# rebuilds the bag's metadata.yaml afterwards).
 FLUSH_MESSAGES = 50
 FLUSH_PERIOD_S = 1.0
 
@@ -107,7 +108,7 @@ class BagRecorder(Node):
         # frames; we subscribe at once and hold what comes early, writing it at the first
         # clock time, so nothing is lost and no message is stamped 1970.
         self._sim_time = bool(self.get_parameter('use_sim_time').value)
-        self._held: list[tuple[str, bytes]] = []
+        self._held: deque[tuple[str, bytes]] = deque()
         self._unflushed = 0
         self._flushed_at = time.monotonic()
         self.ready = threading.Event()
@@ -170,10 +171,13 @@ class BagRecorder(Node):
 
     def _write_held(self, stamp: int) -> None:
         """Write the messages held for the first /clock at stamp (caller holds the lock)."""
-        for topic, raw in self._held:
+        # Oldest first, each taken off once written: after a failed write, the next try
+        # writes only what is still held (no message twice).
+        while self._held:
+            topic, raw = self._held[0]
             self.writer.write_raw(topic, stamp, raw)
             self.stats.written[topic] += 1
-        self._held.clear()
+            self._held.popleft()
 
     def missing_topics(self) -> list[str]:
         """Return the wanted topics that never appeared (no publisher was ever seen)."""
@@ -184,14 +188,19 @@ class BagRecorder(Node):
         for topic in self.missing_topics():
             self.get_logger().warning(f'{topic} never appeared: nothing recorded from it')
         with self._lock:
-            if self._held:
-                stamp = self.get_clock().now().nanoseconds
-                if stamp == 0:
-                    self.get_logger().warning(
-                        f'use_sim_time but no /clock arrived: {len(self._held)} message(s) '
-                        'written at time 0')
-                self._write_held(stamp)
-            self.writer.close()
+            try:
+                if self._held:
+                    stamp = self.get_clock().now().nanoseconds
+                    if stamp == 0:
+                        self.get_logger().warning(
+                            f'use_sim_time but no /clock arrived: {len(self._held)} message(s) '
+                            'written at time 0')
+                    self._write_held(stamp)
+            except Exception as error:  # noqa: BLE001 - storage errors come in many types
+                self.get_logger().error(f'cannot write {len(self._held)} held message(s): '
+                                        f'{error}')
+            finally:
+                self.writer.close()  # metadata.yaml for what was written, whatever failed
         return self.stats
 
 
