@@ -111,7 +111,8 @@ def test_checkpoint_method(pairs_root: Path, tmp_path: Path) -> None:
     assert {row['method'] for row in rows} == {'net'} and len(rows) == len(NAMES)
 
 
-def test_detector_and_labels(pairs_root: Path, tmp_path: Path, yolo_config_dir: Path) -> None:
+def test_detector_and_labels(pairs_root: Path, tmp_path: Path, yolo_config_dir: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
     # YOLO labels of the synthetic boxes, so mAP is computed (random weights: its value is moot).
     labels = tmp_path / 'labels'
     labels.mkdir()
@@ -137,6 +138,15 @@ def test_detector_and_labels(pairs_root: Path, tmp_path: Path, yolo_config_dir: 
     assert "Label ids: {0: '7', 1: '3'}" in (output / 'report.md').read_text()
     assert main([str(pairs_root), '--detector', 'yolo11n.yaml', '--labels', str(labels),
                  '--label-names', 'unicorn', '-o', str(output), '--no-progress']) == 2
+    assert main([str(pairs_root), '--detector', 'yolo11n.yaml', '--labels', str(labels),
+                 '--label-names', '7', '7', '-o', str(output), '--no-progress']) == 2
+    assert 'more than once' in capsys.readouterr().err
+    # A label id that --label-names does not name would be in no class: a clear error.
+    assert main([str(pairs_root), '-m', 'laplacian', '--metrics', 'EN', '--detector',
+                 'yolo11n.yaml', '--detector-imgsz', '64', '--labels', str(labels),
+                 '--label-names', '7', '--device', 'cpu', '-o', str(output), '--no-progress',
+                 '--no-figures']) == 2
+    assert 'class ids [1]' in capsys.readouterr().err
 
 
 def test_labels_need_a_detector(pairs_root: Path, tmp_path: Path,

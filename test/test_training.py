@@ -229,6 +229,10 @@ def test_a_resumed_stage_logs_each_step_once(tmp_path: Path) -> None:
     truncate_log(log, 2)
     assert log.read_text().splitlines() == ['step,total', '1,0.9', '2,0.8']
     truncate_log(tmp_path / 'absent.csv', 2)   # nothing logged yet: nothing to do
+    log.write_text('step,total\n1,0.9\nx,0.8\n')    # edited by hand, or cut mid-row
+    with pytest.raises(trainer_module.CheckpointError, match='step cell is not a number'):
+        truncate_log(log, 2)
+    assert log.read_text() == 'step,total\n1,0.9\nx,0.8\n' and not list(tmp_path.glob('*.tmp'))
 
 
 def test_gate_gauges_read_the_infrared_share_and_the_saturated_cells() -> None:
@@ -370,6 +374,10 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     bad.write_text(bad.read_text().replace('2: {steps: 0,', '2: {steps: 1,')
                    + 'log_every: 0\n')
     with pytest.raises(TrainingConfigError, match='log_every must be an integer >= 1'):
+        load_config(bad)
+    bad.write_text(bad.read_text().replace('log_every: 0\n', '').replace(
+        '2: {steps: 1, batch: 1, lr: 0.1,', '2: {steps: 1, batch: 1, lr: 1e-3,'))
+    with pytest.raises(TrainingConfigError, match='reads 1e-3 as text: write 0.001'):
         load_config(bad)
     bad.write_text('stages:\n')
     with pytest.raises(TrainingConfigError, match='expected a mapping with a stages'):

@@ -213,7 +213,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
             'max': round(float(np.max(values)), 1)}
 
 
-def free_running_summary(output_bag: Path, sent: dict[str, list[tuple[int, int]]],
+def free_running_summary(output_bag: Path, sent: Mapping[str, Iterable[tuple[int, int]]],
                          input_bag: Path, output_topic: str) -> dict[str, Any]:
     """Return throughput and camera->output latency of a run at the camera rate."""
     with BagReader(input_bag) as reader:

@@ -147,6 +147,9 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
         return DetectionSetup(detector.detect, detector.names, description, args.labels)
     from ivf_ros.evaluation.detection import to_dataset_classes
 
+    repeated = sorted({name for name in args.label_names if args.label_names.count(name) > 1})
+    if repeated:
+        raise MethodError(f'--label-names names {repeated} more than once (one name per id)')
     unknown = [name for name in args.label_names if name not in detector.names.values()]
     if unknown:
         raise MethodError(f'--label-names: {args.detector} has no class {unknown}')

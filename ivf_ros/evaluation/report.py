@@ -143,8 +143,14 @@ class DetectionSetup:
         if self.labels_dir is None:
             raise MethodError('no labels folder was given')
         nested = self.labels_dir / pair.dataset / f'{pair.name}.txt'
-        flat = self.labels_dir / f'{pair.name}.txt'
-        return read_yolo_labels(nested if nested.is_file() else flat, width, height)
+        path = nested if nested.is_file() else self.labels_dir / f'{pair.name}.txt'
+        targets = read_yolo_labels(path, width, height)
+        unnamed = sorted({int(class_id) for class_id in targets[:, 0]} - set(self.names))
+        if unnamed:
+            # Such targets would be in no class's AP: say so instead of leaving them out.
+            raise MethodError(f"{path} has class ids {unnamed} that the detector's classes (or "
+                              '--label-names) do not name')
+        return targets
 
 
 @dataclass

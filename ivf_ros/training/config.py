@@ -74,6 +74,17 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _number_hint(value: Any) -> str:
+    """Return a hint for a number YAML read as text ('1e-3': YAML 1.1 needs a dot), or ''."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return ''
+        return f' (YAML reads {value} as text: write {number!r})'
+    return ''
+
+
 def _check_schedule(path: Path, stage: int, config: StageConfig) -> None:
     """Raise TrainingConfigError for a stage's steps, batch, lr, warm-up or loss weights."""
     where = f'{path}: stage {stage}'
@@ -83,7 +94,8 @@ def _check_schedule(path: Path, stage: int, config: StageConfig) -> None:
             raise TrainingConfigError(f'{where}: {name} must be an integer >= {lowest}, '
                                       f'got {value!r}')
     if not _is_real(config.lr) or not config.lr > 0:
-        raise TrainingConfigError(f'{where}: lr must be a number above 0, got {config.lr!r}')
+        raise TrainingConfigError(f'{where}: lr must be a number above 0, got {config.lr!r}'
+                                  + _number_hint(config.lr))
     if not isinstance(config.losses, dict):
         raise TrainingConfigError(f'{where}: losses must be a mapping of term weights')
     known = TERM_NAMES[stage]
@@ -94,7 +106,7 @@ def _check_schedule(path: Path, stage: int, config: StageConfig) -> None:
     for name, weight in config.losses.items():
         if not _is_real(weight) or weight < 0:
             raise TrainingConfigError(f'{where}: the weight of {name} must be a number >= 0, '
-                                      f'got {weight!r}')
+                                      f'got {weight!r}' + _number_hint(weight))
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -347,9 +347,16 @@ def truncate_log(path: Path, last_step: int) -> None:
         return
     header = rows[0]
     column = header.index('step') if 'step' in header else 0
-    kept = [row for row in rows[1:] if len(row) > column and int(row[column]) <= last_step]
-    with path.open('w', newline='') as handle:
+    try:
+        kept = [row for row in rows[1:] if len(row) > column and int(row[column]) <= last_step]
+    except ValueError as error:
+        raise CheckpointError(f'cannot resume the log {path}: a step cell is not a number '
+                              f'({error}); remove the file or run without --resume') from error
+    # Written beside it, then swapped in: a crash here leaves the old log, never half of one.
+    temporary = path.with_name(path.name + '.tmp')
+    with temporary.open('w', newline='') as handle:
         csv.writer(handle).writerows([header, *kept])
+    temporary.replace(path)
 
 
 def log_writer(handle: TextIO, path: Path, columns: list[str]) -> csv.DictWriter:
