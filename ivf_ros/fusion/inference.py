@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+import threading
 from typing import Any
 import warnings
 
@@ -129,6 +130,9 @@ class FusionModel:
         # CUDA graphs: a frame costs one replay instead of ~150 kernel launches from Python.
         self.cuda_graphs = cuda_graphs and self.torch_device.type == 'cuda'
         self._graphs: dict[tuple, tuple] = {}
+        # One pair at a time: a CUDA graph replays into static buffers that a second caller
+        # would overwrite mid-frame (and on CPU both would share the same intra-op threads).
+        self._run_lock = threading.Lock()
         if self.torch_device.type == 'cuda':
             torch.backends.cudnn.benchmark = True
         self._warm_up()
@@ -227,17 +231,19 @@ class FusionModel:
             with_enhanced: bool = False) -> FusionResult:
         """Fuse one pair: (h, w, 3) uint8 RGB + (h, w) uint8 infrared -> FusionResult."""
         infrared = self._check(visible_rgb, infrared)
-        visible_u8, infrared_u8 = self._upload(visible_rgb), self._upload(infrared)
         paths = ('fused', 'enhanced') if with_enhanced else ('fused',)
-        if self.cuda_graphs:
-            outputs = self._graphed(visible_u8, infrared_u8, paths)
-        else:
-            outputs = self._pipeline(visible_u8, infrared_u8, paths)
-        return FusionResult(
-            fused=outputs['fused'].cpu().numpy(),
-            weights=outputs['weights'].cpu().numpy(),
-            enhanced=outputs['enhanced'].cpu().numpy() if with_enhanced else None,
-        )
+        with self._run_lock:
+            visible_u8, infrared_u8 = self._upload(visible_rgb), self._upload(infrared)
+            if self.cuda_graphs:
+                outputs = self._graphed(visible_u8, infrared_u8, paths)
+            else:
+                outputs = self._pipeline(visible_u8, infrared_u8, paths)
+            # Copied out under the lock: a graph's outputs are its static buffers.
+            return FusionResult(
+                fused=outputs['fused'].cpu().numpy(),
+                weights=outputs['weights'].cpu().numpy(),
+                enhanced=outputs['enhanced'].cpu().numpy() if with_enhanced else None,
+            )
 
     def fuse(self, visible_rgb: np.ndarray, infrared: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
