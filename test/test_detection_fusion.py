@@ -290,7 +290,7 @@ def _overfit(term: str, steps: int = 25) -> tuple[float, float]:
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
-        values.append(float(value))
+        values.append(float(value.detach()))
     return values[0], min(values[-5:])
 
 
