@@ -209,3 +209,30 @@ def test_held_messages_are_written_once_even_after_a_failed_write() -> None:
     BagRecorder._write_held(recorder, 9)           # the next message's try writes the rest
     assert [raw for _, _, raw in written] == [b'1', b'2', b'3', b'4']
     assert recorder.stats.written == {'/a': 2, '/b': 2} and not recorder._held
+
+
+@pytest.mark.ros
+def test_a_qos_override_on_one_camera_leaves_the_other_alone() -> None:
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.qos import qos_profile_sensor_data, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from ivf_ros.nodes.fusion_node import FusionNode
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        # rclpy writes an override into the profile it is handed: a shared one would carry it
+        # to the infrared subscription (and every later user of qos_profile_sensor_data).
+        node = FusionNode(context=context, cli_args=[
+            '--ros-args', '-p',
+            'qos_overrides./visible/image_raw.subscription.reliability:=reliable'])
+        visible = node.camera_subscription(Image, 'visible/image_raw', lambda msg: None)
+        infrared = node.camera_subscription(Image, 'infrared/image_raw', lambda msg: None)
+        assert visible.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert infrared.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert qos_profile_sensor_data.reliability == ReliabilityPolicy.BEST_EFFORT
+        node.destroy_node()
+    finally:
+        context.try_shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import copy
 import functools
 import signal
 import sys
@@ -16,6 +17,8 @@ from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data, QoSProfile
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
@@ -163,6 +166,22 @@ class IvfLifecycleNode(LifecycleNode):
             self._diagnostics_pub.publish(array)
         except RCLError:
             pass  # diagnostics are best effort: the next period reports again
+
+    def camera_subscription(self, msg_type: type, topic: str,
+                            callback: Callable[[Any], None]) -> Any:
+        """Subscribe to a camera topic with sensor-data QoS that qos_overrides may change."""
+        # rclpy writes the overrides into the profile it is given: each subscription gets its
+        # own copy, so an override on one topic does not reach the others (or the module's
+        # shared qos_profile_sensor_data).
+        return self.create_subscription(
+            msg_type, topic, callback, copy.copy(qos_profile_sensor_data),
+            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+
+    def output_publisher(self, msg_type: type, topic: str, depth: int) -> Any:
+        """Create a reliable lifecycle publisher whose QoS qos_overrides may change."""
+        return self.create_lifecycle_publisher(
+            msg_type, topic, QoSProfile(depth=depth),
+            qos_overriding_options=QoSOverridingOptions.with_default_policies())
 
     def start_worker(self, name: str, process: Callable[[Any], None]) -> LatestWorker:
         """Return a started worker thread running process with the node's `threads` setting."""

@@ -18,8 +18,6 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
-from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import (
@@ -46,8 +44,6 @@ from ivf_ros.pipeline.runtime import (
     LatestWorker,
     RateMeter,
 )
-
-DETECTIONS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def detections_to_msg(detections: Sequence[Detection], header: Header) -> Detection2DArray:
@@ -109,13 +105,9 @@ class DetectionNode(IvfLifecycleNode):
             self.detector = None
             return self.fail_configure(f'cannot load the detector: {error}')
         self.configure_error = ''
-        self._detections_pub = self.create_lifecycle_publisher(
-            Detection2DArray, 'detections', DETECTIONS_QOS,
-            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self._detections_pub = self.output_publisher(Detection2DArray, 'detections', depth=10)
         if self.params['publish_annotated']:
-            self._annotated_pub = self.create_lifecycle_publisher(
-                Image, 'detections/image', QoSProfile(depth=5),
-                qos_overriding_options=QoSOverridingOptions.with_default_policies())
+            self._annotated_pub = self.output_publisher(Image, 'detections/image', depth=5)
         self.get_logger().info(
             f'YOLO {self.detector.weights} on {self.detector.device} '
             f'({len(self.detector.names)} classes, keeping {self.detector.classes or "all"})')
@@ -126,10 +118,8 @@ class DetectionNode(IvfLifecycleNode):
         """Start the worker and subscribe to fused/image."""
         self.worker = self.start_worker('detection_worker', self._process)
         if not self.direct_input:
-            self._image_sub = self.create_subscription(
-                Image, 'fused/image', self.guarded('image callback', self._on_image),
-                qos_profile_sensor_data,
-                qos_overriding_options=QoSOverridingOptions.with_default_policies())
+            self._image_sub = self.camera_subscription(
+                Image, 'fused/image', self.guarded('image callback', self._on_image))
         return super().on_activate(state)
 
     def stop_inputs(self) -> None:

@@ -20,8 +20,6 @@ from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
-from rclpy.qos import qos_profile_sensor_data, QoSProfile
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -116,9 +114,7 @@ class FusionNode(IvfLifecycleNode):
                    'weights': ('fusion/weights', self.params['publish_weights'])}
         for key, (topic, enabled) in outputs.items():
             if enabled:
-                self._outputs[key] = self.create_lifecycle_publisher(
-                    Image, topic, QoSProfile(depth=5),
-                    qos_overriding_options=QoSOverridingOptions.with_default_policies())
+                self._outputs[key] = self.output_publisher(Image, topic, depth=5)
         self.get_logger().info(f'fusion model loaded on {self.model.device}')
         return super().on_configure(state)
 
@@ -131,12 +127,10 @@ class FusionNode(IvfLifecycleNode):
             # image_transport convention: the compressed topic hangs off the (remapped) base name.
             base = f'{stream}/image_raw'
             topic = self.resolve_topic_name(base) + '/compressed' if compressed else base
-            self._inputs.append(self.create_subscription(
+            self._inputs.append(self.camera_subscription(
                 CompressedImage if compressed else Image, topic,
                 self.guarded(f'{stream} callback',
-                             lambda msg, stream=stream: self._on_image(stream, msg)),
-                qos_profile_sensor_data,
-                qos_overriding_options=QoSOverridingOptions.with_default_policies()))
+                             lambda msg, stream=stream: self._on_image(stream, msg))))
         # A wall-clock timer: with use_sim_time a paused bag also stops the ROS clock.
         self._flush_timer = self.create_timer(
             0.1, self.guarded('idle flush', self._flush_when_idle),
