@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 import json
 from pathlib import Path
 import signal
@@ -142,6 +143,18 @@ def test_processing_a_processed_bag_replaces_its_outputs(tmp_path: Path, fusion_
         bag_cli.process_bag(tmp_path / 'twice', tmp_path, options, progress=False)
     with pytest.raises(BagError, match='inside the input bag'):
         bag_cli.process_bag(tmp_path / 'twice', tmp_path / 'twice' / 'out', options,
+                            progress=False)
+    # Named by its storage file, the input still owns its folder; the video and PNGs are
+    # checked too (a video written over the .db3 would cut the bag being read).
+    storage = next((tmp_path / 'twice').glob('*.db3'))
+    for target in (tmp_path / 'twice' / 'metadata.yaml', tmp_path / 'twice' / 'more'):
+        with pytest.raises(BagError, match='inside the input bag'):
+            bag_cli.process_bag(storage, target, options, progress=False)
+    with pytest.raises(BagError, match='--mp4 .* is the input bag'):
+        bag_cli.process_bag(storage, None, replace(options, mp4=str(storage)), progress=False)
+    with pytest.raises(BagError, match='--png-dir .* inside the input bag'):
+        bag_cli.process_bag(tmp_path / 'twice', None,
+                            replace(options, png_dir=str(tmp_path / 'twice' / 'png')),
                             progress=False)
     with BagReader(tmp_path / 'twice') as reader:   # untouched
         assert reader.counts['/fused/image'] == 3

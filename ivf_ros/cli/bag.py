@@ -255,17 +255,22 @@ def node_settings(options: ProcessOptions) -> tuple[dict[str, Any], dict[str, An
     return fusion, detection
 
 
-def _check_output_apart(bag: Path, output: Path) -> None:
-    """Refuse an output bag that is the input, holds it or lies inside it (BagError)."""
+def _check_output_apart(bag: Path, output: Path, what: str = 'the output bag',
+                        may_hold: bool = False) -> None:
+    """Refuse an output that is the input bag, lies inside it or (unless may_hold) holds it."""
     bag, output = bag.resolve(), output.resolve()
-    if output == bag:
-        raise BagError(f'the output bag {output} is the input bag: write it elsewhere')
-    if output in bag.parents:
+    # A storage file named as the input belongs to its bag folder when metadata.yaml is there:
+    # writing next to it would replace the folder's own files.
+    folder = bag.parent if bag.is_file() and (bag.parent / 'metadata.yaml').is_file() else bag
+    for protected in (bag, folder):
+        if output == protected:
+            raise BagError(f'{what} {output} is the input bag: write it elsewhere')
+        if protected in output.parents:
+            raise BagError(f'{what} {output} is inside the input bag {folder}: write it '
+                           'elsewhere')
+    if not may_hold and output in bag.parents:
         # --overwrite would delete the folder, and with it the bag being read.
-        raise BagError(f'the output bag {output} holds the input bag {bag}: write it elsewhere')
-    if bag in output.parents:
-        raise BagError(f'the output bag {output} is inside the input bag {bag}: write it '
-                       'elsewhere')
+        raise BagError(f'{what} {output} holds the input bag {bag}: write it elsewhere')
 
 
 def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOptions,
@@ -284,6 +289,11 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
     stats = ProcessStats()
     if output is not None:
         _check_output_apart(Path(bag), Path(output))
+    if options.mp4:
+        _check_output_apart(Path(bag), Path(options.mp4), '--mp4')
+    if options.png_dir:
+        # PNGs are added to a folder, never replace it: one above the bag is fine.
+        _check_output_apart(Path(bag), Path(options.png_dir), '--png-dir', may_hold=True)
     fusion, detection = node_settings(options)
     pipeline = FramePipeline(PipelineConfig.from_params(fusion))  # checks before any loading
     video = _VideoSink(options.mp4) if options.mp4 else None
