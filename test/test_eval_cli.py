@@ -147,6 +147,34 @@ def test_detector_and_labels(pairs_root: Path, tmp_path: Path, yolo_config_dir: 
                  '--label-names', '7', '--device', 'cpu', '-o', str(output), '--no-progress',
                  '--no-figures']) == 2
     assert 'class ids [1]' in capsys.readouterr().err
+    # '-' leaves an id out of every AP (a dataset class the detector lacks, M3FD's lamps).
+    assert main([str(pairs_root), '-m', 'laplacian', '--metrics', 'EN', '--detector',
+                 'yolo11n.yaml', '--detector-imgsz', '64', '--labels', str(labels),
+                 '--label-names', '7', '-', '--device', 'cpu', '-o', str(output),
+                 '--no-progress', '--no-figures']) == 0
+    assert 'Left out: ids [1].' in (output / 'report.md').read_text()
+    assert main([str(pairs_root), '--detector', 'yolo11n.yaml', '--labels', str(labels),
+                 '--label-names', '-', '-', '-o', str(output), '--no-progress']) == 2
+    assert 'leaves every id out' in capsys.readouterr().err
+
+
+def test_a_bad_label_file_fails_before_any_pair_is_fused(pairs_root: Path,
+                                                         tmp_path: Path) -> None:
+    from ivf_ros.evaluation.report import DetectionSetup, evaluate_methods, Method, MethodError
+
+    pairs = list_pairs(pairs_root / 'msrs')
+    (tmp_path / f'{pairs[-1].name}.txt').write_text('5 0.5 0.5 0.1 0.1\n')
+    fused: list[str] = []
+
+    def fuse(pair: object, visible: np.ndarray, infrared: np.ndarray) -> np.ndarray:
+        fused.append('one')
+        return visible
+
+    setup = DetectionSetup(lambda image: [], {0: 'person'}, labels_dir=tmp_path)
+    with pytest.raises(MethodError, match=r'class ids \[5\]'):
+        evaluate_methods(pairs, [Method('visible', 'baseline', fuse)], progress=False,
+                         detection=setup)
+    assert not fused   # the last pair's bad file was found before the first pair was fused
 
 
 def test_labels_need_a_detector(pairs_root: Path, tmp_path: Path,

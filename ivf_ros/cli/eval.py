@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                              'objects, the Ultralytics convention)')
     parser.add_argument('--label-names', nargs='+', metavar='NAME',
                         help="the class names of the label files' ids 0, 1, ...; detections "
-                             'are matched to them by name (../shared/datasets labels: person '
-                             'car bicycle; `ivf-eval detect` knows that by itself)')
+                             "are matched to them by name; '-' leaves an id out of every AP "
+                             '(../shared/datasets labels: person car bicycle; `ivf-eval '
+                             'detect` knows that by itself)')
     parser.add_argument('--detector-conf', type=float, default=0.25,
                         help='detector confidence threshold')
     parser.add_argument('--detector-imgsz', type=int, default=640, help='detector input size')
@@ -122,6 +123,10 @@ def describe_selection(args: argparse.Namespace) -> str:
     return ('Selection: ' + ', '.join(parts) + '.') if parts else ''
 
 
+# A --label-names entry for a label id that no detector class matches (M3FD's lamps).
+IGNORED_LABEL = '-'
+
+
 def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
     """Return the detector set-up asked for by --detector/--labels (None without --detector)."""
     if args.labels is not None and args.detector is None:
@@ -147,15 +152,24 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
         return DetectionSetup(detector.detect, detector.names, description, args.labels)
     from ivf_ros.evaluation.detection import to_dataset_classes
 
-    repeated = sorted({name for name in args.label_names if args.label_names.count(name) > 1})
+    named = [name for name in args.label_names if name != IGNORED_LABEL]
+    repeated = sorted({name for name in named if named.count(name) > 1})
     if repeated:
         raise MethodError(f'--label-names names {repeated} more than once (one name per id)')
-    unknown = [name for name in args.label_names if name not in detector.names.values()]
+    unknown = [name for name in named if name not in detector.names.values()]
     if unknown:
-        raise MethodError(f'--label-names: {args.detector} has no class {unknown}')
-    names = dict(enumerate(args.label_names))
+        raise MethodError(f"--label-names: {args.detector} has no class {unknown} (write '-' "
+                          'for an id to leave out)')
+    names = {index: name for index, name in enumerate(args.label_names)
+             if name != IGNORED_LABEL}
+    if not names:
+        raise MethodError(f"--label-names leaves every id out ('{IGNORED_LABEL}'): name one")
+    ignored = frozenset(index for index, name in enumerate(args.label_names)
+                        if name == IGNORED_LABEL)
+    left_out = f' Left out: ids {sorted(ignored)}.' if ignored else ''
     return DetectionSetup(lambda image: to_dataset_classes(detector.detect(image), names),
-                          names, description + f' Label ids: {names}.', args.labels)
+                          names, description + f' Label ids: {names}.{left_out}', args.labels,
+                          ignored_ids=ignored)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

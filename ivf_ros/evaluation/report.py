@@ -138,19 +138,33 @@ class DetectionSetup:
     description: str = ''
     labels_dir: Path | None = None
 
-    def labels_for(self, pair: PairedImage, width: int, height: int) -> np.ndarray:
-        """Return the (n, 5) targets of a pair: labels_dir/dataset/name.txt, else /name.txt."""
+    # Label ids the user chose to leave out ('-' in --label-names): their targets are dropped.
+    ignored_ids: frozenset[int] = frozenset()
+
+    def label_path(self, pair: PairedImage) -> Path:
+        """Return a pair's label file: labels_dir/dataset/name.txt, else labels_dir/name.txt."""
         if self.labels_dir is None:
             raise MethodError('no labels folder was given')
         nested = self.labels_dir / pair.dataset / f'{pair.name}.txt'
-        path = nested if nested.is_file() else self.labels_dir / f'{pair.name}.txt'
+        return nested if nested.is_file() else self.labels_dir / f'{pair.name}.txt'
+
+    def labels_for(self, pair: PairedImage, width: int, height: int) -> np.ndarray:
+        """Return the (n, 5) targets of a pair in pixels, without the ignored ids."""
+        path = self.label_path(pair)
         targets = read_yolo_labels(path, width, height)
-        unnamed = sorted({int(class_id) for class_id in targets[:, 0]} - set(self.names))
+        ids = targets[:, 0].astype(int)
+        unnamed = sorted(set(ids.tolist()) - set(self.names) - self.ignored_ids)
         if unnamed:
             # Such targets would be in no class's AP: say so instead of leaving them out.
             raise MethodError(f"{path} has class ids {unnamed} that the detector's classes (or "
-                              '--label-names) do not name')
-        return targets
+                              "--label-names, where '-' leaves an id out) do not name")
+        return targets[~np.isin(ids, list(self.ignored_ids))]
+
+    def check_labels(self, pairs: Sequence[PairedImage]) -> None:
+        """Read every pair's label file once, so a bad one fails before any pair is fused."""
+        if self.labels_dir is not None:
+            for pair in pairs:
+                self.labels_for(pair, 1, 1)
 
 
 @dataclass
@@ -208,6 +222,8 @@ def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
     if not pairs:
         raise MethodError('no image pairs to evaluate (check the folder, split and filters)')
     names = list(metric_names or METRICS)
+    if detection is not None:
+        detection.check_labels(pairs)
     result = Evaluation(list(methods), list(pairs), metric_names=names, detection=detection)
     accumulators: dict[str, MapAccumulator] = {}
     example_indices = pick_examples(pairs, example_count)
