@@ -236,3 +236,36 @@ def test_a_qos_override_on_one_camera_leaves_the_other_alone() -> None:
         node.destroy_node()
     finally:
         context.try_shutdown()
+
+
+def test_a_failed_held_write_does_not_lose_the_message_that_arrived() -> None:
+    from collections import deque
+    import threading as threads
+    from types import SimpleNamespace
+
+    from ivf_ros.nodes.bag_recorder import BagRecorder
+
+    written: list[bytes] = []
+
+    def write_raw(topic: str, stamp: int, raw: bytes) -> None:
+        if raw == b'held':
+            raise OSError('the held one cannot be written')
+        written.append(raw)
+
+    logged: list[str] = []
+    recorder = SimpleNamespace(
+        _held=deque([('/a', b'held')]), _lock=threads.Lock(), _sim_time=True,
+        _unflushed=0, _flushed_at=time.monotonic(),
+        writer=SimpleNamespace(write_raw=write_raw, flush=lambda: None),
+        get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(nanoseconds=5)),
+        get_logger=lambda: SimpleNamespace(error=logged.append),
+        stats=SimpleNamespace(received={'/a': 0, '/b': 0}, written={'/a': 0, '/b': 0},
+                              errors={}))
+    recorder._write_held = lambda stamp: BagRecorder._write_held(recorder, stamp)
+    recorder._write_failed = lambda topic, error: BagRecorder._write_failed(
+        recorder, topic, error)
+    BagRecorder._callback(recorder, '/b')(b'new')
+    assert written == [b'new'] and recorder.stats.written == {'/a': 0, '/b': 1}
+    # The error is filed under the held message's topic, not under the one that arrived.
+    assert set(recorder.stats.errors) == {'/a'} and len(recorder._held) == 1
+    assert logged == ['cannot write /a: the held one cannot be written']

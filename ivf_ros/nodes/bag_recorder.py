@@ -154,6 +154,9 @@ class BagRecorder(Node):
                     return
                 try:
                     self._write_held(stamp)
+                except Exception as error:  # noqa: BLE001 - storage errors come in many types
+                    self._write_failed(self._held[0][0] if self._held else topic, error)
+                try:
                     self.writer.write_raw(topic, stamp, raw)
                     self.stats.written[topic] += 1
                     self._unflushed += 1
@@ -162,12 +165,16 @@ class BagRecorder(Node):
                         self.writer.flush()
                         self._unflushed, self._flushed_at = 0, time.monotonic()
                 except Exception as error:  # noqa: BLE001 - storage errors come in many types
-                    # A full disk or a storage file changed under the recorder: keep receiving,
-                    # so that the counts say how many were lost, and log the first error.
-                    if topic not in self.stats.errors:
-                        self.get_logger().error(f'cannot write {topic}: {error}')
-                    self.stats.errors[topic] = str(error)
+                    self._write_failed(topic, error)
         return record
+
+    def _write_failed(self, topic: str, error: Exception) -> None:
+        """Keep a failed write's error under its topic; log the first one of each topic."""
+        # A full disk or a storage file changed under the recorder: keep receiving, so that
+        # the counts say how many were lost.
+        if topic not in self.stats.errors:
+            self.get_logger().error(f'cannot write {topic}: {error}')
+        self.stats.errors[topic] = str(error)
 
     def _write_held(self, stamp: int) -> None:
         """Write the messages held for the first /clock at stamp (caller holds the lock)."""
@@ -197,8 +204,8 @@ class BagRecorder(Node):
                             'written at time 0')
                     self._write_held(stamp)
             except Exception as error:  # noqa: BLE001 - storage errors come in many types
-                self.get_logger().error(f'cannot write {len(self._held)} held message(s): '
-                                        f'{error}')
+                self.get_logger().error(f'{len(self._held)} held message(s) not written')
+                self._write_failed(self._held[0][0], error)
             finally:
                 self.writer.close()  # metadata.yaml for what was written, whatever failed
         return self.stats
@@ -246,10 +253,12 @@ def record_bag(output: str | Path, topics: list[str], storage: Storage = 'sqlite
             if sum(recorder.stats.received.values()) != before:
                 quiet_since = time.monotonic()
     finally:
-        stats = recorder.close() if recorder is not None else RecordStats()
-        if recorder is not None:
-            recorder.destroy_node()
-        rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        try:
+            stats = recorder.close() if recorder is not None else RecordStats()
+        finally:  # a close that raises (disk full) still leaves ROS and the signals as found
+            if recorder is not None:
+                recorder.destroy_node()
+            rclpy.try_shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return stats
