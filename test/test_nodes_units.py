@@ -269,3 +269,27 @@ def test_a_failed_held_write_does_not_lose_the_message_that_arrived() -> None:
     # The error is filed under the held message's topic, not under the one that arrived.
     assert set(recorder.stats.errors) == {'/a'} and len(recorder._held) == 1
     assert logged == ['cannot write /a: the held one cannot be written']
+
+
+@pytest.mark.ros
+def test_a_parameter_the_node_does_not_declare_is_named_in_a_warning() -> None:
+    import rclpy
+    from rclpy.context import Context
+
+    from ivf_ros.nodes.fusion_node import FusionNode
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        warnings: list[str] = []
+        node = FusionNode(context=context, cli_args=[
+            '--ros-args', '-p', 'slop_s:=0.1', '-p', 'use_sim_time:=true',
+            '-p', 'qos_overrides./visible/image_raw.subscription.depth:=3'])
+        # The warning is logged while the node is built: check what it would say again.
+        node.get_logger().warning = warnings.append  # type: ignore[method-assign]
+        node._warn_undeclared_overrides()
+        assert len(warnings) == 1 and warnings[0].startswith('ignoring parameter(s) slop_s:')
+        assert 'slop' in warnings[0].split('declared:')[1]
+        node.destroy_node()
+    finally:
+        context.try_shutdown()

@@ -64,6 +64,7 @@ class IvfLifecycleNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self.specs = tuple(specs)
         self.params: dict[str, ParamValue] = declare_parameters(self, self.specs)
+        self._warn_undeclared_overrides()
         add_validation(self, self.specs, self._apply_parameters, self.check_parameter)
         self._throttle = Throttle(period_s=2.0)
         self.publish_errors = 0
@@ -74,6 +75,18 @@ class IvfLifecycleNode(LifecycleNode):
         self._diagnostics_pub: Any = None
         self._diagnostics_timer: Any = None
         self.start_diagnostics()
+
+    def _warn_undeclared_overrides(self) -> None:
+        """Warn about -p / params-file values that no parameter of this node takes (typos)."""
+        # rcl keeps an override nobody declares without a word; ivf-graph refuses such a key.
+        # rclpy has no public accessor for the overrides. qos_overrides.* are declared later,
+        # when the topics are created.
+        unused = sorted(name for name in self._parameter_overrides
+                        if not self.has_parameter(name) and not name.startswith('qos_overrides.'))
+        if unused:
+            self.get_logger().warning(
+                f'ignoring parameter(s) {", ".join(unused)}: {self.get_name()} declares no such '
+                f'parameter (declared: {", ".join(spec.name for spec in self.specs)})')
 
     def guarded(self, where: str, callback: Callable[..., None]) -> Callable[..., None]:
         """Wrap a subscription or timer callback: an exception is counted and logged, not fatal.
