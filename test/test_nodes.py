@@ -22,7 +22,7 @@ from node_helpers.tiny_yolo import build_fusion_weights, cached_tiny_yolo, TINY_
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection2DArray
 
 from ivf_ros.io.synthetic import make_night_pair
@@ -32,7 +32,8 @@ NO_CLASSES = Parameter('classes', Parameter.Type.STRING_ARRAY, [])
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 
 WIDTH, HEIGHT = 160, 128
-OUTPUTS = {'fused/image': Image, 'fusion/weights': Image, 'enhanced/image': Image,
+OUTPUTS = {'fused/image': Image, 'fused/camera_info': CameraInfo, 'fusion/weights': Image,
+           'enhanced/image': Image,
            'detections': Detection2DArray,
            'detections/image': Image, '/diagnostics': DiagnosticArray}
 
@@ -154,6 +155,53 @@ def test_output_encoding_changes_at_runtime(probe: Probe) -> None:
         assert not probe.set_parameters('fusion_node', {'output_encoding': 'yuv'})[0].successful
     finally:
         assert probe.set_parameters('fusion_node', {'output_encoding': 'rgb8'})[0].successful
+
+
+def test_fused_camera_info_is_the_visible_calibration_with_the_fused_header(
+        probe: Probe) -> None:
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    publisher = probe.node.create_publisher(
+        CameraInfo, 'visible/camera_info',
+        QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    try:
+        def send_info(width: int) -> None:
+            info = CameraInfo(header=make_header(1, 'visible_camera_optical'), width=width,
+                              height=HEIGHT, distortion_model='plumb_bob')
+            info.k[0], info.k[4], info.k[8] = 200.0, 201.0, 1.0
+            publisher.publish(info)
+
+        def send_until_seen(width: int) -> None:
+            # Best-effort input can lose a sample just after discovery: send until it is seen.
+            for _ in range(10):
+                send_info(width)
+                if probe.wait_for(lambda: latest_status(probe).get('visible camera_info')
+                                  == f'{width}x{HEIGHT}', 1.5):
+                    return
+            raise AssertionError(f'camera_info not received: {latest_status(probe)}')
+
+        assert probe.wait_for(lambda: publisher.get_subscription_count() >= 1, 10)
+        send_until_seen(WIDTH)
+        stamp = send_good_pair(probe)
+        assert probe.wait_for(lambda: stamp in probe.stamps('fused/camera_info'), 10)
+        info = next(m for m in probe.received['fused/camera_info']
+                    if stamp_of(m) == stamp)
+        fused = next(m for m in probe.received['fused/image'] if stamp_of(m) == stamp)
+        assert info.header.frame_id == fused.header.frame_id == 'visible_camera'
+        assert (info.width, info.height, info.k[0], info.k[4]) == (WIDTH, HEIGHT, 200.0, 201.0)
+        # A calibration of another size does not describe the fused image: counted, not sent.
+        send_until_seen(WIDTH * 2)
+        stamp = send_good_pair(probe)
+        assert stamp not in probe.stamps('fused/camera_info')
+        assert int(wait_status(probe, lambda s: int(s['camera_info size mismatches']) >= 1)[
+            'camera_info size mismatches']) >= 1
+        send_until_seen(WIDTH)  # leave the graph with a matching calibration
+    finally:
+        probe.node.destroy_publisher(publisher)
+
+
+def stamp_of(msg: Image | CameraInfo) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 def test_unknown_encoding_is_reported_and_skipped(graph: ChildProcess, probe: Probe) -> None:

@@ -293,3 +293,12 @@ def test_a_parameter_the_node_does_not_declare_is_named_in_a_warning() -> None:
         node.destroy_node()
     finally:
         context.try_shutdown()
+
+
+@pytest.mark.ros
+def test_camera_info_sits_beside_the_image_topic() -> None:
+    from ivf_ros.nodes.ros_image import camera_info_topic
+
+    assert camera_info_topic('/car/visible/image_raw') == '/car/visible/camera_info'
+    assert camera_info_topic('/image_raw') == '/camera_info'
+    assert camera_info_topic('image_raw') == 'camera_info'

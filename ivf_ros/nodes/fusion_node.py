@@ -3,14 +3,17 @@ fusion_node: pair visible and infrared frames, fuse them, publish the fused imag
 
 Subscribes (relative names, remap them): visible/image_raw, infrared/image_raw (sensor_msgs/Image,
 or .../compressed CompressedImage when image_transport is 'compressed'), sensor-data QoS with QoS
-overrides allowed. Publishes fused/image carrying the VISIBLE frame's header (stamp and frame_id:
-the fused image lives in the visible camera's frame), optionally enhanced/image and
-fusion/weights (mono8, 255 = all infrared), and /diagnostics.
+overrides allowed, and the visible camera's camera_info beside its image topic. Publishes
+fused/image carrying the VISIBLE frame's header (stamp and frame_id: the fused image lives in the
+visible camera's frame), fused/camera_info (the visible camera's calibration with the fused
+image's header, once one has arrived), optionally enhanced/image and fusion/weights (mono8,
+255 = all infrared), and /diagnostics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+import copy
 import math
 import sys
 import time
@@ -20,7 +23,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ivf_ros.io.image_codec import ImageFormatError
@@ -32,7 +35,7 @@ from ivf_ros.nodes.base import (
     wants_help,
 )
 from ivf_ros.nodes.param_specs import FUSION_NODE, FUSION_PARAMS, ParamValue
-from ivf_ros.nodes.ros_image import array_to_image_msg
+from ivf_ros.nodes.ros_image import array_to_image_msg, camera_info_topic
 from ivf_ros.pipeline.frames import (
     arrived_frame,
     ArrivedFrame,
@@ -73,6 +76,7 @@ class FusionNode(IvfLifecycleNode):
         # Set by ivf-graph: the fused array goes straight to the detector in this process
         # (intra-process, as composable nodes do), fused/image still serves other subscribers.
         self.downstream: Downstream | None = None
+        self._camera_info: CameraInfo | None = None  # the visible camera's newest calibration
         self._last_frame_s = time.perf_counter()
         self._reset_counters()
 
@@ -91,6 +95,7 @@ class FusionNode(IvfLifecycleNode):
         self._flowing_since: float | None = None  # both cameras flowing since (monotonic)
         self._last_stamp_ns: dict[str, int] = {}
         self._size_warned: set[tuple[Any, ...]] = set()
+        self.camera_info_mismatched = 0  # fused frames whose camera_info was of another size
 
     # Lifecycle --------------------------------------------------------------------------------
 
@@ -115,6 +120,8 @@ class FusionNode(IvfLifecycleNode):
         for key, (topic, enabled) in outputs.items():
             if enabled:
                 self._outputs[key] = self.output_publisher(Image, topic, depth=5)
+        self._outputs['camera_info'] = self.output_publisher(
+            CameraInfo, 'fused/camera_info', depth=5)
         self.get_logger().info(f'fusion model loaded on {self.model.device}')
         return super().on_configure(state)
 
@@ -131,6 +138,10 @@ class FusionNode(IvfLifecycleNode):
                 CompressedImage if compressed else Image, topic,
                 self.guarded(f'{stream} callback',
                              lambda msg, stream=stream: self._on_image(stream, msg))))
+        # The fused image is the visible camera's view: its calibration applies unchanged.
+        self._inputs.append(self.camera_subscription(
+            CameraInfo, camera_info_topic(self.resolve_topic_name('visible/image_raw')),
+            self.guarded('camera_info callback', self._on_camera_info)))
         # A wall-clock timer: with use_sim_time a paused bag also stops the ROS clock.
         self._flush_timer = self.create_timer(
             0.1, self.guarded('idle flush', self._flush_when_idle),
@@ -154,6 +165,7 @@ class FusionNode(IvfLifecycleNode):
             self.destroy_lifecycle_publisher(publisher)
         self._outputs.clear()
         self.model, self.pipeline, self.worker = None, None, None
+        self._camera_info = None
         self.free_gpu_memory()
 
     # Parameters -------------------------------------------------------------------------------
@@ -176,6 +188,10 @@ class FusionNode(IvfLifecycleNode):
             pipeline.homography = homography_matrix(changed['homography'])
 
     # Input ------------------------------------------------------------------------------------
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        """Keep the visible camera's newest calibration for fused/camera_info."""
+        self._camera_info = msg
 
     def _on_image(self, stream: str, msg: Image | CompressedImage) -> None:
         """Check a frame's stamp and size (no decoding yet) and hand it to the pipeline."""
@@ -281,11 +297,27 @@ class FusionNode(IvfLifecycleNode):
             encoding = str(self.params['output_encoding'])
             pixels = image if encoding == 'rgb8' else image[:, :, ::-1]
             self._publish('fused', array_to_image_msg(pixels, encoding, header))
+        if self._wanted('camera_info'):
+            self._publish_camera_info(header, image.shape[:2])
         if self._wanted('enhanced') and fused.result.enhanced is not None:
             self._publish('enhanced', array_to_image_msg(fused.result.enhanced, 'rgb8', header))
         if self._wanted('weights'):
             weights = (np.clip(fused.result.weights, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
             self._publish('weights', array_to_image_msg(weights, 'mono8', header))
+
+    def _publish_camera_info(self, header: Header, size: tuple[int, int]) -> None:
+        """Publish the visible camera_info with the fused image's header, if its size fits."""
+        info = self._camera_info
+        if info is None:
+            return
+        if (info.height, info.width) != size:
+            self.camera_info_mismatched += 1
+            self.warn_throttled('camera_info', f'visible camera_info is {info.width}x'
+                                f'{info.height}, the image {size[1]}x{size[0]}: not published')
+            return
+        info = copy.copy(info)
+        info.header = header
+        self.publish_counted(self._outputs.get('camera_info'), info, 'camera_info')
 
     def _note_size_mismatch(self, infrared_size: tuple[int, ...], size: tuple[int, ...]) -> None:
         """Log once per size combination that infrared is resized to the visible frame."""
@@ -298,7 +330,7 @@ class FusionNode(IvfLifecycleNode):
                 'a calibrated rig)')
 
     def _publish(self, key: str, msg: Image) -> None:
-        """Publish on one of the enabled outputs (fused, enhanced, weights)."""
+        """Publish on one of the enabled image outputs (fused, enhanced, weights)."""
         self.publish_counted(self._outputs.get(key), msg, key)
 
     # Diagnostics ------------------------------------------------------------------------------
@@ -357,6 +389,9 @@ class FusionNode(IvfLifecycleNode):
             'fusion errors': str(self.problems.count('fusion')),
             'stamp offset infrared - visible [s]': self._stamp_offset_text(),
             'publish errors': str(self.publish_errors),
+            'visible camera_info': (f'{self._camera_info.width}x{self._camera_info.height}'
+                                    if self._camera_info is not None else 'none received'),
+            'camera_info size mismatches': str(self.camera_info_mismatched),
             'device': self.model.device if self.model is not None else 'none',
         }
         return self.make_status('fusion', 'fusing', problems, values['device'], values, errors)

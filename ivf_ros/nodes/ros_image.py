@@ -14,6 +14,14 @@ from ivf_ros.io.image_codec import (
 )
 
 
+def camera_info_topic(image_topic: str) -> str:
+    """Return the camera_info topic beside an image topic (image_transport's rule)."""
+    namespace, _, _ = image_topic.rpartition('/')
+    if namespace or image_topic.startswith('/'):
+        return f'{namespace}/camera_info'
+    return 'camera_info'
+
+
 def image_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
     """Return (array, encoding) of an Image, a zero-copy view when possible; ImageFormatError."""
     return message_to_array(msg), msg.encoding
