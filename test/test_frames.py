@@ -149,3 +149,29 @@ def test_a_new_timeline_starts_the_thermal_stretch_afresh() -> None:
     again = pair_at(20_000 * MS, warm)                # later stamps, yet a new recording
     assert pipeline.fuse(again[0]).infrared_mono.max() >= 250
     assert pipeline.thermal._range[1] > 40_000
+
+
+def test_a_pair_released_by_the_jump_itself_keeps_the_old_timeline() -> None:
+    # Rate not given: each pair waits for the next frame, so the old scene's last pair comes
+    # back from the very add() whose stamp jumps back, and is fused after the new pair.
+    pipeline = FramePipeline(PipelineConfig(slop=0.02, camera_rate=0.0), FakeModel())
+    warm = np.arange(48, dtype=np.uint16).reshape(6, 8) * 1000
+    cool = np.arange(48, dtype=np.uint16).reshape(6, 8) + 100
+    visible = np.zeros((6, 8, 3), np.uint8)
+    old = []
+    for k in range(3):
+        stamp = 10_000 * MS + k * 100 * MS
+        old += pipeline.arrive('visible', raw_message(stamp, visible, 'rgb8'))
+        old += pipeline.arrive('infrared', raw_message(stamp + 5 * MS, warm, 'mono16'))
+    released_by_jump = pipeline.arrive('visible', raw_message(0, visible, 'rgb8'))
+    new = pipeline.arrive('infrared', raw_message(5 * MS, cool, 'mono16'))
+    new += pipeline.flush()
+    assert len(old) == 2 and len(released_by_jump) == 1 and len(new) == 1
+    assert {pair.visible.timeline for pair in old + released_by_jump} == {0}
+    assert new[0].visible.timeline == new[0].infrared.timeline == 1
+    for pair in old:
+        pipeline.fuse(pair)
+    assert pipeline.fuse(new[0]).infrared_mono.max() >= 250     # fresh stretch for scene 2
+    # The old scene's last pair, decoded after the new one, starts its own stretch again.
+    assert pipeline.fuse(released_by_jump[0]).infrared_mono.max() >= 250
+    assert pipeline.thermal._range[1] > 40_000

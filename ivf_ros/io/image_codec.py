@@ -364,7 +364,7 @@ class ThermalNormalizer:
             return _stretch(array, *self.fixed_range, invalid, None)
         low, high = _percentile_range(array if invalid is None else array[~invalid][None, :],
                                       1.0, 99.0)
-        previous = self._range  # read once: reset() may come from another thread
+        previous = self._range  # read once: a reset() between two reads would mix ranges
         if previous is not None:
             weight = self.smoothing
             low = weight * previous[0] + (1.0 - weight) * low

@@ -228,7 +228,12 @@ class FramePipeline:
                                               log_time_ns))
 
     def add(self, stream: str, frame: ArrivedFrame) -> list[MatchedPair]:
-        """Queue one checked frame; return the pairs that became ready (oldest first)."""
+        """Queue one checked frame; return the pairs that became ready (oldest first).
+
+        Not thread-safe: call add() and flush() from one thread at a time (fusion_node's
+        callbacks share the node's mutually exclusive default group), or the timeline tag of a
+        frame arriving during a reset may be the old one.
+        """
         self._learn_rate(stream, frame.stamp_ns)
         frame.timeline = self._timeline
         add = self.sync.add_visible if stream == 'visible' else self.sync.add_infrared

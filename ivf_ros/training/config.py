@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,8 @@ def _number_hint(value: Any) -> str:
             number = float(value)
         except ValueError:
             return ''
-        return f' (YAML reads {value} as text: write {number!r})'
+        if math.isfinite(number):  # YAML spells the others .inf and .nan: no hint for those
+            return f' (YAML reads {value} as text: write {number!r})'
     return ''
 
 
