@@ -130,6 +130,7 @@ def test_processing_a_processed_bag_replaces_its_outputs(tmp_path: Path, fusion_
     options = bag_cli.ProcessOptions(model=str(fusion_weights), device='cpu')
     stats = bag_cli.process_bag(tmp_path / 'once', tmp_path / 'twice', options, progress=False)
     assert stats.pairs == 3 and stats.replaced_outputs == 9
+    assert stats.replaced_topics == {'/detections': 3, '/detections/image': 3, '/fused/image': 3}
     with BagReader(tmp_path / 'twice') as reader:
         assert reader.counts == {VISIBLE_TOPIC: 3, INFRARED_TOPIC: 3, '/fused/image': 3}
     # No output bag: nothing is replaced.

@@ -216,6 +216,7 @@ class ProcessStats:
     unmatched_infrared: int = 0
     bad_frames: int = 0
     replaced_outputs: int = 0   # messages of earlier output topics, not copied to the output
+    replaced_topics: dict[str, int] = field(default_factory=dict)  # topic -> messages not copied
     seconds: float = 0.0
     fusion_ms: list[float] = field(default_factory=list)
     detection_ms: list[float] = field(default_factory=list)
@@ -325,8 +326,9 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
         outputs = {options.fused_topic, options.detections_topic, options.annotated_topic}
         copied = sorted(set(reader.topics) - outputs) if options.keep_inputs else []
         if options.keep_inputs and output:
-            stats.replaced_outputs = sum(reader.counts.get(topic, 0)
-                                         for topic in set(reader.topics) & outputs)
+            stats.replaced_topics = {topic: reader.counts.get(topic, 0)
+                                     for topic in sorted(set(reader.topics) & outputs)}
+            stats.replaced_outputs = sum(stats.replaced_topics.values())
         total = reader.counts.get(visible_topic, 0)
         writer: BagWriter | None = None
         bar = tqdm(total=total, desc='process', unit='pair', disable=not progress)
@@ -526,6 +528,10 @@ def process_command(args: argparse.Namespace) -> int:
         storage=args.storage, keep_inputs=not args.outputs_only, mp4=args.mp4,
         png_dir=args.png_dir, overwrite=args.overwrite)
     stats = process_bag(args.bag, args.output, options, progress=not args.quiet)
+    if stats.replaced_topics:
+        dropped = ', '.join(f'{topic} ({count})' for topic, count in stats.replaced_topics.items())
+        print(f'not copied, outputs of an earlier run that this run replaces: {dropped}',
+              file=sys.stderr)
     summary = stats.summary()
     print(json.dumps(summary, indent=2) if args.json else
           ', '.join(f'{key} {value}' for key, value in summary.items()))
