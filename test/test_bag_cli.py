@@ -157,6 +157,11 @@ def test_processing_a_processed_bag_replaces_its_outputs(tmp_path: Path, fusion_
         bag_cli.process_bag(tmp_path / 'twice', None,
                             replace(options, png_dir=str(tmp_path / 'twice' / 'png')),
                             progress=False)
+    # Inside the output bag, --overwrite would delete them with the old output.
+    with pytest.raises(BagError, match='--png-dir .* inside the output bag'):
+        bag_cli.process_bag(tmp_path / 'twice', tmp_path / 'third',
+                            replace(options, png_dir=str(tmp_path / 'third' / 'png')),
+                            progress=False)
     with BagReader(tmp_path / 'twice') as reader:   # untouched
         assert reader.counts['/fused/image'] == 3
 

@@ -184,7 +184,7 @@ def test_a_callback_that_raises_is_counted_not_fatal() -> None:
         context.try_shutdown()
 
 
-def test_held_messages_are_written_once_even_after_a_failed_write() -> None:
+def test_a_held_message_that_fails_is_lost_once_and_blocks_none() -> None:
     from collections import deque
     from types import SimpleNamespace
 
@@ -202,13 +202,14 @@ def test_held_messages_are_written_once_even_after_a_failed_write() -> None:
     recorder = SimpleNamespace(
         _held=deque([('/a', b'1'), ('/b', b'2'), ('/a', b'3'), ('/b', b'4')]),
         writer=SimpleNamespace(write_raw=write_raw),
-        stats=SimpleNamespace(written={'/a': 0, '/b': 0}))
-    with pytest.raises(OSError, match='disk full'):
-        BagRecorder._write_held(recorder, 7)       # the third write fails: two stay held
-    assert [raw for _, _, raw in written] == [b'1', b'2'] and len(recorder._held) == 2
-    BagRecorder._write_held(recorder, 9)           # the next message's try writes the rest
-    assert [raw for _, _, raw in written] == [b'1', b'2', b'3', b'4']
-    assert recorder.stats.written == {'/a': 2, '/b': 2} and not recorder._held
+        get_logger=lambda: SimpleNamespace(error=lambda message: None),
+        stats=SimpleNamespace(written={'/a': 0, '/b': 0}, errors={}))
+    recorder._write_failed = lambda topic, error: BagRecorder._write_failed(
+        recorder, topic, error)
+    BagRecorder._write_held(recorder, 7)   # the third write fails: lost, the fourth written
+    assert [raw for _, _, raw in written] == [b'1', b'2', b'4'] and not recorder._held
+    assert recorder.stats.written == {'/a': 1, '/b': 2}
+    assert recorder.stats.errors == {'/a': 'disk full'}
 
 
 @pytest.mark.ros
@@ -266,31 +267,36 @@ def test_a_failed_held_write_does_not_lose_the_message_that_arrived() -> None:
         recorder, topic, error)
     BagRecorder._callback(recorder, '/b')(b'new')
     assert written == [b'new'] and recorder.stats.written == {'/a': 0, '/b': 1}
-    # The error is filed under the held message's topic, not under the one that arrived.
-    assert set(recorder.stats.errors) == {'/a'} and len(recorder._held) == 1
+    # The error is filed under the held message's topic, not under the one that arrived; the
+    # held message is lost (counted), not retried before every later message.
+    assert set(recorder.stats.errors) == {'/a'} and not recorder._held
     assert logged == ['cannot write /a: the held one cannot be written']
 
 
 @pytest.mark.ros
-def test_a_parameter_the_node_does_not_declare_is_named_in_a_warning() -> None:
+def test_a_parameter_no_node_declares_is_named_in_a_warning() -> None:
     import rclpy
     from rclpy.context import Context
 
+    from ivf_ros.nodes.base import warn_unused_overrides
+    from ivf_ros.nodes.detection_node import DetectionNode
     from ivf_ros.nodes.fusion_node import FusionNode
 
     context = Context()
-    rclpy.init(context=context)
+    # As ivf-graph runs them: every -p reaches both nodes.
+    rclpy.init(context=context, args=[
+        '--ros-args', '-p', 'slop_s:=0.1', '-p', 'conf:=0.4', '-p', 'use_sim_time:=true',
+        '-p', 'qos_overrides./visible/image_raw.subscription.depth:=3'])
     try:
+        nodes = [FusionNode(context=context), DetectionNode(context=context)]
         warnings: list[str] = []
-        node = FusionNode(context=context, cli_args=[
-            '--ros-args', '-p', 'slop_s:=0.1', '-p', 'use_sim_time:=true',
-            '-p', 'qos_overrides./visible/image_raw.subscription.depth:=3'])
-        # The warning is logged while the node is built: check what it would say again.
-        node.get_logger().warning = warnings.append  # type: ignore[method-assign]
-        node._warn_undeclared_overrides()
+        nodes[0].get_logger().warning = warnings.append  # type: ignore[method-assign]
+        nodes[1].get_logger().warning = warnings.append  # type: ignore[method-assign]
+        # 'conf' is detection_node's: only the typo is named, once.
+        assert warn_unused_overrides(nodes) == ['slop_s']
         assert len(warnings) == 1 and warnings[0].startswith('ignoring parameter(s) slop_s:')
-        assert 'slop' in warnings[0].split('declared:')[1]
-        node.destroy_node()
+        for node in nodes:
+            node.destroy_node()
     finally:
         context.try_shutdown()
 
@@ -302,3 +308,16 @@ def test_camera_info_sits_beside_the_image_topic() -> None:
     assert camera_info_topic('/car/visible/image_raw') == '/car/visible/camera_info'
     assert camera_info_topic('/image_raw') == '/camera_info'
     assert camera_info_topic('image_raw') == 'camera_info'
+
+
+@pytest.mark.ros
+def test_camera_info_describes_its_roi_and_binning() -> None:
+    from sensor_msgs.msg import CameraInfo, RegionOfInterest
+
+    from ivf_ros.nodes.ros_image import camera_info_image_size
+
+    assert camera_info_image_size(CameraInfo(width=640, height=512)) == (512, 640)
+    assert camera_info_image_size(CameraInfo(width=640, height=512, binning_x=2,
+                                             binning_y=2)) == (256, 320)
+    roi = RegionOfInterest(x_offset=10, y_offset=20, width=300, height=200)
+    assert camera_info_image_size(CameraInfo(width=640, height=512, roi=roi)) == (200, 300)

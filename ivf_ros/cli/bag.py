@@ -290,11 +290,13 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
     stats = ProcessStats()
     if output is not None:
         _check_output_apart(Path(bag), Path(output))
-    if options.mp4:
-        _check_output_apart(Path(bag), Path(options.mp4), '--mp4')
-    if options.png_dir:
-        # PNGs are added to a folder, never replace it: one above the bag is fine.
-        _check_output_apart(Path(bag), Path(options.png_dir), '--png-dir', may_hold=True)
+    for what, path in (('--mp4', options.mp4), ('--png-dir', options.png_dir)):
+        if path:
+            # PNGs and the video are added to a folder, never replace it: one above is fine.
+            _check_output_apart(Path(bag), Path(path), what, may_hold=True)
+            if output is not None and Path(output).resolve() in Path(path).resolve().parents:
+                raise BagError(f'{what} {path} is inside the output bag {output}, which the bag '
+                               'writer creates (or replaces): write it elsewhere')
     fusion, detection = node_settings(options)
     pipeline = FramePipeline(PipelineConfig.from_params(fusion))  # checks before any loading
     video = _VideoSink(options.mp4) if options.mp4 else None
@@ -486,7 +488,9 @@ class _OrderedStage:
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     import cv2
 
-    cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1]))
+    # imwrite says False, not why, when it cannot write (the folder is gone, the disk full).
+    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1])):
+        raise OSError(f'cannot write {path}')
 
 
 class _VideoSink:
@@ -530,8 +534,7 @@ def process_command(args: argparse.Namespace) -> int:
     stats = process_bag(args.bag, args.output, options, progress=not args.quiet)
     if stats.replaced_topics:
         dropped = ', '.join(f'{topic} ({count})' for topic, count in stats.replaced_topics.items())
-        print(f'not copied, outputs of an earlier run that this run replaces: {dropped}',
-              file=sys.stderr)
+        print(f'not copied (outputs of an earlier run): {dropped}', file=sys.stderr)
     summary = stats.summary()
     print(json.dumps(summary, indent=2) if args.json else
           ', '.join(f'{key} {value}' for key, value in summary.items()))

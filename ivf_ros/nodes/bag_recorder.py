@@ -152,10 +152,7 @@ class BagRecorder(Node):
                 if self._sim_time and stamp == 0:
                     self._held.append((topic, raw))          # no /clock yet
                     return
-                try:
-                    self._write_held(stamp)
-                except Exception as error:  # noqa: BLE001 - storage errors come in many types
-                    self._write_failed(self._held[0][0] if self._held else topic, error)
+                self._write_held(stamp)
                 try:
                     self.writer.write_raw(topic, stamp, raw)
                     self.stats.written[topic] += 1
@@ -178,13 +175,16 @@ class BagRecorder(Node):
 
     def _write_held(self, stamp: int) -> None:
         """Write the messages held for the first /clock at stamp (caller holds the lock)."""
-        # Oldest first, each taken off once written: after a failed write, the next try
-        # writes only what is still held (no message twice).
+        # Oldest first, each taken off before its write: one that cannot be written is lost
+        # (received minus written says so) instead of blocking those behind it, and none is
+        # written twice.
         while self._held:
-            topic, raw = self._held[0]
-            self.writer.write_raw(topic, stamp, raw)
-            self.stats.written[topic] += 1
-            self._held.popleft()
+            topic, raw = self._held.popleft()
+            try:
+                self.writer.write_raw(topic, stamp, raw)
+                self.stats.written[topic] += 1
+            except Exception as error:  # noqa: BLE001 - storage errors come in many types
+                self._write_failed(topic, error)
 
     def missing_topics(self) -> list[str]:
         """Return the wanted topics that never appeared (no publisher was ever seen)."""
@@ -202,10 +202,7 @@ class BagRecorder(Node):
                         self.get_logger().warning(
                             f'use_sim_time but no /clock arrived: {len(self._held)} message(s) '
                             'written at time 0')
-                    self._write_held(stamp)
-            except Exception as error:  # noqa: BLE001 - storage errors come in many types
-                self.get_logger().error(f'{len(self._held)} held message(s) not written')
-                self._write_failed(self._held[0][0], error)
+                    self._write_held(stamp)   # a failed write is counted, not raised
             finally:
                 self.writer.close()  # metadata.yaml for what was written, whatever failed
         return self.stats

@@ -64,7 +64,6 @@ class IvfLifecycleNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self.specs = tuple(specs)
         self.params: dict[str, ParamValue] = declare_parameters(self, self.specs)
-        self._warn_undeclared_overrides()
         add_validation(self, self.specs, self._apply_parameters, self.check_parameter)
         self._throttle = Throttle(period_s=2.0)
         self.publish_errors = 0
@@ -76,17 +75,13 @@ class IvfLifecycleNode(LifecycleNode):
         self._diagnostics_timer: Any = None
         self.start_diagnostics()
 
-    def _warn_undeclared_overrides(self) -> None:
-        """Warn about -p / params-file values that no parameter of this node takes (typos)."""
-        # rcl keeps an override nobody declares without a word; ivf-graph refuses such a key.
-        # rclpy has no public accessor for the overrides. qos_overrides.* are declared later,
-        # when the topics are created.
-        unused = sorted(name for name in self._parameter_overrides
-                        if not self.has_parameter(name) and not name.startswith('qos_overrides.'))
-        if unused:
-            self.get_logger().warning(
-                f'ignoring parameter(s) {", ".join(unused)}: {self.get_name()} declares no such '
-                f'parameter (declared: {", ".join(spec.name for spec in self.specs)})')
+    def undeclared_overrides(self) -> list[str]:
+        """Return the -p / params-file names given to this node that it does not declare."""
+        # rcl keeps an override nobody declares without a word. rclpy has no public accessor
+        # for the overrides; qos_overrides.* are declared later, when the topics are created.
+        overrides = getattr(self, '_parameter_overrides', {})
+        return sorted(name for name in overrides
+                      if not self.has_parameter(name) and not name.startswith('qos_overrides.'))
 
     def guarded(self, where: str, callback: Callable[..., None]) -> Callable[..., None]:
         """Wrap a subscription or timer callback: an exception is counted and logged, not fatal.
@@ -354,6 +349,22 @@ def wants_help(args: Sequence[str] | None) -> bool:
     return any(arg in ('-h', '--help') for arg in remove_ros_args(argv))
 
 
+def warn_unused_overrides(nodes: Sequence[IvfLifecycleNode]) -> list[str]:
+    """Warn once about each given parameter that no node of this process declares (typos)."""
+    # ivf-graph hands every -p and '/**' value to both nodes: a name one of them takes is fine.
+    unused: list[str] = []
+    for node in nodes:
+        names = [name for name in node.undeclared_overrides() if name not in unused
+                 and not any(other.has_parameter(name) for other in nodes)]
+        if names:
+            declared = sorted({spec.name for other in nodes for spec in other.specs})
+            node.get_logger().warning(
+                f'ignoring parameter(s) {", ".join(names)}: no node here declares them '
+                f'(declared: {", ".join(declared)})')
+            unused += names
+    return unused
+
+
 def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
                args: list[str] | None = None,
                connect: Callable[[list[IvfLifecycleNode]], None] | None = None) -> int:
@@ -375,6 +386,7 @@ def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
                 return 2
             nodes.append(node)
             executor.add_node(node)
+        warn_unused_overrides(nodes)
         if connect is not None:
             connect(nodes)
         for node in nodes:

@@ -35,7 +35,11 @@ from ivf_ros.nodes.base import (
     wants_help,
 )
 from ivf_ros.nodes.param_specs import FUSION_NODE, FUSION_PARAMS, ParamValue
-from ivf_ros.nodes.ros_image import array_to_image_msg, camera_info_topic
+from ivf_ros.nodes.ros_image import (
+    array_to_image_msg,
+    camera_info_image_size,
+    camera_info_topic,
+)
 from ivf_ros.pipeline.frames import (
     arrived_frame,
     ArrivedFrame,
@@ -310,10 +314,12 @@ class FusionNode(IvfLifecycleNode):
         info = self._camera_info
         if info is None:
             return
-        if (info.height, info.width) != size:
+        described = camera_info_image_size(info)
+        if described != size:
             self.camera_info_mismatched += 1
-            self.warn_throttled('camera_info', f'visible camera_info is {info.width}x'
-                                f'{info.height}, the image {size[1]}x{size[0]}: not published')
+            self.warn_throttled('camera_info', f'visible camera_info describes {described[1]}x'
+                                f'{described[0]} images, the image is {size[1]}x{size[0]}: '
+                                'not published')
             return
         info = copy.copy(info)
         info.header = header

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ivf_ros.io.image_codec import (
@@ -20,6 +20,16 @@ def camera_info_topic(image_topic: str) -> str:
     if namespace or image_topic.startswith('/'):
         return f'{namespace}/camera_info'
     return 'camera_info'
+
+
+def camera_info_image_size(info: CameraInfo) -> tuple[int, int]:
+    """Return the (height, width) of the images a CameraInfo describes (ROI and binning)."""
+    # width/height are the calibration's full resolution; a camera publishing a region of
+    # interest, or binned pixels, sends smaller images (sensor_msgs/CameraInfo's comments).
+    bin_x, bin_y = max(1, info.binning_x), max(1, info.binning_y)
+    if info.roi.width > 0 and info.roi.height > 0:
+        return info.roi.height // bin_y, info.roi.width // bin_x
+    return info.height // bin_y, info.width // bin_x
 
 
 def image_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
