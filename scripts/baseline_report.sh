@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the classical-baseline reports on ../shared/datasets (one command):
-#   <output>/validation/  the team's validation split: the 12 MSRS night pairs (msrs/*N)
+#   <output>/validation/  the team's validation split (36 pairs; ivf_ros.io.datasets.is_validation)
 #   <output>/night/       every night pair of every dataset folder (64 pairs)
 # With ../shared/weights/yolo11n/yolo11n-rebuilt.pt present, each report also counts YOLO11n
 # detections on every method's output (no labels exist for these images, so no mAP).

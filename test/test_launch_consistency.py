@@ -390,3 +390,15 @@ def test_launch_rviz_follows_the_namespace_and_remaps(repo_root: Path) -> None:
         assert any('rviz2 is not installed' in message for message in messages)
     else:
         assert rviz.runs and not messages
+
+
+def test_a_section_for_every_node_may_hold_another_nodes_parameters(tmp_path: Path) -> None:
+    shared = tmp_path / 'shared.yaml'
+    shared.write_text('/**:\n  ros__parameters:\n    conf: 0.4\n    device: cpu\n'
+                      'fusion_node:\n  ros__parameters:\n    slop: 0.03\n')
+    # conf is detection_node's: fusion_node leaves it, as rcl does; its own section stays strict.
+    assert load_params_file(shared, 'fusion_node') == {'device': 'cpu', 'slop': 0.03}
+    assert load_params_file(shared, 'detection_node') == {'conf': 0.4, 'device': 'cpu'}
+    shared.write_text('fusion_node:\n  ros__parameters:\n    conf: 0.4\n')
+    with pytest.raises(ParameterValueError, match="unknown parameter 'conf'"):
+        load_params_file(shared, 'fusion_node')

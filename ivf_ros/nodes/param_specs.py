@@ -304,6 +304,11 @@ def load_params_file(path: str | Path, node_name: str,
                 values[name] = value
                 continue
             if name not in specs:
+                if '*' in str(key):
+                    # A section for many nodes ('/**') carries other nodes' parameters too: rcl
+                    # leaves them to those nodes, and a name no node takes is warned about when
+                    # the nodes start (nodes.base.warn_unused_overrides).
+                    continue
                 raise ParameterValueError(
                     f'params file {path}: {key}: unknown parameter {name!r} '
                     f'(declared: {", ".join(sorted(specs))})')
