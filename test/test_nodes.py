@@ -16,6 +16,7 @@ from node_helpers.harness import (
     make_header,
     Probe,
     publish_night_pairs,
+    stamp_ns,
     write_params,
 )
 from node_helpers.tiny_yolo import build_fusion_weights, cached_tiny_yolo, TINY_NAMES
@@ -114,7 +115,7 @@ def test_night_pairs_from_a_publisher_process(graph: ChildProcess, probe: Probe,
     fused = [msg for msg in probe.received['fused/image'] if msg.header.stamp.sec < 60]
     assert len(fused) >= 3
     for msg in fused:
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = stamp_ns(msg.header)
         assert stamp in sent  # the visible frame's stamp, untouched
         assert msg.header.frame_id == 'visible_camera'
         assert (msg.width, msg.height, msg.encoding) == (WIDTH, HEIGHT, 'rgb8')
@@ -150,7 +151,7 @@ def test_output_encoding_changes_at_runtime(probe: Probe) -> None:
     try:
         stamp = send_good_pair(probe)
         fused = next(m for m in probe.received['fused/image']
-                     if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec == stamp)
+                     if stamp_ns(m.header) == stamp)
         assert fused.encoding == 'bgr8'
         assert not probe.set_parameters('fusion_node', {'output_encoding': 'yuv'})[0].successful
     finally:
@@ -185,8 +186,8 @@ def test_fused_camera_info_is_the_visible_calibration_with_the_fused_header(
         stamp = send_good_pair(probe)
         assert probe.wait_for(lambda: stamp in probe.stamps('fused/camera_info'), 10)
         info = next(m for m in probe.received['fused/camera_info']
-                    if stamp_of(m) == stamp)
-        fused = next(m for m in probe.received['fused/image'] if stamp_of(m) == stamp)
+                    if stamp_ns(m.header) == stamp)
+        fused = next(m for m in probe.received['fused/image'] if stamp_ns(m.header) == stamp)
         assert info.header.frame_id == fused.header.frame_id == 'visible_camera'
         assert (info.width, info.height, info.k[0], info.k[4]) == (WIDTH, HEIGHT, 200.0, 201.0)
         # A calibration of another size does not describe the fused image: counted, not sent.
@@ -200,10 +201,6 @@ def test_fused_camera_info_is_the_visible_calibration_with_the_fused_header(
         send_until_seen(WIDTH)  # leave the graph with a matching calibration
     finally:
         probe.node.destroy_publisher(publisher)
-
-
-def stamp_of(msg: Image | CameraInfo) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 def test_unknown_encoding_is_reported_and_skipped(graph: ChildProcess, probe: Probe) -> None:
@@ -289,14 +286,14 @@ def test_classes_filter_by_name(probe: Probe) -> None:
     assert probe.set_parameters('detection_node', {'classes': NO_CLASSES})[0].successful
     stamp = send_good_pair(probe)
     everything = next(m for m in probe.received['detections']
-                      if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec == stamp)
+                      if stamp_ns(m.header) == stamp)
     names = [d.results[0].hypothesis.class_id for d in everything.detections]
     assert names
     for kept in (names[0], 'bicycle' if names[0] != 'bicycle' else 'car'):
         assert probe.set_parameters('detection_node', {'classes': [kept]})[0].successful
         stamp = send_good_pair(probe)
         filtered = next(m for m in probe.received['detections']
-                        if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec == stamp)
+                        if stamp_ns(m.header) == stamp)
         assert all(d.results[0].hypothesis.class_id == kept for d in filtered.detections)
     unknown, = probe.set_parameters('detection_node', {'classes': ['unicorn']})
     assert not unknown.successful and 'unicorn' in unknown.reason

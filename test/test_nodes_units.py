@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -184,10 +186,28 @@ def test_a_callback_that_raises_is_counted_not_fatal() -> None:
         context.try_shutdown()
 
 
-def test_a_held_message_that_fails_is_lost_once_and_blocks_none() -> None:
+def _fake_recorder(held: list[tuple[str, bytes]], write_raw: Callable[[str, int, bytes], None],
+                   logged: list[str]) -> SimpleNamespace:
+    """Return the state BagRecorder's write path uses, with its own methods bound to it."""
     from collections import deque
-    from types import SimpleNamespace
 
+    from ivf_ros.nodes.bag_recorder import BagRecorder
+
+    topics = {topic: 0 for topic in ('/a', '/b')}
+    recorder = SimpleNamespace(
+        _held=deque(held), _lock=threading.Lock(), _sim_time=True,
+        _unflushed=0, _flushed_at=time.monotonic(),
+        writer=SimpleNamespace(write_raw=write_raw, flush=lambda: None),
+        get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(nanoseconds=5)),
+        get_logger=lambda: SimpleNamespace(error=logged.append),
+        stats=SimpleNamespace(received=dict(topics), written=dict(topics), errors={}))
+    recorder._write_held = lambda stamp: BagRecorder._write_held(recorder, stamp)
+    recorder._write_failed = lambda topic, error: BagRecorder._write_failed(
+        recorder, topic, error)
+    return recorder
+
+
+def test_a_held_message_that_fails_is_lost_once_and_blocks_none() -> None:
     from ivf_ros.nodes.bag_recorder import BagRecorder
 
     written: list[tuple[str, int, bytes]] = []
@@ -199,13 +219,8 @@ def test_a_held_message_that_fails_is_lost_once_and_blocks_none() -> None:
             raise OSError('disk full')
         written.append((topic, stamp, raw))
 
-    recorder = SimpleNamespace(
-        _held=deque([('/a', b'1'), ('/b', b'2'), ('/a', b'3'), ('/b', b'4')]),
-        writer=SimpleNamespace(write_raw=write_raw),
-        get_logger=lambda: SimpleNamespace(error=lambda message: None),
-        stats=SimpleNamespace(written={'/a': 0, '/b': 0}, errors={}))
-    recorder._write_failed = lambda topic, error: BagRecorder._write_failed(
-        recorder, topic, error)
+    recorder = _fake_recorder([('/a', b'1'), ('/b', b'2'), ('/a', b'3'), ('/b', b'4')],
+                              write_raw, [])
     BagRecorder._write_held(recorder, 7)   # the third write fails: lost, the fourth written
     assert [raw for _, _, raw in written] == [b'1', b'2', b'4'] and not recorder._held
     assert recorder.stats.written == {'/a': 1, '/b': 2}
@@ -240,10 +255,6 @@ def test_a_qos_override_on_one_camera_leaves_the_other_alone() -> None:
 
 
 def test_a_failed_held_write_does_not_lose_the_message_that_arrived() -> None:
-    from collections import deque
-    import threading as threads
-    from types import SimpleNamespace
-
     from ivf_ros.nodes.bag_recorder import BagRecorder
 
     written: list[bytes] = []
@@ -254,17 +265,7 @@ def test_a_failed_held_write_does_not_lose_the_message_that_arrived() -> None:
         written.append(raw)
 
     logged: list[str] = []
-    recorder = SimpleNamespace(
-        _held=deque([('/a', b'held')]), _lock=threads.Lock(), _sim_time=True,
-        _unflushed=0, _flushed_at=time.monotonic(),
-        writer=SimpleNamespace(write_raw=write_raw, flush=lambda: None),
-        get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(nanoseconds=5)),
-        get_logger=lambda: SimpleNamespace(error=logged.append),
-        stats=SimpleNamespace(received={'/a': 0, '/b': 0}, written={'/a': 0, '/b': 0},
-                              errors={}))
-    recorder._write_held = lambda stamp: BagRecorder._write_held(recorder, stamp)
-    recorder._write_failed = lambda topic, error: BagRecorder._write_failed(
-        recorder, topic, error)
+    recorder = _fake_recorder([('/a', b'held')], write_raw, logged)
     BagRecorder._callback(recorder, '/b')(b'new')
     assert written == [b'new'] and recorder.stats.written == {'/a': 0, '/b': 1}
     # The error is filed under the held message's topic, not under the one that arrived; the

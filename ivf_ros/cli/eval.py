@@ -152,7 +152,9 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
         return DetectionSetup(detector.detect, detector.names, description, args.labels)
     from ivf_ros.evaluation.detection import to_dataset_classes
 
-    named = [name for name in args.label_names if name != IGNORED_LABEL]
+    names = {index: name for index, name in enumerate(args.label_names)
+             if name != IGNORED_LABEL}
+    named = list(names.values())
     repeated = sorted({name for name in named if named.count(name) > 1})
     if repeated:
         raise MethodError(f'--label-names names {repeated} more than once (one name per id)')
@@ -160,12 +162,9 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
     if unknown:
         raise MethodError(f"--label-names: {args.detector} has no class {unknown} (write '-' "
                           'for an id to leave out)')
-    names = {index: name for index, name in enumerate(args.label_names)
-             if name != IGNORED_LABEL}
     if not names:
         raise MethodError(f"--label-names leaves every id out ('{IGNORED_LABEL}'): name one")
-    ignored = frozenset(index for index, name in enumerate(args.label_names)
-                        if name == IGNORED_LABEL)
+    ignored = frozenset(range(len(args.label_names))) - names.keys()
     left_out = f' Left out: ids {sorted(ignored)}.' if ignored else ''
     return DetectionSetup(lambda image: to_dataset_classes(detector.detect(image), names),
                           names, description + f' Label ids: {names}.{left_out}', args.labels,
