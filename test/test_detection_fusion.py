@@ -17,7 +17,7 @@ from ivf_ros.evaluation.detection import (
     match_image,
     to_dataset_classes,
 )
-from ivf_ros.evaluation.metrics import evaluate, hue_shift
+from ivf_ros.evaluation.metrics import chroma_ratio, evaluate, hue_shift
 from ivf_ros.fusion.model import IVFNet, ModelConfig
 from ivf_ros.fusion.rendering import luminance
 from ivf_ros.pipeline.detector import Detection
@@ -272,8 +272,34 @@ def test_hue_shift_measure() -> None:
     grey = np.repeat(image[..., :1], 3, axis=2)
     assert hue_shift(grey, image) == 0.0                    # a grey source has no hue to keep
     infrared = rng.integers(0, 255, (20, 30), dtype=np.uint8)
-    values = evaluate(image, infrared, brighter, ['hue_shift', 'clipped_rgb'])
-    assert set(values) == {'hue_shift', 'clipped_rgb'}
+    values = evaluate(image, infrared, brighter, ['hue_shift', 'chroma_ratio', 'clipped_rgb'])
+    assert set(values) == {'hue_shift', 'chroma_ratio', 'clipped_rgb'}
+
+
+def _scene(rgb: tuple[int, int, int]) -> np.ndarray:
+    """Return a 16 x 16 image of one colour with a little 8-bit noise."""
+    noise = np.random.default_rng(1).integers(-3, 4, (16, 16, 3))
+    return np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
+
+
+def test_lost_colour_is_not_a_hue_shift() -> None:
+    # A grey fused image has no hue to compare: the measure must not read arctan2(0, 0) = 0 as
+    # an angle (that gave an orange scene 129 degrees and a blue one 55); chroma_ratio says it.
+    for colour in ((200, 120, 40), (40, 80, 200)):
+        visible = _scene(colour)
+        grey = np.repeat(np.rint(visible @ np.array([0.299, 0.587, 0.114]))[..., None], 3, 2)
+        grey = grey.astype(np.uint8)
+        assert hue_shift(visible, grey) == 0.0
+        assert chroma_ratio(visible, grey) < 0.05
+        assert chroma_ratio(visible, visible) == 1.0
+        # Colour faded on part of a frame (the coring's speckle) is lost colour, not a turned
+        # hue: half the frame kept, half faded by 50 %, 98 % and 100 % (old measure: up to 65).
+        for kept in (0.5, 0.02, 0.0):
+            faded = np.rint(grey + kept * (visible.astype(float) - grey)).astype(np.uint8)
+            half = visible.copy()
+            half[8:] = faded[8:]
+            assert hue_shift(visible, half) < 1.0
+            assert chroma_ratio(visible, faded) == pytest.approx(kept, abs=0.05)
 
 
 # -- stage-3 terms: each one decreases when a tiny fusion block overfits one batch -------------
@@ -335,7 +361,7 @@ def test_detection_term_decreases_and_the_teacher_stays_frozen() -> None:
         optimizer.zero_grad()
         terms['detection'].backward()
         optimizer.step()
-        values.append(float(terms['detection']))
+        values.append(float(terms['detection'].detach()))
     assert min(values[-5:]) < values[0]
     for name, value in detector.state_dict().items():
         assert torch.equal(value, before[name]), name

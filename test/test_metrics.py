@@ -180,3 +180,15 @@ def test_clipped_channels_counts_a_pixel_once() -> None:
     image[0, 0] = (0, 255, 100)     # two clipped channels, one pixel
     image[1, 1, 2] = 0
     assert metrics.clipped_channels_fraction(image) == pytest.approx(0.5)
+
+
+def test_integer_images_give_the_float_images_values() -> None:
+    # uint8 arithmetic wraps (a - b, x * x): every public grey metric converts first.
+    fused, visible, infrared = (_texture(seed=seed) for seed in range(3))
+    as_bytes = [image.astype(np.uint8) for image in (fused, visible, infrared)]
+    for name, metric in FUSION_METRICS.items():
+        assert metric(*as_bytes) == metric(fused, visible, infrared), name
+    for name, metric in metrics.IMAGE_METRICS.items():
+        assert metric(as_bytes[0]) == metric(fused), name
+    assert metrics.ssim_pair(as_bytes[0], as_bytes[1]) == metrics.ssim_pair(fused, visible)
+    assert metrics.vif_pair(as_bytes[1], as_bytes[0]) == metrics.vif_pair(visible, fused)

@@ -2,7 +2,8 @@
 
 All reference metrics work on grey images with values 0-255 (float64): the visible and fused
 colour images are converted with the BT.601 luma weights (Y = 0.299 R + 0.587 G + 0.114 B) and
-rounded, as CDDFuse's ``image_read_cv2(path, 'GRAY')`` does. Notation: A = visible, B = infrared,
+rounded, as CDDFuse's ``image_read_cv2(path, 'GRAY')`` does; the public grey-image functions take
+integer images too (converted to float64 first). Notation: A = visible, B = infrared,
 F = fused. Where CDDFuse deviates from the textbook definition the docstring says which one we use.
 Everything is vectorised with numpy/OpenCV: one 640x480 triple takes well under a second.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import functools
 import math
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -47,7 +50,7 @@ SSIM_DATA_RANGE_CDDFUSE = 2.0
 IMMERKAER_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
 # The share of pixels (lowest gradient first) counted as flat for the noise estimate.
 FLAT_FRACTION = 0.5
-# LOE is O(n^2) in pixels: like Wang et al. (2013), compare on an image shrunk to ~50 pixels.
+# LOE is O(n^2) in pixels: like the common LOE code, compare on an image shrunk to ~50 pixels.
 LOE_SIDE = 50
 
 
@@ -68,6 +71,18 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     elif image.ndim != 2:
         raise MetricInputError(f'expected a (h, w) or (h, w, 3) image, got shape {image.shape}')
     return image.astype(np.float64)
+
+
+_Metric = TypeVar('_Metric', bound=Callable[..., float])
+
+
+def _on_float_images(metric: _Metric) -> _Metric:
+    """Give a grey-image metric float64 copies of integer images (uint8 arithmetic wraps)."""
+    @functools.wraps(metric)
+    def wrapped(*images: np.ndarray | float, **options: float) -> float:
+        return metric(*(np.asarray(image, np.float64) if isinstance(image, np.ndarray)
+                        else image for image in images), **options)
+    return wrapped  # type: ignore[return-value]
 
 
 def _check_same_shape(*images: np.ndarray) -> None:
@@ -92,6 +107,7 @@ def _correlation(x: np.ndarray, y: np.ndarray) -> float:
 # Metrics of the fused image alone
 
 
+@_on_float_images
 def entropy(image: np.ndarray) -> float:
     """EN = -sum_k p_k log2 p_k over the 256-bin histogram of the rounded image (bits)."""
     values = np.clip(np.rint(image), 0, 255).astype(np.uint8).ravel()
@@ -100,11 +116,13 @@ def entropy(image: np.ndarray) -> float:
     return float(-np.sum(p * np.log2(p)))
 
 
+@_on_float_images
 def standard_deviation(image: np.ndarray) -> float:
     """SD = sqrt(mean((F - mean F)^2)) (population standard deviation)."""
     return float(np.std(image))
 
 
+@_on_float_images
 def spatial_frequency(image: np.ndarray) -> float:
     """SF = sqrt(mean(F[i, j+1] - F[i, j])^2 + mean(F[i+1, j] - F[i, j])^2)."""
     row_frequency = np.mean(np.diff(image, axis=1) ** 2)
@@ -112,6 +130,7 @@ def spatial_frequency(image: np.ndarray) -> float:
     return float(np.sqrt(row_frequency + column_frequency))
 
 
+@_on_float_images
 def average_gradient(image: np.ndarray) -> float:
     """AG = mean(sqrt((Gx^2 + Gy^2) / 2)), central differences inside, one-sided at borders."""
     gradient_rows, gradient_columns = np.gradient(image)  # same stencil as CDDFuse
@@ -122,6 +141,7 @@ def average_gradient(image: np.ndarray) -> float:
 # Metrics of the fused image against the sources
 
 
+@_on_float_images
 def mutual_information_pair(x: np.ndarray, y: np.ndarray) -> float:
     """MI(X, Y) = sum p(x, y) log2(p(x, y) / (p(x) p(y))) on 256 x 256 bins, in bits."""
     a = np.clip(np.rint(x), 0, 255).astype(np.intp).ravel()
@@ -133,6 +153,7 @@ def mutual_information_pair(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(joint[nonzero] * np.log2(ratio)))
 
 
+@_on_float_images
 def mutual_information(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
     """
     MI = MI(A, F) + MI(B, F), in bits.
@@ -143,12 +164,14 @@ def mutual_information(fused: np.ndarray, visible: np.ndarray, infrared: np.ndar
     return mutual_information_pair(visible, fused) + mutual_information_pair(infrared, fused)
 
 
+@_on_float_images
 def correlation_coefficient(fused: np.ndarray, visible: np.ndarray,
                             infrared: np.ndarray) -> float:
     """CC = (r(A, F) + r(B, F)) / 2, r the Pearson correlation."""
     return 0.5 * (_correlation(visible, fused) + _correlation(infrared, fused))
 
 
+@_on_float_images
 def sum_of_correlation_differences(fused: np.ndarray, visible: np.ndarray,
                                    infrared: np.ndarray) -> float:
     """SCD = r(F - B, A) + r(F - A, B) (Aslantas & Bendes 2015)."""
@@ -156,11 +179,13 @@ def sum_of_correlation_differences(fused: np.ndarray, visible: np.ndarray,
             + _correlation(fused - visible, infrared))
 
 
+@_on_float_images
 def mean_squared_error(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
     """MSE = (mean((A - F)^2) + mean((B - F)^2)) / 2 on the 0-255 scale."""
     return 0.5 * float(np.mean((visible - fused) ** 2) + np.mean((infrared - fused) ** 2))
 
 
+@_on_float_images
 def psnr(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
     """PSNR = 10 log10(255^2 / MSE) dB, MSE the mean of the two source MSEs (inf when 0).
 
@@ -172,6 +197,7 @@ def psnr(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
     return 10.0 * math.log10(255.0 ** 2 / mse) if mse > 0 else math.inf
 
 
+@_on_float_images
 def psnr_tang(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
     """
     PSNR of Tang's MATLAB toolbox (used by DFVO): 20 log10(255 / sqrt(MSE_01)) = PSNR + 48.13 dB.
@@ -186,6 +212,7 @@ def _box_mean(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.boxFilter(image, cv2.CV_64F, (size, size), borderType=cv2.BORDER_REFLECT)
 
 
+@_on_float_images
 def ssim_pair(x: np.ndarray, y: np.ndarray, data_range: float = SSIM_DATA_RANGE) -> float:
     """
     SSIM(X, Y) = mean (2 mx my + C1)(2 sxy + C2) / ((mx^2 + my^2 + C1)(sx^2 + sy^2 + C2)).
@@ -205,6 +232,7 @@ def ssim_pair(x: np.ndarray, y: np.ndarray, data_range: float = SSIM_DATA_RANGE)
     return float(ssim_map[pad:-pad, pad:-pad].mean())
 
 
+@_on_float_images
 def ssim(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
     """SSIM = SSIM(A, F) + SSIM(B, F) (max 2) with CDDFuse's effective L = 2 (see the constant)."""
     return (ssim_pair(visible, fused, SSIM_DATA_RANGE_CDDFUSE)
@@ -228,6 +256,7 @@ def _filter_valid(image: np.ndarray, window: np.ndarray) -> np.ndarray:
     return filtered[radius:image.shape[0] - radius, radius:image.shape[1] - radius]
 
 
+@_on_float_images
 def vif_sources(distorted: np.ndarray, *references: np.ndarray) -> list[float]:
     """
     VIF(R, D) = sum_s sum log10(1 + g^2 sR^2 / (sv^2 + sn^2)) / sum_s sum log10(1 + sR^2 / sn^2).
@@ -274,11 +303,13 @@ def vif_sources(distorted: np.ndarray, *references: np.ndarray) -> list[float]:
                                                              strict=True)]
 
 
+@_on_float_images
 def vif_pair(reference: np.ndarray, distorted: np.ndarray) -> float:
     """VIF(R, D) of one reference (see vif_sources)."""
     return vif_sources(distorted, reference)[0]
 
 
+@_on_float_images
 def vif(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
     """VIF = VIF(A, F) + VIF(B, F) (pixel domain, 4 scales)."""
     return sum(vif_sources(fused, visible, infrared))
@@ -313,6 +344,7 @@ def _edge_preservation(strength_source: np.ndarray, orientation_source: np.ndarr
     return q_strength * q_orientation
 
 
+@_on_float_images
 def qabf(fused: np.ndarray, visible: np.ndarray, infrared: np.ndarray) -> float:
     """
     Qabf = sum(Q^AF gA + Q^BF gB) / sum(gA + gB) (Xydeas & Petrovic), Sobel edges, L = 1.
@@ -340,11 +372,13 @@ QABF_MAX = (QABF_GAMMA_G / (1.0 + math.exp(QABF_KAPPA_G * (1.0 - QABF_SIGMA_G)))
 # No-reference metrics (read SF and AG beside the noise: both reward amplified noise)
 
 
+@_on_float_images
 def mean_brightness(image: np.ndarray) -> float:
     """Brightness = mean(F) on the 0-255 scale."""
     return float(np.mean(image))
 
 
+@_on_float_images
 def clipped_fraction(image: np.ndarray) -> float:
     """Clipped = share of pixels at 0 or 255 (lost shadows and highlights)."""
     return float(np.mean((image <= 0) | (image >= 255)))
@@ -377,22 +411,29 @@ def _cbcr(rgb: np.ndarray) -> np.ndarray:
     return np.stack([0.564 * (rgb[..., 2] - luma), 0.713 * (rgb[..., 0] - luma)], axis=-1)
 
 
+def _check_colour_pair(name: str, visible_rgb: np.ndarray, fused_rgb: np.ndarray) -> None:
+    """Raise MetricInputError unless both are (h, w, 3) images of one size."""
+    if visible_rgb.ndim != 3 or fused_rgb.shape != visible_rgb.shape:
+        raise MetricInputError(f'{name} needs two (h, w, 3) images of one size, got '
+                               f'{visible_rgb.shape} and {fused_rgb.shape}')
+
+
 def hue_shift(visible_rgb: np.ndarray, fused_rgb: np.ndarray) -> float:
     """
     Hue shift = chroma-weighted mean |angle of CbCr(F) - angle of CbCr(vi)|, in degrees.
 
-    Each pixel's weight is the visible chroma magnitude |CbCr(vi)| less one grey level (8-bit
-    rounding): grey pixels have no hue to keep, coloured ones (a yellow street lamp's road, a
-    red car) count by how coloured they are.
+    Each pixel's weight is the smaller of the two chroma magnitudes less one grey level (8-bit
+    rounding): a hue exists only where both images are coloured, so a pixel that is grey in
+    either one has no angle to compare (its lost colour is what ``chroma_ratio`` reports), and
+    coloured ones (a sodium-lit road, a red car) count by how coloured they are.
     Brightening or desaturating keeps the angle (0 degrees); grey-world balancing turns it (a
     sodium-lit orange street balanced to grey-blue: 90 degrees and more); 180 is the opposite
-    hue. Identical images give 0.
+    hue. Identical images give 0, and so do images without a pixel coloured in both.
     """
-    if visible_rgb.ndim != 3 or fused_rgb.shape != visible_rgb.shape:
-        raise MetricInputError(f'hue_shift needs two (h, w, 3) images of one size, got '
-                               f'{visible_rgb.shape} and {fused_rgb.shape}')
+    _check_colour_pair('hue_shift', visible_rgb, fused_rgb)
     source, fused = _cbcr(visible_rgb), _cbcr(fused_rgb)
-    weight = np.maximum(np.hypot(source[..., 0], source[..., 1]) - 1.0, 0.0)
+    weight = np.maximum(np.minimum(np.hypot(source[..., 0], source[..., 1]),
+                                   np.hypot(fused[..., 0], fused[..., 1])) - 1.0, 0.0)
     if weight.sum() <= 0:
         return 0.0
     difference = (np.arctan2(fused[..., 1], fused[..., 0])
@@ -401,6 +442,25 @@ def hue_shift(visible_rgb: np.ndarray, fused_rgb: np.ndarray) -> float:
     return float(np.degrees((difference * weight).sum() / weight.sum()))
 
 
+def chroma_ratio(visible_rgb: np.ndarray, fused_rgb: np.ndarray) -> float:
+    """
+    Chroma ratio = sum |CbCr(F)| / sum |CbCr(vi)| over the pixels where vi is coloured.
+
+    Coloured: the visible chroma magnitude above one grey level (8-bit rounding). 1 keeps the
+    visible's colour strength, 0 is a grey image, above 1 is stronger colour (brightening can
+    raise chroma with luma). A grey visible image gives 1: there is no colour to keep.
+    """
+    _check_colour_pair('chroma_ratio', visible_rgb, fused_rgb)
+    source, fused = _cbcr(visible_rgb), _cbcr(fused_rgb)
+    source_magnitude = np.hypot(source[..., 0], source[..., 1])
+    coloured = source_magnitude > 1.0
+    total = float(source_magnitude[coloured].sum())
+    if total <= 0:
+        return 1.0
+    return float(np.hypot(fused[..., 0], fused[..., 1])[coloured].sum()) / total
+
+
+@_on_float_images
 def noise_sigma(image: np.ndarray) -> float:
     """
     Noise sigma = sqrt(pi / 2) / 6 * mean|F * M| over flat pixels (Immerkaer 1996).
@@ -422,8 +482,10 @@ def lightness_order_error(reference_rgb: np.ndarray, enhanced_rgb: np.ndarray) -
     """
     LOE = mean_x sum_y [L(x) >= L(y)] xor [Le(x) >= Le(y)], L = max(R, G, B) (Wang et al. 2013).
 
-    Both lightness maps are shrunk so the short side has LOE_SIDE pixels (as in the reference
-    code); 0 means the fused image keeps the visible image's lightness order everywhere.
+    Both lightness maps are shrunk so the short side has LOE_SIDE pixels, as the common MATLAB
+    code does; it resizes with imresize's antialiased bicubic, this with area averaging, so the
+    values are close to, not the same as, published ones. 0 means the fused image keeps the
+    visible image's lightness order everywhere.
     """
     def lightness(rgb: np.ndarray) -> np.ndarray:
         light = rgb.max(axis=2) if rgb.ndim == 3 else rgb
@@ -469,6 +531,7 @@ METRICS: dict[str, MetricInfo] = {info.name: info for info in (
     MetricInfo('noise', False, 'noise sigma of F in flat regions (Immerkaer)'),
     MetricInfo('LOE', False, 'lightness order error of F against vi (Wang et al.)'),
     MetricInfo('hue_shift', False, 'chroma-weighted CbCr angle of F against vi (degrees)'),
+    MetricInfo('chroma_ratio', None, 'colour strength of F against vi where vi is coloured'),
     MetricInfo('clipped_rgb', False, 'share of F pixels with any of R, G, B at 0 or 255'),
 )}
 
@@ -495,6 +558,7 @@ IMAGE_METRICS: dict[str, Callable[[np.ndarray], float]] = {
 # Metrics of the colour images themselves (visible RGB, fused RGB).
 COLOUR_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     'hue_shift': hue_shift,
+    'chroma_ratio': chroma_ratio,
     'clipped_rgb': lambda visible_rgb, fused_rgb: clipped_channels_fraction(fused_rgb),
 }
 
