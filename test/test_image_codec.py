@@ -79,11 +79,15 @@ def test_decoding_is_a_zero_copy_view_of_every_buffer_type(encoding: str) -> Non
 
 @pytest.mark.parametrize('encoding', ALL_ENCODINGS)
 @pytest.mark.parametrize('padding', [1, 3, 8])
-def test_step_padding_is_skipped_without_copy(encoding: str, padding: int) -> None:
+def test_step_padding_is_skipped_without_copy_where_samples_stay_aligned(encoding: str,
+                                                                         padding: int) -> None:
     original = random_image(encoding, height=4, width=7)
     step, data = pack_rows(original, padding, big_endian=False)
     view = image_to_array(encoding, 4, 7, step, data)
-    assert np.shares_memory(view, np.frombuffer(data, np.uint8))
+    if padding % ENCODINGS[encoding].dtype.itemsize == 0:
+        assert np.shares_memory(view, np.frombuffer(data, np.uint8))
+    else:   # unaligned samples: packed once, since OpenCV misreads unaligned views
+        assert view.flags.c_contiguous and view.flags.aligned
     assert view.tobytes() == original.tobytes()
     # Padded rows survive a re-encode as tightly packed rows.
     fields = array_to_image_fields(view, encoding)
@@ -379,7 +383,7 @@ def test_malformed_compressed_images_raise_a_clear_error() -> None:
         decode_compressed('png', b'')
     with pytest.raises(ImageFormatError, match='cannot decode 20 bytes as png'):
         decode_compressed('png', data[:20])
-    with pytest.raises(ImageFormatError, match='cannot decode'):
+    with pytest.raises(ImageFormatError, match='neither PNG nor JPEG'):
         decode_compressed('mono8; jpeg compressed ', b'not a jpeg at all')
     with pytest.raises(ImageFormatError, match='jpeg needs 8-bit images, got mono16'):
         encode_compressed(random_image('mono16'), 'mono16', 'jpeg')
@@ -407,8 +411,9 @@ def test_property_any_layout_round_trips_bit_exactly(encoding: str, height: int,
     decoded = image_to_array(encoding, height, width, step, data, big_endian)
     assert decoded.shape == shape and decoded.dtype.isnative
     assert decoded.tobytes() == original.tobytes()
-    if not (big_endian and info.dtype.itemsize > 1):
+    if not (big_endian and info.dtype.itemsize > 1) and padding % info.dtype.itemsize == 0:
         assert np.shares_memory(decoded, np.frombuffer(data, np.uint8))
+    assert decoded.flags.aligned
     fields = array_to_image_fields(decoded, encoding)
     assert fields.data == original.astype(info.dtype.newbyteorder('<')).tobytes()
     assert fields.step * fields.height == len(fields.data)
@@ -538,3 +543,49 @@ def test_compressed_frames_of_yuv_and_bayer_cameras_decode_in_the_decoded_order(
     assert ok
     out, encoding = decode_compressed(f'{original}; png compressed bgr8', png.tobytes())
     assert encoding == 'bgr8' and out[0, 0].tolist() == [255, 0, 0]
+
+
+@pytest.mark.parametrize('extension', ['.tiff', '.webp', '.jp2', '.bmp'])
+def test_other_image_formats_are_refused_whatever_the_format_string(extension: str) -> None:
+    # cv2.imdecode reads them all, and a few hundred bytes of JPEG 2000 or WebP can unpack to
+    # a 5000 x 5000 frame that no header check has seen.
+    ok, data = cv2.imencode(extension, np.zeros((40, 40), np.uint8))
+    assert ok
+    for fmt in ('mono8; jpeg compressed ', 'png'):
+        with pytest.raises(ImageFormatError, match='neither PNG nor JPEG'):
+            decode_compressed(fmt, data.tobytes())
+
+
+def test_a_jpeg_whose_size_cannot_be_read_first_is_refused_under_a_pixel_limit() -> None:
+    _, data = encode_compressed(np.full((8, 8), 90, np.uint8), 'mono8', 'jpeg')
+    # A junk byte after the APP0 segment: libjpeg skips it, the header walk stops there.
+    app0_end = 4 + int.from_bytes(data[4:6], 'big')
+    damaged = data[:app0_end] + b'\x00' + data[app0_end:]
+    assert compressed_size(damaged) is None
+    with pytest.raises(ImageFormatError, match='does not state its size'):
+        decode_compressed('mono8; jpeg compressed ', damaged, max_pixels=DEFAULT_MAX_PIXELS)
+    out, _ = decode_compressed('mono8; jpeg compressed ', damaged)      # no limit asked for
+    assert out.shape == (8, 8)
+
+
+@pytest.mark.parametrize('encoding', ['mono16', '16UC1'])
+def test_16_bit_rows_padded_by_an_odd_byte_count_convert_like_packed_ones(encoding: str) -> None:
+    # A step that is not a multiple of 2: a strided view would be unaligned, which OpenCV
+    # misreads after the first row.
+    packed = (np.arange(6 * 8, dtype=np.uint16).reshape(6, 8) * 100).astype(np.uint16)
+    step, data = pack_rows(packed, padding=1, big_endian=False)
+    assert step == 17
+    view = image_to_array(encoding, 6, 8, step, data)
+    assert np.array_equal(view, packed)
+    assert np.array_equal(to_mono8(view, encoding), to_mono8(packed, encoding))
+    assert np.array_equal(thermal_to_uint8(view), thermal_to_uint8(packed))
+
+
+@pytest.mark.parametrize('encoding', ['bayer_rggb8', 'yuv422', 'yuv422_yuy2'])
+def test_mosaic_and_yuv_frames_compress_as_colour_like_image_transport(encoding: str) -> None:
+    image = random_image(encoding, 8, 8)
+    fmt, data = encode_compressed(image, encoding, 'png')
+    assert fmt == f'{encoding}; png compressed bgr8'
+    out, decoded = decode_compressed(fmt, data)
+    assert decoded == 'bgr8'
+    assert np.array_equal(out, cv2.cvtColor(to_rgb8(image, encoding), cv2.COLOR_RGB2BGR))

@@ -193,6 +193,10 @@ def image_to_array(encoding: str, height: int, width: int, step: int, data: Buff
     view = np.ndarray(shape, dtype=dtype, buffer=buffer, strides=strides)
     if not view.dtype.isnative:
         return view.astype(view.dtype.newbyteorder('='))
+    if not view.flags.aligned:
+        # A step that is not a multiple of the sample size (16-bit rows padded by one byte):
+        # OpenCV misreads such views row by row, so they are packed once here.
+        return np.ascontiguousarray(view)
     return view
 
 
@@ -477,7 +481,8 @@ def decode_compressed(fmt: str, data: BufferLike,
                       max_pixels: int | None = None) -> tuple[np.ndarray, str]:
     """Return (array, encoding) decoded from sensor_msgs/CompressedImage format and data.
 
-    With ``max_pixels`` the size in the PNG/JPEG header is checked before anything is decoded.
+    Only PNG and JPEG data is decoded. With ``max_pixels`` the size in the PNG/JPEG header is
+    checked before anything is decoded, and data whose header does not give it is refused.
     """
     if not isinstance(fmt, str):
         raise ImageFormatError(f'CompressedImage format must be a string, got {fmt!r}')
@@ -493,7 +498,16 @@ def decode_compressed(fmt: str, data: BufferLike,
             buffer = buffer[_DEPTH_HEADER_BYTES:]
     if buffer.size == 0:
         raise ImageFormatError(f'empty CompressedImage data (format {fmt!r})')
+    head = buffer[:len(_PNG_SIGNATURE)].tobytes()
+    if head != _PNG_SIGNATURE and head[:2] != b'\xff\xd8':
+        # cv2.imdecode would also take TIFF, WebP, JPEG 2000, ...: a few hundred bytes of those
+        # can unpack to gigabytes, and image_transport only ever writes PNG or JPEG.
+        raise ImageFormatError(f'CompressedImage data is neither PNG nor JPEG (starts with '
+                               f'{head[:4].hex()}, format {fmt!r})')
     size = compressed_size(buffer)
+    if size is None and max_pixels is not None:
+        raise ImageFormatError(f'{compression} data does not state its size in a header that '
+                               f'can be read before decoding: rejected under max_pixels')
     if size is not None:
         if min(size) == 0:
             raise ImageFormatError(f'{compression} header claims a {size[0]}x{size[1]} image')
@@ -507,6 +521,9 @@ def decode_compressed(fmt: str, data: BufferLike,
     if array is None:
         raise ImageFormatError(f'cannot decode {buffer.size} bytes as {compression} '
                                f'(format {fmt!r}): corrupt or truncated data')
+    if size is not None and (array.shape[1], array.shape[0]) != size:
+        raise ImageFormatError(f'{compression} header says {size[0]}x{size[1]} but the data '
+                               f'decodes to {array.shape[1]}x{array.shape[0]}')
     channels = 1 if array.ndim == 2 else array.shape[2]
     if array.dtype == np.uint16:
         if channels != 1:
@@ -567,8 +584,11 @@ def encode_compressed(array: np.ndarray, encoding: str, fmt: str = 'jpeg', *,
     else:
         raise ImageFormatError(f'unknown compression {fmt!r} (expected jpeg or png)')
     if info.order:
-        # image_transport converts colour to bgr8 (alpha dropped) before compressing.
-        if info.order != 'bgr':
+        # image_transport converts colour to bgr8 (alpha dropped) before compressing; a Bayer
+        # mosaic or YUV 4:2:2 is made colour first, so its decoded order is bgr8 as well.
+        if info.order in _DRIVER_TO_RGB:
+            array = cv2.cvtColor(to_rgb8(array, encoding), cv2.COLOR_RGB2BGR)
+        elif info.order != 'bgr':
             array = cv2.cvtColor(array, _REORDER[(info.order, 'bgr')])
         label = f'{encoding}; {compression} compressed bgr8'
     else:
