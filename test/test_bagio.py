@@ -267,12 +267,18 @@ def test_reindex_recovers_what_was_flushed_before_a_crash(tmp_path: Path, storag
         if file.suffix in ('.db3', '.mcap'):
             shutil.copyfile(file, crashed / f'crashed{file.suffix}')
     assert bagio.needs_reindex(crashed)
-    counts = bagio.reindex(crashed)
-    assert counts == {'/cam': 5}
+    result = bagio.reindex(crashed)
+    assert result.counts == {'/cam': 5}
     assert not bagio.needs_reindex(crashed)
     with BagReader(crashed) as reader:
         assert reader.counts == {'/cam': 5} and reader.storage == storage
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['crashed', 'live']
+    # The original stays beside the rebuilt bag: what could not be read is only there.
+    assert result.original == tmp_path / 'crashed.before-reindex'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['crashed', 'crashed.before-reindex',
+                                                          'live']
+    (crashed / 'metadata.yaml').unlink()
+    with pytest.raises(BagError, match='an earlier reindex kept the original'):
+        bagio.reindex(crashed)
     with pytest.raises(BagError, match='no rosbag2 storage file'):
         bagio.reindex(tmp_path / 'nowhere')
     (tmp_path / 'garbage').mkdir()
@@ -296,3 +302,81 @@ def test_reindex_refuses_a_bag_that_is_being_written(tmp_path: Path, storage: st
     writer.close()     # the writer was left alone: it still closes a complete bag
     with BagReader(tmp_path / 'live') as reader:
         assert reader.counts == {'/cam': 2}
+
+
+def test_reindex_reports_a_damaged_mcap_chunk_and_keeps_the_original(tmp_path: Path) -> None:
+    # Ten chunks; one byte of the third chunk's length flipped: reading stops there, and the
+    # seven chunks after it must be reported, not silently lost with the original.
+    with BagWriter(tmp_path / 'live', 'mcap') as writer:
+        writer.add_topic('/clock', 'rosgraph_msgs/msg/Clock')
+        for chunk in range(10):
+            for index in range(100):
+                stamp = (chunk * 100 + index) * 1000
+                writer.write('/clock', stamp, bagio.clock_message(stamp))
+            writer.flush()
+    bag = tmp_path / 'damaged'
+    bag.mkdir()
+    data = bytearray((tmp_path / 'live' / 'live.mcap').read_bytes())
+    starts = []                  # record = opcode (1 byte) + length (8, little-endian) + body
+    position = 8                 # after the magic
+    while position + 9 <= len(data):
+        if data[position] == 0x06:                  # a chunk record
+            starts.append(position)
+        position += 9 + int.from_bytes(data[position + 1:position + 9], 'little')
+    assert len(starts) == 10
+    data[starts[2] + 8] ^= 0x40                     # the chunk length's top byte
+    (bag / 'damaged.mcap').write_bytes(bytes(data))
+    result = bagio.reindex(bag)
+    assert result.counts == {'/clock': 200}
+    assert len(result.unread) == 1 and 'could not be read' in result.unread[0]
+    assert (result.original / 'damaged.mcap').read_bytes() == bytes(data)
+
+
+@pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
+def test_reindex_keeps_topics_that_have_no_messages(tmp_path: Path, storage: str) -> None:
+    writer = BagWriter(tmp_path / 'live', storage).__enter__()
+    writer.add_topic('/clock', 'rosgraph_msgs/msg/Clock')
+    writer.add_topic('/detections', bagio.DETECTIONS)
+    writer.write('/clock', 1, bagio.clock_message(1))
+    writer.flush()
+    crashed = tmp_path / 'crashed'
+    crashed.mkdir()
+    for file in (tmp_path / 'live').iterdir():
+        if file.suffix in ('.db3', '.mcap'):
+            shutil.copyfile(file, crashed / f'crashed{file.suffix}')
+    writer.close()
+    bagio.reindex(crashed)
+    with BagReader(crashed) as reader:
+        assert reader.counts == {'/clock': 1, '/detections': 0}
+
+
+def test_overwrite_refuses_a_bag_being_written_and_a_folder_that_is_no_bag(
+        tmp_path: Path) -> None:
+    live = BagWriter(tmp_path / 'live', 'sqlite3').__enter__()
+    live.add_topic('/clock', 'rosgraph_msgs/msg/Clock')
+    live.write('/clock', 1, bagio.clock_message(1))
+    live.flush()
+    with pytest.raises(BagError, match='being written'):
+        BagWriter(tmp_path / 'live', 'sqlite3', overwrite=True)
+    live.write('/clock', 2, bagio.clock_message(2))     # the recording goes on unharmed
+    live.close()
+    with BagReader(tmp_path / 'live') as reader:
+        assert reader.counts == {'/clock': 2}
+    BagWriter(tmp_path / 'live', 'sqlite3', overwrite=True).__enter__().close()   # now it may
+    (tmp_path / 'home').mkdir()
+    (tmp_path / 'home' / 'notes.txt').write_text('not a bag')
+    with pytest.raises(BagError, match='not a bag folder'):
+        BagWriter(tmp_path / 'home', 'sqlite3', overwrite=True)
+    assert (tmp_path / 'home' / 'notes.txt').exists()
+
+
+def test_made_bags_log_each_topic_in_order_even_when_latency_exceeds_a_period(
+        tmp_path: Path) -> None:
+    stamps = StampModel(rate_hz=1000.0, infrared_offset_s=0.0, jitter_s=0.0)
+    bagio.write_pairs(tmp_path / 'bag', bagio.synthetic_pairs(60, 16, 16), stamps=stamps)
+    with BagReader(tmp_path / 'bag') as reader:
+        for topic in (VISIBLE_TOPIC, INFRARED_TOPIC):
+            logs = [message.log_time_ns for message in reader.messages([topic])]
+            assert logs == sorted(logs) and len(set(logs)) == len(logs)
+            frames = [frame.stamp_ns for frame in reader.frames(topic)]
+            assert frames == sorted(frames), topic

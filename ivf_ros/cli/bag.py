@@ -92,10 +92,16 @@ def refuse_if_cut_short(bag: str) -> None:
 
 def reindex_command(args: argparse.Namespace) -> int:
     """Rebuild metadata.yaml (and a complete storage file) of a bag whose recording was cut."""
-    counts = bagio.reindex(args.bag)
-    print(f'reindexed {args.bag}: {sum(counts.values())} messages')
-    for topic, count in counts.items():
+    result = bagio.reindex(args.bag)
+    print(f'reindexed {args.bag}: {sum(result.counts.values())} messages')
+    for topic, count in result.counts.items():
         print(f'  {topic}: {count}')
+    # A kill leaves a last record half written, so unread bytes are the rule after a crash;
+    # many of them (a damaged chunk) mean messages are missing: the original is kept for that.
+    for what in result.unread:
+        print(f'ivf-bag reindex: not recovered: {what}', file=sys.stderr)
+    print(f'the original is kept in {result.original}; delete it once the rebuilt bag is '
+          'checked')
     return 0
 
 

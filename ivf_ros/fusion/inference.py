@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ivf_ros.fusion.model import IVFNet, ModelConfig
+from ivf_ros.io.errors import first_line
 from ivf_ros.io.paths import share_file
 
 WEIGHTS_FORMAT = 'ivf_fusion/1'
@@ -89,8 +90,8 @@ def load_network(path: str | Path, cast_correction: float | None = None) -> IVFN
         # weights_only: a weights file can never run code on load.
         payload = torch.load(str(path), map_location='cpu', weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for corrupt files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f'cannot read fusion weights {path}: {reason}') from error
+        raise ModelLoadError(f'cannot read fusion weights {path}: {first_line(error)}') \
+            from error
     if not isinstance(payload, dict) or 'state_dict' not in payload or 'config' not in payload:
         raise ModelLoadError(f'{path} is not an ivf_ros weights file (no state_dict/config)')
     try:

@@ -27,6 +27,7 @@ from rosbags.typesys import get_types_from_msg, Stores
 from rosbags.typesys import get_typestore as _rosbags_typestore
 from rosbags.typesys.store import Typestore
 
+from ivf_ros.io.errors import first_line
 from ivf_ros.io.image_codec import (
     array_to_image_fields,
     decode_compressed,
@@ -252,7 +253,7 @@ class BagWriter:
         if self.path.exists():
             if not overwrite:
                 raise BagError(f'{self.path} exists (pass overwrite=True / --overwrite)')
-            shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
+            _remove_bag(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.storage = storage
         self._writer = Writer(self.path, version=9, storage_plugin=STORAGES[storage])
@@ -262,9 +263,13 @@ class BagWriter:
 
     def __enter__(self) -> BagWriter:
         self._writer.open()
-        # An advisory lock on the storage file for as long as it is written: reindex takes it
-        # without waiting, so it refuses a bag that any ivf_ros writer still has open.
-        self._lock = _lock_storage(self.path)
+        # An advisory lock on the storage file for as long as it is written: reindex and an
+        # overwriting writer take it without waiting, so they refuse a bag still being written.
+        try:
+            self._lock = _lock_storage(self.path)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -341,8 +346,19 @@ def needs_reindex(path: str | Path) -> bool:
     return any(path.glob('*.db3')) or any(path.glob('*.mcap'))
 
 
-def _sqlite_messages(database: Path) -> Iterator[tuple[str, str, list[Qos], int, bytes]]:
-    """Yield (topic, type, qos, log time, raw) of a rosbag2 sqlite3 file, in log-time order."""
+@dataclass(frozen=True)
+class _StoredRecord:
+    """A topic a storage file declares (raw None) or one of its messages."""
+
+    topic: str
+    msgtype: str
+    qos: list[Qos]
+    log_time_ns: int = 0
+    raw: bytes | None = None
+
+
+def _sqlite_messages(database: Path, unread: list[str]) -> Iterator[_StoredRecord]:
+    """Yield the topics, then the messages in log-time order, of a rosbag2 sqlite3 file."""
     import sqlite3
 
     from rosbags.rosbag2.metadata import parse_qos
@@ -350,60 +366,81 @@ def _sqlite_messages(database: Path) -> Iterator[tuple[str, str, list[Qos], int,
     # Read-write: sqlite rolls back the journal of a transaction a kill left open.
     connection = sqlite3.connect(str(database))
     try:
-        topics = {row[0]: (row[1], row[2], parse_qos(row[3] or []))
+        topics = {row[0]: _StoredRecord(row[1], row[2], parse_qos(row[3] or []))
                   for row in connection.execute(
                       'SELECT id, name, type, offered_qos_profiles FROM topics')}
+        yield from topics.values()
         for topic_id, stamp, data in connection.execute(
                 'SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp, id'):
             if topic_id in topics:
-                name, msgtype, qos = topics[topic_id]
-                yield name, msgtype, qos, int(stamp), bytes(data)
+                declared = topics[topic_id]
+                yield _StoredRecord(declared.topic, declared.msgtype, declared.qos, int(stamp),
+                                    bytes(data))
+            else:
+                unread.append(f'{database.name}: a message of unknown topic id {topic_id}')
     except sqlite3.DatabaseError as error:
         raise BagError(f'cannot read {database}: {error}') from None
     finally:
         connection.close()
 
 
-def _mcap_messages(file: Path) -> Iterator[tuple[str, str, list[Qos], int, bytes]]:
-    """Yield (topic, type, qos, log time, raw) of an MCAP file read linearly (no index needed)."""
+def _mcap_messages(file: Path, unread: list[str]) -> Iterator[_StoredRecord]:
+    """Yield the channels and messages of an MCAP file read linearly (no index needed).
+
+    Reading stops at the first record that cannot be read: a file cut short ends in one, but
+    a damaged chunk can sit anywhere, so what was left unread is added to ``unread``.
+    """
     from mcap.records import Channel, Message, Schema
     from mcap.stream_reader import StreamReader
     from rosbags.rosbag2.metadata import parse_qos
 
     schemas: dict[int, str] = {}
-    channels: dict[int, tuple[str, str, list[Qos]]] = {}
+    channels: dict[int, _StoredRecord] = {}
+    size = file.stat().st_size
     with file.open('rb') as handle:
         records = StreamReader(handle, emit_chunks=False).records
+        read_up_to = 0
         while True:
             try:
                 record = next(records)
             except StopIteration:
                 return
-            except Exception:  # noqa: BLE001 - a file cut short ends in a partial record
+            except Exception as error:  # noqa: BLE001 - the mcap reader raises many types
+                if read_up_to < size:
+                    unread.append(f'{file.name}: {size - read_up_to} of {size} bytes after '
+                                  f'byte {read_up_to} could not be read '
+                                  f'({type(error).__name__}: {first_line(error)})')
                 return
+            read_up_to = handle.tell()
             if isinstance(record, Schema):
                 schemas[record.id] = record.name
             elif isinstance(record, Channel):
                 qos = parse_qos(record.metadata.get('offered_qos_profiles', '') or [])
-                channels[record.id] = (record.topic, schemas.get(record.schema_id, ''), qos)
+                channels[record.id] = _StoredRecord(
+                    record.topic, schemas.get(record.schema_id, ''), qos)
+                yield channels[record.id]
             elif isinstance(record, Message) and record.channel_id in channels:
-                topic, msgtype, qos = channels[record.channel_id]
-                yield topic, msgtype, qos, int(record.log_time), bytes(record.data)
+                declared = channels[record.channel_id]
+                yield _StoredRecord(declared.topic, declared.msgtype, declared.qos,
+                                    int(record.log_time), bytes(record.data))
 
 
 def _copy_messages(sources: list[Path], storage: Storage, target: Path,
-                   skipped: set[str]) -> dict[str, int]:
+                   skipped: set[str], unread: list[str]) -> dict[str, int]:
     """Write what the storage files hold into a new bag at target; return counts by topic."""
     reader = _sqlite_messages if storage == 'sqlite3' else _mcap_messages
     with BagWriter(target, storage) as writer:
         for source in sources:
-            for topic, msgtype, qos, stamp, raw in reader(source):
-                if not writer.has_topic(topic):
-                    if msgtype not in typestore().fielddefs:
-                        skipped.add(f'{topic} ({msgtype or "unknown type"})')
+            for record in reader(source, unread):
+                if not writer.has_topic(record.topic):
+                    if record.msgtype not in typestore().fielddefs:
+                        skipped.add(f'{record.topic} ({record.msgtype or "unknown type"})')
                         continue
-                    writer.add_topic(topic, msgtype, qos or None)
-                writer.write_raw(topic, stamp, raw)
+                    # Every declared topic, messages or not: the rebuilt bag lists what the
+                    # recording did.
+                    writer.add_topic(record.topic, record.msgtype, record.qos or None)
+                if record.raw is not None:
+                    writer.write_raw(record.topic, record.log_time_ns, record.raw)
         return dict(writer.counts)
 
 
@@ -449,20 +486,55 @@ def _refuse_if_being_written(storage_file: Path) -> None:
         connection.close()
 
 
-def reindex(path: str | Path) -> dict[str, int]:
-    """Rebuild a bag whose recording was cut short (no metadata.yaml); return counts by topic.
+@dataclass(frozen=True)
+class Reindexed:
+    """What reindex rebuilt: messages per topic, what it could not read, the original's place."""
+
+    counts: dict[str, int]
+    unread: list[str]
+    original: Path
+
+
+def _remove_bag(path: Path) -> None:
+    """Delete a bag folder (or a file) that an overwrite replaces; BagError if not a bag."""
+    if not path.is_dir():
+        path.unlink()
+        return
+    foreign = [entry.name for entry in path.iterdir() if not (
+        entry.is_file() and (entry.name == 'metadata.yaml'
+                             or entry.suffix in ('.db3', '.mcap')
+                             or entry.name.endswith(('.db3-journal', '.db3-wal', '.db3-shm'))))]
+    if foreign:
+        raise BagError(f'{path} is not a bag folder (it holds {", ".join(sorted(foreign)[:3])}): '
+                       'refusing to overwrite it')
+    lock = _lock_storage(path)      # BagError while an ivf_ros writer still records into it
+    try:
+        shutil.rmtree(path)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def reindex(path: str | Path) -> Reindexed:
+    """Rebuild a bag whose recording was cut short (no metadata.yaml); report what it read.
 
     The messages its storage file holds are written into a complete bag of the same storage,
-    which then replaces it (like ``ros2 bag reindex``, but also for an MCAP file without its
-    summary). A bag that an ivf_ros writer still has open is refused (it holds an advisory
-    lock), and so is a sqlite3 file another program holds sqlite's write lock on; a foreign
-    MCAP writer cannot be seen, so reindex only once nothing records into the bag. A topic of
-    a type ivf_ros has no definition for stops the reindex, naming it (nothing is changed).
+    which takes its place (like ``ros2 bag reindex``, but also for an MCAP file without its
+    summary); the original folder is kept beside it as ``<bag>.before-reindex``, since what
+    could not be read (``Reindexed.unread``: a damaged MCAP chunk stops the reading) is only
+    there. A bag that an ivf_ros writer still has open is refused (it holds an advisory lock),
+    and so is a sqlite3 file another program holds sqlite's write lock on; a foreign MCAP
+    writer cannot be seen, so reindex only once nothing records into the bag. A topic of a type
+    ivf_ros has no definition for stops the reindex, naming it (nothing is changed).
     """
     path = Path(path)
     databases, mcaps = sorted(path.glob('*.db3')), sorted(path.glob('*.mcap'))
     if not path.is_dir() or not (databases or mcaps):
         raise BagError(f'no rosbag2 storage file (*.db3, *.mcap) in {path}')
+    original = path.with_name(f'{path.name}.before-reindex')
+    if original.exists():
+        raise BagError(f'{original} exists (an earlier reindex kept the original there): '
+                       'move or delete it first')
     storage: Storage = 'sqlite3' if databases else 'mcap'
     sources = databases or mcaps
     for storage_file in sources:
@@ -472,19 +544,19 @@ def reindex(path: str | Path) -> dict[str, int]:
     shutil.rmtree(scratch, ignore_errors=True)
     rebuilt = scratch / path.name
     skipped: set[str] = set()
+    unread: list[str] = []
     try:
-        counts = _copy_messages(sources, storage, rebuilt, skipped)
+        counts = _copy_messages(sources, storage, rebuilt, skipped, unread)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     if skipped:
         shutil.rmtree(scratch)
         raise BagError(f'cannot reindex {path}: no message definition for {", ".join(skipped)}')
-    broken = scratch / f'{path.name}.broken'
-    path.rename(broken)
+    path.rename(original)
     rebuilt.rename(path)
-    shutil.rmtree(scratch)
-    return counts
+    scratch.rmdir()
+    return Reindexed(counts, unread, original)
 
 
 @dataclass(frozen=True)
@@ -729,6 +801,9 @@ def write_pairs(path: str | Path, pairs: Iterable[tuple[np.ndarray, np.ndarray]]
     visible_topic, infrared_topic = cameras.topic_names()
     msgtype = COMPRESSED_IMAGE if cameras.compressed else IMAGE
     qos = camera_qos(cameras.reliability, cameras.depth)
+    # A recorder logs each topic in arrival order: when two frames' simulated latencies differ
+    # by more than a frame period, the later frame is logged just after the earlier one.
+    last_log = {visible_topic: -1, infrared_topic: -1}
     with BagWriter(path, storage, overwrite) as writer:
         writer.add_topic(visible_topic, msgtype, qos)
         writer.add_topic(infrared_topic, msgtype, qos)
@@ -737,6 +812,9 @@ def write_pairs(path: str | Path, pairs: Iterable[tuple[np.ndarray, np.ndarray]]
                 raise BagError(f'visible frame {index} must be (h, w, 3) uint8 RGB, got '
                                f'{visible.shape} {visible.dtype}')
             visible_stamp, infrared_stamp, visible_log, infrared_log = stamps.frame_stamps(index)
+            visible_log = max(visible_log, last_log[visible_topic] + 1)
+            infrared_log = max(infrared_log, last_log[infrared_topic] + 1)
+            last_log = {visible_topic: visible_log, infrared_topic: infrared_log}
             items = [
                 (visible_log, visible_stamp, visible_topic, visible, 'rgb8',
                  cameras.visible_frame_id),

@@ -13,6 +13,8 @@ import threading
 import cv2
 import numpy as np
 
+from ivf_ros.io.errors import first_line
+
 # Ultralytics must never pip-install from inside a robot: set before it is imported. Downloads of
 # named weights stay Ultralytics' normal way; YOLO_OFFLINE=1 (tests, CI) forbids them.
 os.environ.setdefault('YOLO_AUTOINSTALL', '0')
@@ -123,9 +125,9 @@ def check_model_file(weights: str) -> None:
     try:
         torch_safe_load(str(path), safe_only=True)
     except (TypeError, ModuleNotFoundError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ''
-        if 'not a loadable checkpoint' in first_line or 'TorchScript' in first_line:
-            raise DetectorLoadError(f'cannot load YOLO weights {weights}: {first_line}') \
+        reason = first_line(error)
+        if 'not a loadable checkpoint' in reason or 'TorchScript' in reason:
+            raise DetectorLoadError(f'cannot load YOLO weights {weights}: {reason}') \
                 from error
         raise UnsafeCheckpointError(
             f'refused to load YOLO weights {weights}: the file needs code outside the '

@@ -34,6 +34,7 @@ from ivf_ros.io.datasets import (
     PairedImage,
     resize_to,
 )
+from ivf_ros.io.errors import first_line
 from ivf_ros.io.paths import shared_dir
 from ivf_ros.training import losses
 from ivf_ros.training.config import StageConfig, TrainConfig
@@ -329,12 +330,6 @@ def gate_gauges(logits: torch.Tensor) -> dict[str, float]:
     logits = logits.detach()
     return {'gate_w': float(torch.sigmoid(logits).mean()),
             'gate_saturated': float((logits.abs() > SATURATED_LOGIT).float().mean())}
-
-
-def first_line(error: BaseException) -> str:
-    """Return an exception's first message line (its repr when it has no message)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else repr(error)
 
 
 def truncate_log(path: Path, last_step: int) -> None:
