@@ -103,12 +103,6 @@ class ModelConfig:
     # extra layer is a 3x3 convolution at the head's hidden width, so a head sees more of its
     # scale's neighbourhood before it decides (a car's lit body, a pedestrian's outline).
     fusion_depth: int = 1
-    # Frame context for the gate: the coarsest scale's features of both branches and the
-    # exposure mask, averaged over the whole frame, give one learnt logit offset per frame, so
-    # the gate can tell a lit street (the visible's light adds people) from a dark night whose
-    # visible is mostly noise (it costs them) instead of judging every region on its own.
-    # Off by default so that weights saved before it existed render as they were trained.
-    gate_context: bool = False
     adaptive_weights: bool = True     # False: fixed 0.5 weights everywhere (ablation)
     enhance: bool = True              # False: no enhancement, the raw visible is used (ablation)
     # Who decides the infrared share: 'learned' (the fusion block), 'constant' (0.5 everywhere,
@@ -195,7 +189,7 @@ def _is_finite_number(value: object) -> bool:
 GATES = ('learned', 'constant', 'max')
 FUSION_BASES = ('blend', 'infrared')
 _LOWEST = {'downscale': 1, 'contrast_radius': 0, 'detail_window': 1, 'fusion_depth': 1}
-_BOOLEANS = ('multiscale', 'adaptive_weights', 'enhance', 'chroma_agreement', 'gate_context')
+_BOOLEANS = ('multiscale', 'adaptive_weights', 'enhance', 'chroma_agreement')
 _NULLABLE = ('fusion_noise_threshold',)   # null: another field's value (see the field)
 # Closed ranges of the float fields; inf where only the sign matters.
 _FLOAT_RANGES = {
@@ -266,7 +260,6 @@ class FusionBlock(nn.Module):
         )
         # Full-resolution detail mixing: logit = working-grid logit + gain * energy gap.
         self.detail_gain = nn.Parameter(torch.tensor(20.0))
-        self.context: nn.Sequential | None = None
 
     def deepen(self, depth: int) -> None:
         """Insert depth - 1 hidden 3x3 layers before each head's 3x3 logit layer."""
@@ -279,17 +272,6 @@ class FusionBlock(nn.Module):
                 layers += [nn.Conv2d(hidden, hidden, 3, padding=1),
                            nn.LeakyReLU(0.1, inplace=True)]
             self.heads[index] = nn.Sequential(*layers, head[-1])
-
-    def add_context(self) -> None:
-        """Add the frame-context head: frame means -> one logit offset per frame."""
-        # Built last, like deepen's layers, so every other initial weight stays the same; its
-        # output layer starts at zero, so training starts from the gate without context.
-        first = -1 if self.multiscale else 0         # the head the coarse-to-fine pass starts at
-        width = self.heads[first][0].in_channels      # 2 c + 1 (both branches, the mask)
-        self.context = nn.Sequential(nn.Linear(width, 16), nn.LeakyReLU(0.1, inplace=True),
-                                     nn.Linear(16, 1))
-        nn.init.zeros_(self.context[-1].weight)
-        nn.init.zeros_(self.context[-1].bias)
 
     def forward(self, visible: list[torch.Tensor], infrared: list[torch.Tensor],
                 mask: torch.Tensor) -> torch.Tensor:
@@ -309,9 +291,6 @@ class FusionBlock(nn.Module):
             if logit is not None:
                 scale_logit = scale_logit + F.interpolate(
                     logit, size=scale_logit.shape[-2:], mode='bilinear', align_corners=False)
-            elif self.context is not None:
-                frame = head_input.mean(dim=(2, 3))                # (n, 2 c_last + 1)
-                scale_logit = scale_logit + self.context(frame)[:, :, None, None]
             logit = scale_logit
         return logit
 
@@ -386,8 +365,6 @@ class IVFNet(nn.Module):
         self.fusion = FusionBlock(channels, self.config.multiscale, self.config.adaptive_weights)
         self.decoder = Decoder(channels)
         self.fusion.deepen(self.config.fusion_depth)
-        if self.config.gate_context:
-            self.fusion.add_context()
         self.register_buffer('luma_weights', torch.tensor(LUMA).view(1, 3, 1, 1),
                              persistent=False)
         # Padding multiple: the working grid must halve cleanly len(channels) - 1 times, and
