@@ -50,7 +50,7 @@ FUSION_ONLY = ('no_detection', 'no_source', 'no_salience')
 # Variants that are the full model's weights rendered with another gate: nothing to train.
 RENDER_ONLY = ('constant_gate', 'max_rule')
 COLUMNS = ('EN', 'SD', 'SF', 'AG', 'MI', 'SCD', 'VIF', 'Qabf', 'SSIM', 'PSNR', 'CC',
-           'noise', 'hue_shift', 'clipped_rgb')
+           'noise', 'hue_shift', 'chroma_ratio', 'clipped_rgb')
 
 
 def variant_config(base: dict, name: str) -> dict:
