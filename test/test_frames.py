@@ -105,6 +105,19 @@ def test_a_learned_camera_rate_releases_pairs_without_waiting_a_frame() -> None:
     assert pipeline.sync.min_interval_s == pytest.approx(0.05)
     given = FramePipeline(PipelineConfig(slop=0.02, camera_rate=30.0), FakeModel())
     assert given.sync.min_interval_s == pytest.approx(0.5 / 30)
+    # A learnt rate is forgotten with the recording: the next bag may be faster, and a hint
+    # above its real gap would release pairs before their nearest frame arrives.
+    pipeline.flush(streams_ended=True)
+    assert pipeline.sync.min_interval_s == 0.0
+    given.flush(streams_ended=True)
+    assert given.sync.min_interval_s == pytest.approx(0.5 / 30)     # the user's rate holds
+    for k in range(12):
+        base = 1_000 * MS + k * 100 * MS
+        pipeline.add('visible', CountingFrame.make(base))
+        pipeline.add('infrared', CountingFrame.make(base + 3 * MS))
+    assert pipeline.sync.min_interval_s == pytest.approx(0.05)
+    pipeline.add('visible', CountingFrame.make(0))           # stamps jump back: a new timeline
+    assert pipeline.sync.stats.resets == 1 and pipeline.sync.min_interval_s == 0.0
 
 
 def test_fuse_registers_the_infrared_and_names_a_frame_that_fails() -> None:

@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 import pytest
 
-from ivf_ros.pipeline.sync import MatchedPair, PairSynchronizer, SyncStats
+from ivf_ros.pipeline.sync import (
+    MatchedPair,
+    PairSynchronizer,
+    STALE_FRAMES_TO_RESET,
+    SyncStats,
+)
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -390,8 +395,63 @@ def test_after_forget_history_a_replay_of_a_short_bag_pairs_again() -> None:
     sync = PairSynchronizer(slop_s=0.02)
     short = in_step(S, 4)  # 0.3 s: a replay jumps back less than reset_jump_s
     assert len(feed(sync, short)) == 4
-    assert feed(sync, short) == []  # without the hint: older than the last pair, dropped
     sync.flush()
     sync.forget_history()
     assert len(feed(sync, short)) == 4 and sync.stats.resets == 0
+    assert_accounted(sync)
+
+
+def test_a_short_bag_looping_without_a_pause_pairs_on_every_pass() -> None:
+    # `ros2 bag play --loop` of a 0.5 s bag: each pass jumps back by less than reset_jump_s.
+    # One frame older than the last pair is a late frame (dropped); a run of them is a new
+    # timeline, which resets at the STALE_FRAMES_TO_RESET-th frame of the run.
+    sync = PairSynchronizer(slop_s=0.02)
+    loop = in_step(S, 15, period_ns=33 * MS)
+    matched = []
+    for _ in range(3):
+        feed(sync, loop)
+        matched.append(sync.stats.matched)
+    per_pass = [now - before for before, now in zip([0, *matched[:-1]], matched, strict=True)]
+    lost = STALE_FRAMES_TO_RESET - 1            # frames of each stream before the reset
+    assert per_pass == [15, 15 - lost, 15 - lost]   # equal stamps: every pair final at once
+    assert sync.stats.resets == 2
+    assert_accounted(sync)
+    # A single late frame is still dropped without a reset.
+    sync = PairSynchronizer(slop_s=0.02)
+    feed(sync, in_step(S, 5))
+    assert feed(sync, [('v', S + 50 * MS, 'late')]) == []
+    assert sync.stats.resets == 0 and sync.stats.unmatched_visible == 1
+
+
+def test_a_queue_of_one_still_pairs_streams_a_few_ms_apart() -> None:
+    # The arriving frame that makes a pair final is matched before the queue is trimmed: the
+    # trim used to drop the waiting member first, so queue_size 1 paired nothing.
+    sync = PairSynchronizer(slop_s=0.02, queue_size=1)
+    events = []
+    for k in range(30):
+        stamp = S + k * 33 * MS
+        events += [('v', stamp, k), ('i', stamp + 5 * MS, k)]
+    pairs = feed(sync, events)
+    assert len(pairs) == 29 and all(pair.visible == pair.infrared for pair in pairs)
+    assert sync.stats.dropped_overflow == 0
+    assert_accounted(sync)
+
+
+def test_a_duplicate_queued_before_its_partner_arrives_makes_no_second_pair() -> None:
+    sync = PairSynchronizer(slop_s=0.02)
+    events = [('v', 100 * MS, 'v100a'), ('v', 100 * MS, 'v100b'), ('i', 100 * MS, 'i100'),
+              ('i', 116 * MS, 'i116'), ('v', 133 * MS, 'v133'), ('i', 150 * MS, 'i150'),
+              ('v', 166 * MS, 'v166'), ('i', 183 * MS, 'i183')]
+    pairs = feed(sync, events)
+    visible_stamps = [pair.visible_stamp_ns for pair in pairs]
+    assert len(visible_stamps) == len(set(visible_stamps))
+    assert pairs[0].visible == 'v100a'
+    assert_accounted(sync)
+
+
+def test_streams_that_never_change_their_stamp_pair_once_and_are_counted() -> None:
+    sync = PairSynchronizer(slop_s=0.02)
+    pairs = feed(sync, [(stream, 0, k) for k in range(20) for stream in ('v', 'i')])
+    assert len(pairs) == 1
+    assert sync.stats.repeated_stamps == 2 * 19      # every frame after the first pair
     assert_accounted(sync)

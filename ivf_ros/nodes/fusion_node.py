@@ -219,6 +219,11 @@ class FusionNode(IvfLifecycleNode):
         if last is not None and frame.stamp_ns < last:
             self._note_time_jump(stream, (last - frame.stamp_ns) / 1e9,
                                  pipeline.sync.stats.resets > resets)
+        elif frame.stamp_ns == last:
+            self.warn_throttled(f'{stream}_repeated_stamp', (
+                f'{stream} frames repeat the stamp {frame.stamp_ns / 1e9:.9f} s: a republished '
+                'frame, or a driver that leaves header.stamp unset; only one frame of a stamp '
+                'is paired'))
         self._last_frame_s = time.perf_counter()
         frame.arrival_s = self._last_frame_s - received
         frame.arrival_cpu_s = time.thread_time() - received_cpu
@@ -386,6 +391,7 @@ class FusionNode(IvfLifecycleNode):
             'unmatched infrared': str(stats.unmatched_infrared if stats else 0),
             'dropped overflow': str(stats.dropped_overflow if stats else 0),
             'sync resets': str(stats.resets if stats else 0),
+            'repeated stamps': str(stats.repeated_stamps if stats else 0),
             'time jumps back': str(self.time_jumps),
             'last time jump': self.last_time_jump,
             'bad visible frames': str(self.rejected['visible'] + self.rejected_late['visible']),

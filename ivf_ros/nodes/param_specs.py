@@ -165,8 +165,9 @@ FUSION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('queue_size', ParamKind.INTEGER, 10,
               'Frames per stream kept while waiting for a partner.', min_value=1, max_value=100),
     ParamSpec('camera_rate', ParamKind.DOUBLE, 0.0,
-              'Camera frame rate [Hz]: a pair is released as soon as no later frame can be '
-              'nearer, instead of one frame later; 0 = learn it from the stamps.',
+              'Frame rate of the faster camera [Hz]: a pair is released as soon as no later '
+              "frame can be nearer, instead of one frame later (a rate above a camera's real "
+              'one can pair a frame that is not the nearest); 0 = learn it from the stamps.',
               min_value=0.0, max_value=1000.0, read_only=True),
     ParamSpec('idle_flush', ParamKind.DOUBLE, 1.0,
               'When no frame has arrived for this long [s, wall clock], pair what is still '

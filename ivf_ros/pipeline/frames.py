@@ -12,8 +12,9 @@ One implementation behind fusion_node (and so ``ivf-graph`` and ``ros2 launch``)
 2. :meth:`FramePipeline.fuse` decodes a pair, registers the infrared onto the visible frame and
    runs the fusion network.
 
-The camera rate is learned from the stamps (or given as ``camera_rate``): the synchroniser then
-releases a pair as soon as no later frame can be nearer, instead of waiting for the next frame.
+The camera rates are learned from the stamps (or the faster one given as ``camera_rate``): the
+synchroniser then releases a pair as soon as no later frame can be nearer, instead of waiting
+for the next frame.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ STREAMS = ('visible', 'infrared')
 RATE_WINDOW = 30
 RATE_MIN_SAMPLES = 5
 # Frames of a stream are assumed at least this share of the median period apart: a camera's
-# jitter stays well inside it, and a wrong guess only delays a pair to the next frame.
+# jitter stays well inside it. A hint larger than a stream's real least gap can release a pair
+# before a nearer frame arrives, so the hint is the faster stream's and is forgotten with the
+# period learners (a new timeline may come at another rate).
 PERIOD_SAFETY = 0.5
 
 
@@ -245,6 +248,8 @@ class FramePipeline:
             self._resets_seen = resets
             self._timeline += 1
             frame.timeline = self._timeline
+            self._forget_rates()
+            self._learn_rate(stream, frame.stamp_ns)
         return pairs
 
     def flush(self, streams_ended: bool = False) -> list[MatchedPair]:
@@ -256,9 +261,16 @@ class FramePipeline:
         pairs = self.sync.flush()
         if streams_ended:
             self.sync.forget_history()
-            self._periods = {stream: PeriodLearner() for stream in STREAMS}
+            self._forget_rates()
             self._timeline += 1
         return pairs
+
+    def _forget_rates(self) -> None:
+        """Learn the frame periods afresh; until then the synchroniser assumes nothing."""
+        if self.config.camera_rate > 0:
+            return          # the user's rate holds for every recording
+        self._periods = {stream: PeriodLearner() for stream in STREAMS}
+        self.sync.min_interval_s = 0.0
 
     def _learn_rate(self, stream: str, stamp_ns: int) -> None:
         """Tell the synchroniser how far apart frames come, once both periods are known."""

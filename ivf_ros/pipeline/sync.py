@@ -23,10 +23,11 @@ Exact semantics:
      apart. :meth:`flush` skips this condition (end of a bag).
 
   Ready pairs are emitted oldest first; every frame is used at most once.
-* Emitting a pair drops every queued frame older than its members (counted in
+* Emitting a pair drops every queued frame not newer than its members (counted in
   ``unmatched_visible`` / ``unmatched_infrared``): output stamps never go backwards (until a
   reset). A frame arriving older than the last pair of its stream is dropped (counted) too.
-* A queue over ``queue_size`` drops its oldest frame (counted in ``dropped_overflow``).
+* A queue over ``queue_size`` after the arriving frame has been matched drops its oldest
+  frames (counted in ``dropped_overflow``).
 * Out-of-order arrival is tolerated: a late frame is inserted in stamp order and may still pair
   with any unmatched frame, though condition 3 may then have been judged too early.
 * A stamp more than ``reset_jump_s`` (1 s) older than the newest stamp of its stream (a bag
@@ -39,9 +40,15 @@ Exact semantics:
   newest frame of the stream that jumped are stale (still in flight from before the loop) and
   dropped (counted as unmatched); the first frame it sends within that window joins the new
   timeline. The window follows the jumped stream, so one stray old stamp (stamp 0, a stale
-  frame) costs the frames queued then, never the streams after it.
-* A frame whose stamp equals that of its stream's last paired frame is a duplicate: dropped
-  (counted as unmatched), so one camera frame never makes two pairs.
+  frame) costs the frames queued then, never the streams after it. A shorter jump back (a bag
+  of under ``reset_jump_s`` looping) resets the same way at the ``STALE_FRAMES_TO_RESET``-th
+  frame in a row older than its stream's last pair; the frames before it are dropped (counted
+  as unmatched), as a single late frame is.
+* A frame arriving with the stamp of its stream's last paired frame is a duplicate: dropped
+  (counted as unmatched and in ``repeated_stamps``); queued frames of a stamp that pairs are
+  dropped with the frames older than it. So one camera frame never makes two pairs, and
+  streams whose stamps never change (a driver leaving header.stamp at 0) pair once:
+  ``repeated_stamps`` is how a node sees it.
 * ``slop_s``, ``queue_size``, ``min_interval_s`` and ``reset_jump_s`` are properties settable
   at runtime (ValueError when invalid); a smaller queue size trims the queues at once (counted
   as overflow).
@@ -60,6 +67,9 @@ import threading
 from typing import Any, NamedTuple
 
 _NS_PER_S = 1_000_000_000
+# Frames in a row older than their stream's last pair that start a new timeline: one late frame
+# is dropped, a run of them is a bag looping back by less than reset_jump_s (a short bag).
+STALE_FRAMES_TO_RESET = 3
 
 
 class MatchedPair(NamedTuple):
@@ -87,6 +97,9 @@ class SyncStats:
     resets: int = 0
     received_visible: int = 0
     received_infrared: int = 0
+    # Of the unmatched: frames stamped like their stream's last paired frame (a republished
+    # frame, or a driver that leaves header.stamp at 0): only the first such frame pairs.
+    repeated_stamps: int = 0
 
 
 class _Stream:
@@ -97,6 +110,7 @@ class _Stream:
         self.items: list[Any] = []
         self.newest_ns: int | None = None  # newest stamp ever received (since the last reset)
         self.last_paired_ns: int | None = None
+        self.stale_run = 0      # frames in a row older than the last pair
 
     def clear(self) -> int:
         dropped = len(self.stamps)
@@ -104,6 +118,7 @@ class _Stream:
         self.items.clear()
         self.newest_ns = None
         self.last_paired_ns = None
+        self.stale_run = 0
         return dropped
 
     def insert(self, stamp_ns: int, item: Any) -> None:
@@ -120,8 +135,9 @@ class _Stream:
         del self.items[:count]
         return count
 
-    def drop_older_than(self, stamp_ns: int) -> int:
-        count = bisect.bisect_left(self.stamps, stamp_ns)
+    def drop_up_to(self, stamp_ns: int) -> int:
+        # Equal stamps too: a duplicate of a frame just paired must not make a second pair.
+        count = bisect.bisect_right(self.stamps, stamp_ns)
         del self.stamps[:count]
         del self.items[:count]
         return count
@@ -285,7 +301,11 @@ class PairSynchronizer:
         with self._lock:
             self._count(**{'received_visible' if is_visible else 'received_infrared': 1})
             before_reset: list[MatchedPair] = []
-            if stream.newest_ns is not None and stamp_ns < stream.newest_ns - self._reset_jump_ns:
+            stale = stream.last_paired_ns is not None and stamp_ns < stream.last_paired_ns
+            stream.stale_run = stream.stale_run + 1 if stale else 0
+            if stream.newest_ns is not None and (
+                    stamp_ns < stream.newest_ns - self._reset_jump_ns
+                    or stream.stale_run >= STALE_FRAMES_TO_RESET):
                 # The old timeline has ended: its pairs still waiting for a later frame are
                 # final now (as at flush()); emit them before dropping what cannot pair.
                 before_reset = self._match(final_only=False)
@@ -302,14 +322,19 @@ class PairSynchronizer:
             if stream.last_paired_ns is not None and stamp_ns <= stream.last_paired_ns:
                 # Older: pairing it would emit a pair older than one already emitted. Equal: a
                 # duplicate of a frame already paired (it would make a second, identical pair).
-                self._count(**{unmatched_key: 1})
+                repeated = {} if stale else {'repeated_stamps': 1}
+                self._count(**{unmatched_key: 1}, **repeated)
                 return []
             stream.newest_ns = stamp_ns if stream.newest_ns is None else max(
                 stream.newest_ns, stamp_ns)
             stream.insert(stamp_ns, item)
+            # Match first: the arriving frame may be the one that makes the oldest queued frame's
+            # pair final, and trimming first would drop that frame (queue_size 1 paired nothing).
+            pairs = before_reset + self._match(final_only=True)
             if len(stream.stamps) > self._queue_size:
-                self._count(dropped_overflow=stream.drop_oldest(1))
-            return before_reset + self._match(final_only=True)
+                self._count(dropped_overflow=stream.drop_oldest(
+                    len(stream.stamps) - self._queue_size))
+            return pairs
 
     def _is_final(self, stamp_ns: int, distance_ns: int, other: _Stream) -> bool:
         """Return whether no future frame of `other` can be strictly nearer than distance_ns."""
@@ -344,6 +369,6 @@ class PairSynchronizer:
             self._visible.last_paired_ns = v_stamp
             self._infrared.last_paired_ns = i_stamp
             self._count(matched=1,
-                        unmatched_visible=self._visible.drop_older_than(v_stamp),
-                        unmatched_infrared=self._infrared.drop_older_than(i_stamp))
+                        unmatched_visible=self._visible.drop_up_to(v_stamp),
+                        unmatched_infrared=self._infrared.drop_up_to(i_stamp))
         return pairs
