@@ -220,6 +220,7 @@ class ProcessStats:
     detections: int = 0
     unmatched_visible: int = 0
     unmatched_infrared: int = 0
+    repeated_stamps: int = 0    # of the unmatched: stamped like the stream's last pair
     bad_frames: int = 0
     replaced_outputs: int = 0   # messages of earlier output topics, not copied to the output
     replaced_topics: dict[str, int] = field(default_factory=dict)  # topic -> messages not copied
@@ -238,7 +239,8 @@ class ProcessStats:
             return round(float(np.median(values)), 2) if values else 0.0
         return {'pairs': self.pairs, 'detections': self.detections,
                 'unmatched_visible': self.unmatched_visible,
-                'unmatched_infrared': self.unmatched_infrared, 'bad_frames': self.bad_frames,
+                'unmatched_infrared': self.unmatched_infrared,
+                'repeated_stamps': self.repeated_stamps, 'bad_frames': self.bad_frames,
                 'replaced_outputs': self.replaced_outputs,
                 'seconds': round(self.seconds, 3), 'fps': round(self.fps, 2),
                 'fusion_ms_median': median(self.fusion_ms),
@@ -439,6 +441,7 @@ def process_bag(bag: str | Path, output: str | Path | None, options: ProcessOpti
     sync = pipeline.sync.stats
     stats.unmatched_visible = sync.unmatched_visible
     stats.unmatched_infrared = sync.unmatched_infrared
+    stats.repeated_stamps = sync.repeated_stamps
     stats.seconds = time.perf_counter() - started
     return stats
 
