@@ -179,6 +179,20 @@ def test_an_onnx_export_loads_and_detects(tiny_weights: Path, tmp_path: Path) ->
     assert detector.names[0] == 'person'
     rgb = np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
     assert 0 < len(detector.detect(rgb)) <= 5
+    # A static export runs at its own size whatever imgsz asks: the node must know that.
+    assert detector.exported and detector.input_size == 64
+    detector.imgsz = 128
+    detector.detect(rgb)
+    assert detector.input_size == 64
+    assert not YoloDetector(weights, imgsz=64, device='cpu').exported
+
+
+@pytest.mark.parametrize('architecture', ['yolo11n-seg.yaml', 'yolo11n-cls.yaml'])
+def test_a_model_for_another_task_is_refused_by_name(architecture: str) -> None:
+    # Ultralytics loads any head with task='detect' and fails only inside the first inference.
+    task = 'segment' if 'seg' in architecture else 'classify'
+    with pytest.raises(DetectorLoadError, match=f'is a YOLO {task} model'):
+        YoloDetector(architecture, device='cpu')
 
 
 def test_a_model_format_that_is_not_checked_is_refused_without_the_opt_in(

@@ -297,4 +297,10 @@ def test_classes_filter_by_name(probe: Probe) -> None:
         assert all(d.results[0].hypothesis.class_id == kept for d in filtered.detections)
     unknown, = probe.set_parameters('detection_node', {'classes': ['unicorn']})
     assert not unknown.successful and 'unicorn' in unknown.reason
+    # What `ros2 param set /detection_node classes "[]"` sends: an empty BOOL_ARRAY.
+    cleared = Parameter('classes', Parameter.Type.BOOL_ARRAY, [])
+    assert probe.set_parameters('detection_node', {'classes': cleared})[0].successful
+    stamp = send_good_pair(probe)
+    again = next(m for m in probe.received['detections'] if stamp_ns(m.header) == stamp)
+    assert len(again.detections) == len(everything.detections)
     assert probe.set_parameters('detection_node', {'classes': NO_CLASSES})[0].successful

@@ -108,8 +108,13 @@ class DetectionNode(IvfLifecycleNode):
         self._detections_pub = self.output_publisher(Detection2DArray, 'detections', depth=10)
         if self.params['publish_annotated']:
             self._annotated_pub = self.output_publisher(Image, 'detections/image', depth=5)
+        used = self.detector.input_size
+        if used is not None and used != int(self.params['imgsz']):
+            self.get_logger().warning(
+                f'{self.detector.weights} runs at {used} px (its export size), not at imgsz '
+                f'{self.params["imgsz"]}')
         self.get_logger().info(
-            f'YOLO {self.detector.weights} on {self.detector.device} '
+            f'YOLO {self.detector.weights} on {self.detector.device} at {used} px '
             f'({len(self.detector.names)} classes, keeping {self.detector.classes or "all"})')
         return super().on_configure(state)
 
@@ -140,11 +145,17 @@ class DetectionNode(IvfLifecycleNode):
         self.free_gpu_memory()
 
     def check_parameter(self, name: str, value: ParamValue) -> None:
-        """Reject class names the loaded model does not know."""
-        if name == 'classes' and self.detector is not None:
-            unknown = [n for n in value if n not in self.detector.names.values()]
+        """Reject class names the loaded model does not know, and sizes an export ignores."""
+        detector = self.detector
+        if name == 'classes' and detector is not None:
+            unknown = [n for n in value if n not in detector.names.values()]
             if unknown:
-                raise ValueError(f'unknown class names {unknown} for {self.detector.weights}')
+                raise ValueError(f'unknown class names {unknown} for {detector.weights}')
+        if (name == 'imgsz' and detector is not None and detector.exported
+                and detector.input_size not in (None, value)):
+            # Ultralytics runs a fixed-size export at its own size whatever imgsz says.
+            raise ValueError(f'{detector.weights} is an export that runs at '
+                             f'{detector.input_size} px; imgsz cannot change it')
 
     def on_parameters_changed(self, changed: dict[str, ParamValue]) -> None:
         """Apply conf, iou, imgsz, max_det and classes to the running detector."""

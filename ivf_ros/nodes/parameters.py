@@ -29,6 +29,9 @@ _ROS_TYPES = {
 # Extra node-level checks (e.g. class names the loaded model knows): raise ParameterValueError.
 ExtraCheck = Callable[[str, ParamValue], None]
 
+_ARRAY_TYPES = (Parameter.Type.BOOL_ARRAY, Parameter.Type.BYTE_ARRAY, Parameter.Type.INTEGER_ARRAY,
+                Parameter.Type.DOUBLE_ARRAY, Parameter.Type.STRING_ARRAY)
+
 
 def descriptor(spec: ParamSpec) -> ParameterDescriptor:
     """Return the rcl ParameterDescriptor (type, description, range, read-only) of a spec."""
@@ -90,4 +93,19 @@ def add_validation(node: Node, specs: Sequence[ParamSpec],
             apply(accepted)
         return SetParametersResult(successful=True)
 
+    def empty_arrays_as_declared(parameters: list[Parameter]) -> list[Parameter]:
+        # `ros2 param set NODE classes "[]"` sends an empty BOOL_ARRAY (YAML has no typed empty
+        # list), which rclpy would refuse for a string array: an empty list is empty whatever
+        # its element type, so it becomes the declared type's.
+        result = []
+        for parameter in parameters:
+            spec = by_name.get(parameter.name)
+            declared = _ROS_TYPES[spec.kind][1] if spec is not None else None
+            if (declared in _ARRAY_TYPES and parameter.type_ in _ARRAY_TYPES
+                    and parameter.type_ is not declared and len(parameter.value) == 0):
+                parameter = Parameter(parameter.name, declared, [])
+            result.append(parameter)
+        return result
+
+    node.add_pre_set_parameters_callback(empty_arrays_as_declared)
     node.add_on_set_parameters_callback(on_set)

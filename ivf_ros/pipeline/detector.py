@@ -183,6 +183,26 @@ def _safe_load_off(tasks: object) -> Iterator[None]:
         tasks.SAFE_LOAD = previous
 
 
+def _refuse_other_tasks(yolo: object, weights: str) -> None:
+    """Raise DetectorLoadError for a segment, pose, OBB or classify model (boxes only here)."""
+    import torch
+
+    model = getattr(yolo, 'model', None)
+    config = getattr(model, 'yaml', None) if isinstance(model, torch.nn.Module) else None
+    if not isinstance(config, dict):
+        return   # an export: its task is in its metadata, and warmup() catches a wrong one
+    from ultralytics.nn.tasks import guess_model_task
+
+    # task='detect' at load builds any head; the architecture's last layer says what it is.
+    try:
+        task = guess_model_task(config)
+    except Exception:  # noqa: BLE001 - an unknown head: let the first inference decide
+        return
+    if task != 'detect':
+        raise DetectorLoadError(f'{weights} is a YOLO {task} model; the detector needs a '
+                                'detect model (for example yolo11n.pt)')
+
+
 class YoloDetector:
     """Ultralytics YOLO on RGB images: detect() returns boxes in pixels of the input image."""
 
@@ -211,6 +231,7 @@ class YoloDetector:
             except Exception as error:  # Ultralytics raises many types for corrupt/odd files
                 raise DetectorLoadError(
                     f'cannot load YOLO weights {self.weights}: {error}') from error
+        _refuse_other_tasks(self._yolo, self.weights)
         self.names: dict[int, str] = {int(k): str(v) for k, v in self._yolo.names.items()}
         self._ids_by_name = {name: class_id for class_id, name in self.names.items()}
         self.conf = conf
@@ -273,8 +294,30 @@ class YoloDetector:
         return self._yolo.model
 
     def warmup(self, width: int = 640, height: int = 512) -> None:
-        """Run one inference on a black image so the first real frame is not slow."""
-        self.detect(np.zeros((height, width, 3), np.uint8))
+        """Run one inference on a black image so the first real frame is not slow.
+
+        A model that loads but cannot run (an export for another task or input) raises
+        DetectorLoadError here, naming the file, instead of failing on the first frame.
+        """
+        try:
+            self.detect(np.zeros((height, width, 3), np.uint8))
+        except Exception as error:  # noqa: BLE001 - Ultralytics and backends raise many types
+            raise DetectorLoadError(f'YOLO {self.weights} failed its first inference '
+                                    f'({type(error).__name__}: {first_line(error)})') from error
+
+    @property
+    def input_size(self) -> int | None:
+        """Return the square input size the predictor last ran at (None before a run)."""
+        predictor = getattr(self._yolo, 'predictor', None)
+        size = getattr(predictor, 'imgsz', None) if predictor is not None else None
+        if isinstance(size, (list, tuple)) and size:
+            return int(max(size))
+        return int(size) if isinstance(size, int) else None
+
+    @property
+    def exported(self) -> bool:
+        """Return whether the model is an export (ONNX, TensorRT, ...), not a .pt or .yaml."""
+        return Path(str(self.weights)).suffix.lower() not in ('.pt', '.yaml', '.yml')
 
     def annotate(self, rgb: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
         """Return a copy of rgb with the boxes and 'name score' labels drawn."""
