@@ -61,6 +61,15 @@ def test_read_yolo_labels(tmp_path: Path) -> None:
     path.write_text('0 0.5 0.5 1.2 0.2\n')
     with pytest.raises(LabelError, match='normalised'):
         read_yolo_labels(path, 10, 10)
+    # NaN passes min/max comparisons: refused by name, with the line.
+    for line in ('0 0.5 nan 0.2 0.2', 'nan 0.5 0.5 0.2 0.2', 'inf 0.5 0.5 0.2 0.2'):
+        path.write_text(line + '\n')
+        with pytest.raises(LabelError, match=r'a\.txt:1: not finite'):
+            read_yolo_labels(path, 10, 10)
+    # As Ultralytics: rounding just outside [0, 1] is clipped, a repeated line counts once.
+    path.write_text('0 0.5 0.5 1.0000001 0.2\n0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n')
+    targets = read_yolo_labels(path, width=10, height=10)
+    np.testing.assert_allclose(targets, [[0, 0, 4, 10, 6], [0, 4, 4, 6, 6]])
 
 
 def test_map_of_a_perfect_and_a_shifted_detector() -> None:
