@@ -17,7 +17,7 @@ import shlex
 import sys
 
 from ivf_ros.evaluation.baselines import BASELINES
-from ivf_ros.evaluation.detection import LabelError
+from ivf_ros.evaluation.detection import LabelError, MAP_CONFIDENCE, RECALL_CONFIDENCE
 from ivf_ros.evaluation.metrics import MetricInputError, METRICS
 from ivf_ros.evaluation.report import (
     DetectionSetup,
@@ -81,8 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "are matched to them by name; '-' leaves an id out of every AP "
                              '(../shared/datasets labels: person car bicycle; `ivf-eval '
                              'detect` knows that by itself)')
-    parser.add_argument('--detector-conf', type=float, default=0.25,
-                        help='detector confidence threshold')
+    parser.add_argument('--detector-conf', type=float, default=None,
+                        help='detector confidence threshold (default 0.001 with --labels, as '
+                             'yolo val computes mAP over the whole precision-recall curve; '
+                             'else 0.25, for counts of confident detections)')
     parser.add_argument('--detector-imgsz', type=int, default=640, help='detector input size')
     parser.add_argument('--allow-unsafe-checkpoint', action='store_true',
                         help='load a --detector file that needs full pickle (it can run code)')
@@ -139,13 +141,16 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
         raise DatasetError(f'--labels {args.labels} is not a folder')
     from ivf_ros.pipeline.detector import DetectorLoadError, YoloDetector
 
+    conf = args.detector_conf
+    if conf is None:
+        conf = MAP_CONFIDENCE if args.labels is not None else RECALL_CONFIDENCE
     try:
-        detector = YoloDetector(args.detector, conf=args.detector_conf,
+        detector = YoloDetector(args.detector, conf=conf,
                                 imgsz=args.detector_imgsz, device=args.device,
                                 allow_unsafe_checkpoint=args.allow_unsafe_checkpoint)
     except DetectorLoadError as error:
         raise MethodError(str(error)) from error
-    description = (f'Detector `{args.detector}` (conf >= {args.detector_conf}, imgsz '
+    description = (f'Detector `{args.detector}` (conf >= {conf}, imgsz '
                    f'{args.detector_imgsz}) on the fused images of each method'
                    + (f'; labels from `{args.labels}`.' if args.labels else '; no labels.'))
     if not args.label_names:

@@ -42,6 +42,7 @@ from ivf_ros.evaluation.detection import (
     DATASET_CLASSES,
     LabelError,
     lost_objects,
+    MAP_CONFIDENCE,
     match_image,
     PSEUDO_CONFIDENCE,
     PSEUDO_IMGSZ,
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--imgsz', type=int, default=640, help='detector input size')
     parser.add_argument('--allow-unsafe-checkpoint', action='store_true',
                         help='load a --detector file that needs full pickle (it can run code)')
-    parser.add_argument('--conf', type=float, default=0.001,
+    parser.add_argument('--conf', type=float, default=MAP_CONFIDENCE,
                         help='detector confidence threshold for AP (COCO protocol)')
     parser.add_argument('--iou', type=float, default=0.7, help='NMS IoU (Ultralytics val)')
     parser.add_argument('--bootstrap', type=int, default=1000, help='bootstrap resamples')

@@ -256,6 +256,8 @@ def markdown_summary(results: Mapping[str, DetectionScores | LabelFreeStats]) ->
 DATASET_CLASSES: dict[int, str] = {0: 'person', 1: 'car', 2: 'bicycle'}
 REPORT_CLASSES = ('person', 'car')
 RECALL_CONFIDENCE = 0.25   # recall counts detections a deployed detector would keep
+# AP keeps every box above this, as yolo val does: the whole precision-recall curve.
+MAP_CONFIDENCE = 0.001
 
 
 def to_dataset_classes(detections: Sequence[Detection],
