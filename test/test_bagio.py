@@ -250,6 +250,15 @@ def test_folder_pairs_from_the_shared_datasets(datasets: Path) -> None:
     assert pairs[0][0].shape == (60, 80, 3) and pairs[0][1].shape == (60, 80)
 
 
+def copy_as_crashed(live: Path, crashed: Path) -> Path:
+    """Copy a bag's storage file (no metadata.yaml) as a kill would leave it on disk."""
+    crashed.mkdir()
+    for file in live.iterdir():
+        if file.suffix in ('.db3', '.mcap'):
+            shutil.copyfile(file, crashed / f'{crashed.name}{file.suffix}')
+    return crashed
+
+
 @pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
 def test_reindex_recovers_what_was_flushed_before_a_crash(tmp_path: Path, storage: str) -> None:
     writer = BagWriter(tmp_path / 'live', storage).__enter__()
@@ -261,11 +270,7 @@ def test_reindex_recovers_what_was_flushed_before_a_crash(tmp_path: Path, storag
         if index == 4:
             writer.flush()
     # The process dies here: copy what is on disk, as a kill would leave it (no metadata.yaml).
-    crashed = tmp_path / 'crashed'
-    crashed.mkdir()
-    for file in (tmp_path / 'live').iterdir():
-        if file.suffix in ('.db3', '.mcap'):
-            shutil.copyfile(file, crashed / f'crashed{file.suffix}')
+    crashed = copy_as_crashed(tmp_path / 'live', tmp_path / 'crashed')
     assert bagio.needs_reindex(crashed)
     result = bagio.reindex(crashed)
     assert result.counts == {'/cam': 5}
@@ -339,11 +344,7 @@ def test_reindex_keeps_topics_that_have_no_messages(tmp_path: Path, storage: str
     writer.add_topic('/detections', bagio.DETECTIONS)
     writer.write('/clock', 1, bagio.clock_message(1))
     writer.flush()
-    crashed = tmp_path / 'crashed'
-    crashed.mkdir()
-    for file in (tmp_path / 'live').iterdir():
-        if file.suffix in ('.db3', '.mcap'):
-            shutil.copyfile(file, crashed / f'crashed{file.suffix}')
+    crashed = copy_as_crashed(tmp_path / 'live', tmp_path / 'crashed')
     writer.close()
     bagio.reindex(crashed)
     with BagReader(crashed) as reader:
