@@ -369,6 +369,9 @@ def test_overwrite_refuses_a_bag_being_written_and_a_folder_that_is_no_bag(
     with pytest.raises(BagError, match='not a bag folder'):
         BagWriter(tmp_path / 'home', 'sqlite3', overwrite=True)
     assert (tmp_path / 'home' / 'notes.txt').exists()
+    with pytest.raises(BagError, match='is a file, not a bag folder'):
+        BagWriter(tmp_path / 'home' / 'notes.txt', 'sqlite3', overwrite=True)
+    assert (tmp_path / 'home' / 'notes.txt').exists()
 
 
 def test_made_bags_log_each_topic_in_order_even_when_latency_exceeds_a_period(

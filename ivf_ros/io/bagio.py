@@ -495,15 +495,17 @@ class Reindexed:
     original: Path
 
 
+# What a rosbag2 folder holds besides metadata.yaml: storage files (split, or compressed per
+# file) and sqlite's journals.
+_BAG_FILES = ('.db3', '.mcap', '.db3.zstd', '.mcap.zstd', '.db3-journal', '.db3-wal', '.db3-shm')
+
+
 def _remove_bag(path: Path) -> None:
-    """Delete a bag folder (or a file) that an overwrite replaces; BagError if not a bag."""
+    """Delete a bag folder that an overwrite replaces; BagError if it is not a bag."""
     if not path.is_dir():
-        path.unlink()
-        return
+        raise BagError(f'{path} is a file, not a bag folder: refusing to overwrite it')
     foreign = [entry.name for entry in path.iterdir() if not (
-        entry.is_file() and (entry.name == 'metadata.yaml'
-                             or entry.suffix in ('.db3', '.mcap')
-                             or entry.name.endswith(('.db3-journal', '.db3-wal', '.db3-shm'))))]
+        entry.is_file() and (entry.name == 'metadata.yaml' or entry.name.endswith(_BAG_FILES)))]
     if foreign:
         raise BagError(f'{path} is not a bag folder (it holds {", ".join(sorted(foreign)[:3])}): '
                        'refusing to overwrite it')
