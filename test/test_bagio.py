@@ -351,6 +351,26 @@ def test_reindex_keeps_topics_that_have_no_messages(tmp_path: Path, storage: str
         assert reader.counts == {'/clock': 1, '/detections': 0}
 
 
+def test_reindex_leaves_out_an_idle_topic_of_a_foreign_type_and_names_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    writer = BagWriter(tmp_path / 'live', 'sqlite3').__enter__()
+    writer.add_topic('/clock', 'rosgraph_msgs/msg/Clock')
+    writer.write('/clock', 1, bagio.clock_message(1))
+    writer.flush()
+    crashed = copy_as_crashed(tmp_path / 'live', tmp_path / 'crashed')
+    writer.close()
+    # ros2 bag record declares every subscribed topic, also one of a vendor type that never sent.
+    with sqlite3.connect(str(crashed / 'crashed.db3')) as database:
+        database.execute("INSERT INTO topics (name, type, serialization_format, "
+                         "offered_qos_profiles, type_description_hash) VALUES "
+                         "('/vendor/status', 'vendor_msgs/msg/Status', 'cdr', '', '')")
+    result = bagio.reindex(crashed)
+    assert result.counts == {'/clock': 1}
+    assert result.unread == ['/vendor/status (vendor_msgs/msg/Status): declared, no messages, '
+                             'no definition here: left out']
+
+
 def test_overwrite_refuses_a_bag_being_written_and_a_folder_that_is_no_bag(
         tmp_path: Path) -> None:
     live = BagWriter(tmp_path / 'live', 'sqlite3').__enter__()

@@ -180,11 +180,21 @@ def test_an_onnx_export_loads_and_detects(tiny_weights: Path, tmp_path: Path) ->
     rgb = np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
     assert 0 < len(detector.detect(rgb)) <= 5
     # A static export runs at its own size whatever imgsz asks: the node must know that.
-    assert detector.exported and detector.input_size == 64
+    assert detector.exported and detector.fixed_size == 64
     detector.imgsz = 128
     detector.detect(rgb)
     assert detector.input_size == 64
     assert not YoloDetector(weights, imgsz=64, device='cpu').exported
+    # A dynamic export takes imgsz: nothing to refuse.
+    Path(onnx).rename(tmp_path / 'static.onnx')    # the dynamic export lands on its name
+    dynamic_onnx = YOLO(str(weights)).export(format='onnx', imgsz=64, dynamic=True,
+                                             simplify=False, verbose=False)
+    dynamic = YoloDetector(dynamic_onnx, conf=0.0, imgsz=64, device='cpu')
+    dynamic.detect(rgb)
+    assert dynamic.fixed_size is None
+    dynamic.imgsz = 96
+    dynamic.detect(rgb)
+    assert dynamic.input_size == 96
 
 
 @pytest.mark.parametrize('architecture', ['yolo11n-seg.yaml', 'yolo11n-cls.yaml'])

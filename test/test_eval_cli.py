@@ -136,6 +136,11 @@ def test_detector_and_labels(pairs_root: Path, tmp_path: Path, yolo_config_dir: 
                  '--labels', str(labels), '--label-names', '7', '3', '--device', 'cpu',
                  '-o', str(output), '--no-progress', '--no-figures']) == 0
     assert "Label ids: {0: '7', 1: '3'}" in (output / 'report.md').read_text()
+    # By default mAP sees every box down to 0.001 (as yolo val), the counts only confident ones.
+    assert main([str(pairs_root), '-m', 'laplacian', '--metrics', 'EN', '--detector',
+                 'yolo11n.yaml', '--detector-imgsz', '64', '--labels', str(labels),
+                 '--device', 'cpu', '-o', str(output), '--no-progress', '--no-figures']) == 0
+    assert 'conf >= 0.001, counted >= 0.25' in (output / 'report.md').read_text()
     assert main([str(pairs_root), '--detector', 'yolo11n.yaml', '--labels', str(labels),
                  '--label-names', 'unicorn', '-o', str(output), '--no-progress']) == 2
     assert main([str(pairs_root), '--detector', 'yolo11n.yaml', '--labels', str(labels),

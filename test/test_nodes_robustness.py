@@ -222,8 +222,19 @@ def test_a_small_backward_jump_does_not_claim_a_restart(graph, probe: Probe) -> 
     visible, _ = night()
     probe.publish_visible(probe.next_stamp() - 300_000_000, visible)  # 0.2 s back
     wait_status(probe, FUSION, lambda s: re.search(
-        r'visible stamps went back by 0\.\d+ s \(within 1 s: kept if it can still pair, no '
-        r'reset\)', values(s)['last time jump']))
+        r'visible stamps went back by 0\.\d+ s \(within 1 s: kept if it can still pair, else '
+        r'dropped; 3 in a row older than the last pair restart the pairing\)',
+        values(s)['last time jump']))
+
+
+def test_a_short_bag_looping_restarts_the_pairing_and_says_so(graph, probe: Probe) -> None:
+    send_good_pairs(probe, 1)
+    last_pair = probe.next_stamp()
+    visible, _ = night()
+    for back_ms in (300, 250, 200):   # a 0.3 s loop: three frames older than the last pair
+        probe.publish_visible(last_pair - back_ms * 1_000_000, visible)
+    wait_status(probe, FUSION, lambda s: 'short bag looping' in values(s)['last time jump'])
+    send_good_pairs(probe, 2)          # and the graph pairs on
 
 
 def test_streams_that_never_pair_are_an_error_naming_offset_and_slop(graph,

@@ -220,7 +220,7 @@ class ProcessStats:
     detections: int = 0
     unmatched_visible: int = 0
     unmatched_infrared: int = 0
-    repeated_stamps: int = 0    # of the unmatched: stamped like the stream's last pair
+    repeated_stamps: int = 0    # of the unmatched: arrived with the stamp of the last pair
     bad_frames: int = 0
     replaced_outputs: int = 0   # messages of earlier output topics, not copied to the output
     replaced_topics: dict[str, int] = field(default_factory=dict)  # topic -> messages not copied

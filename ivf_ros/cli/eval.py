@@ -144,17 +144,21 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
     conf = args.detector_conf
     if conf is None:
         conf = MAP_CONFIDENCE if args.labels is not None else RECALL_CONFIDENCE
+    # Counts of detections per image stay at the threshold a deployed detector would use.
+    counted = RECALL_CONFIDENCE if args.detector_conf is None else args.detector_conf
     try:
         detector = YoloDetector(args.detector, conf=conf,
                                 imgsz=args.detector_imgsz, device=args.device,
                                 allow_unsafe_checkpoint=args.allow_unsafe_checkpoint)
     except DetectorLoadError as error:
         raise MethodError(str(error)) from error
-    description = (f'Detector `{args.detector}` (conf >= {conf}, imgsz '
+    counting = f', counted >= {counted}' if counted != conf else ''
+    description = (f'Detector `{args.detector}` (conf >= {conf}{counting}, imgsz '
                    f'{args.detector_imgsz}) on the fused images of each method'
                    + (f'; labels from `{args.labels}`.' if args.labels else '; no labels.'))
     if not args.label_names:
-        return DetectionSetup(detector.detect, detector.names, description, args.labels)
+        return DetectionSetup(detector.detect, detector.names, description, args.labels,
+                              count_confidence=counted)
     from ivf_ros.evaluation.detection import to_dataset_classes
 
     names = {index: name for index, name in enumerate(args.label_names)
@@ -173,7 +177,7 @@ def build_detection(args: argparse.Namespace) -> DetectionSetup | None:
     left_out = f' Left out: ids {sorted(ignored)}.' if ignored else ''
     return DetectionSetup(lambda image: to_dataset_classes(detector.detect(image), names),
                           names, description + f' Label ids: {names}.{left_out}', args.labels,
-                          ignored_ids=ignored)
+                          ignored_ids=ignored, count_confidence=counted)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,7 +27,7 @@ FuseFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 TABLE_CLASSES = 4  # classes listed per row of the label-free Markdown table
 # How far outside [0, 1] a normalised label coordinate may stray (rounding in converted
-# datasets), clipped back: Ultralytics' verify_image_label allows the same.
+# datasets): Ultralytics' verify_image_label allows the same.
 LABEL_TOLERANCE = 0.01
 
 
@@ -48,8 +48,9 @@ class Sample:
 def read_yolo_labels(path: str | Path, width: int, height: int) -> np.ndarray:
     """Read 'class cx cy w h' (normalised) lines into (n, 5) class, x1, y1, x2, y2 in pixels.
 
-    As Ultralytics' label check: coordinates may stray LABEL_TOLERANCE outside [0, 1] (clipped),
-    and a line repeated in a file counts once (a duplicate target could never be matched).
+    As Ultralytics' label check: coordinates may stray LABEL_TOLERANCE outside [0, 1], and a
+    line repeated in a file counts once (a duplicate target could never be matched); the box
+    corners are then clipped to the image.
     """
     path = Path(path)
     if not path.is_file():
@@ -78,9 +79,10 @@ def read_yolo_labels(path: str | Path, width: int, height: int) -> np.ndarray:
         if tuple(values) in seen:
             continue
         seen.add(tuple(values))
-        cx, cy, box_w, box_h = (min(max(value, 0.0), 1.0) for value in (cx, cy, box_w, box_h))
-        rows.append([class_id, (cx - box_w / 2) * width, (cy - box_h / 2) * height,
-                     (cx + box_w / 2) * width, (cy + box_h / 2) * height])
+        x1, x2 = (min(max(value, 0.0), 1.0) * width for value in (cx - box_w / 2, cx + box_w / 2))
+        y1, y2 = (min(max(value, 0.0), 1.0) * height
+                  for value in (cy - box_h / 2, cy + box_h / 2))
+        rows.append([class_id, x1, y1, x2, y2])
     return np.array(rows, dtype=np.float64).reshape(-1, 5)
 
 

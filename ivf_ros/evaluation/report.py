@@ -140,6 +140,9 @@ class DetectionSetup:
 
     # Label ids the user chose to leave out ('-' in --label-names): their targets are dropped.
     ignored_ids: frozenset[int] = frozenset()
+    # The label-free table counts detections at or above this score: mAP wants every box down
+    # to 0.001, counts of near-zero boxes would say nothing.
+    count_confidence: float = 0.0
 
     def label_path(self, pair: PairedImage) -> Path:
         """Return a pair's label file: labels_dir/dataset/name.txt, else labels_dir/name.txt."""
@@ -244,7 +247,8 @@ def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
             result.rows.append(row)
             if detection is not None:
                 detections = detection.detect(fused)
-                result.label_free.setdefault(method.name, LabelFreeStats()).add(detections)
+                result.label_free.setdefault(method.name, LabelFreeStats()).add(
+                    [box for box in detections if box.score >= detection.count_confidence])
                 if detection.labels_dir is not None:
                     targets = detection.labels_for(pair, fused.shape[1], fused.shape[0])
                     accumulators.setdefault(method.name, MapAccumulator(detection.names)).add(

@@ -429,18 +429,26 @@ def _copy_messages(sources: list[Path], storage: Storage, target: Path,
                    skipped: set[str], unread: list[str]) -> dict[str, int]:
     """Write what the storage files hold into a new bag at target; return counts by topic."""
     reader = _sqlite_messages if storage == 'sqlite3' else _mcap_messages
+    undefined: dict[str, str] = {}   # declared topics of a type ivf_ros has no definition for
     with BagWriter(target, storage) as writer:
         for source in sources:
             for record in reader(source, unread):
                 if not writer.has_topic(record.topic):
                     if record.msgtype not in typestore().fielddefs:
-                        skipped.add(f'{record.topic} ({record.msgtype or "unknown type"})')
+                        name = f'{record.topic} ({record.msgtype or "unknown type"})'
+                        undefined[record.topic] = name
+                        if record.raw is not None:      # a message that cannot be copied
+                            skipped.add(name)
                         continue
                     # Every declared topic, messages or not: the rebuilt bag lists what the
                     # recording did.
                     writer.add_topic(record.topic, record.msgtype, record.qos or None)
                 if record.raw is not None:
                     writer.write_raw(record.topic, record.log_time_ns, record.raw)
+        # An idle topic of a foreign type (ros2 bag record declares every subscription) has
+        # nothing to lose: it is left out and named, and the rest is recovered.
+        unread.extend(f'{name}: declared, no messages, no definition here: left out'
+                      for name in undefined.values() if name not in skipped)
         return dict(writer.counts)
 
 
@@ -527,7 +535,8 @@ def reindex(path: str | Path) -> Reindexed:
     there. A bag that an ivf_ros writer still has open is refused (it holds an advisory lock),
     and so is a sqlite3 file another program holds sqlite's write lock on; a foreign MCAP
     writer cannot be seen, so reindex only once nothing records into the bag. A topic of a type
-    ivf_ros has no definition for stops the reindex, naming it (nothing is changed).
+    ivf_ros has no definition for stops the reindex if it has messages, naming it (nothing is
+    changed); without messages it is left out and named in ``unread``.
     """
     path = Path(path)
     databases, mcaps = sorted(path.glob('*.db3')), sorted(path.glob('*.mcap'))

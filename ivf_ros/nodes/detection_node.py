@@ -109,7 +109,7 @@ class DetectionNode(IvfLifecycleNode):
         if self.params['publish_annotated']:
             self._annotated_pub = self.output_publisher(Image, 'detections/image', depth=5)
         used = self.detector.input_size
-        if used is not None and used != int(self.params['imgsz']):
+        if self.detector.fixed_size not in (None, int(self.params['imgsz'])):
             self.get_logger().warning(
                 f'{self.detector.weights} runs at {used} px (its export size), not at imgsz '
                 f'{self.params["imgsz"]}')
@@ -151,11 +151,11 @@ class DetectionNode(IvfLifecycleNode):
             unknown = [n for n in value if n not in detector.names.values()]
             if unknown:
                 raise ValueError(f'unknown class names {unknown} for {detector.weights}')
-        if (name == 'imgsz' and detector is not None and detector.exported
-                and detector.input_size not in (None, value)):
-            # Ultralytics runs a fixed-size export at its own size whatever imgsz says.
-            raise ValueError(f'{detector.weights} is an export that runs at '
-                             f'{detector.input_size} px; imgsz cannot change it')
+        fixed = detector.fixed_size if detector is not None else None
+        if name == 'imgsz' and fixed not in (None, value):
+            # Ultralytics runs a static export at its own size whatever imgsz says.
+            raise ValueError(f'{detector.weights} is a static export that runs at {fixed} px; '
+                             'imgsz cannot change it')
 
     def on_parameters_changed(self, changed: dict[str, ParamValue]) -> None:
         """Apply conf, iou, imgsz, max_det and classes to the running detector."""

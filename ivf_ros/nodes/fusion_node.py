@@ -56,7 +56,7 @@ from ivf_ros.pipeline.runtime import (
     LatestWorker,
     RateMeter,
 )
-from ivf_ros.pipeline.sync import MatchedPair
+from ivf_ros.pipeline.sync import MatchedPair, STALE_FRAMES_TO_RESET
 
 # A stream silent for this long while the other one flows is reported as missing.
 STREAM_SILENT_S = 2.0
@@ -216,9 +216,15 @@ class FusionNode(IvfLifecycleNode):
         self._last_stamp_ns[stream] = frame.stamp_ns
         resets = pipeline.sync.stats.resets
         pairs = pipeline.add(stream, frame)
+        reset = pipeline.sync.stats.resets > resets
         if last is not None and frame.stamp_ns < last:
-            self._note_time_jump(stream, (last - frame.stamp_ns) / 1e9,
-                                 pipeline.sync.stats.resets > resets)
+            self._note_time_jump(stream, (last - frame.stamp_ns) / 1e9, reset)
+        elif reset:
+            # A short bag looping: the frame that restarts the pairing is the third in a row
+            # older than the last pair, not older than the frame before it.
+            self.last_time_jump = (f'{stream} frames kept arriving older than the last pair (a '
+                                   'short bag looping): waiting pairs emitted, pairing restarts')
+            self.warn_throttled(f'{stream}_time', self.last_time_jump)
         elif frame.stamp_ns == last:
             self.warn_throttled(f'{stream}_repeated_stamp', (
                 f'{stream} frames repeat the stamp {frame.stamp_ns / 1e9:.9f} s: a republished '
@@ -238,7 +244,9 @@ class FusionNode(IvfLifecycleNode):
         elif back_s > jump_s:
             what = 'after the cameras went quiet: a new timeline starts'
         else:
-            what = f'within {jump_s:g} s: kept if it can still pair, no reset'
+            what = (f'within {jump_s:g} s: kept if it can still pair, else dropped; '
+                    f'{STALE_FRAMES_TO_RESET} in a row older than the last pair restart the '
+                    'pairing')
         self.last_time_jump = f'{stream} stamps went back by {back_s:.3f} s ({what})'
         self.warn_throttled(f'{stream}_time', self.last_time_jump)
 

@@ -319,6 +319,15 @@ class YoloDetector:
         """Return whether the model is an export (ONNX, TensorRT, ...), not a .pt or .yaml."""
         return Path(str(self.weights)).suffix.lower() not in ('.pt', '.yaml', '.yml')
 
+    @property
+    def fixed_size(self) -> int | None:
+        """Return the size a static export always runs at, whatever imgsz says (else None)."""
+        # Ultralytics' predictor keeps a static export's own size; a dynamic one takes imgsz.
+        backend = getattr(getattr(self._yolo, 'predictor', None), 'model', None)
+        if not self.exported or backend is None or getattr(backend, 'dynamic', False):
+            return None
+        return self.input_size
+
     def annotate(self, rgb: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
         """Return a copy of rgb with the boxes and 'name score' labels drawn."""
         return annotate(rgb, detections)

@@ -97,8 +97,9 @@ class SyncStats:
     resets: int = 0
     received_visible: int = 0
     received_infrared: int = 0
-    # Of the unmatched: frames stamped like their stream's last paired frame (a republished
-    # frame, or a driver that leaves header.stamp at 0): only the first such frame pairs.
+    # Of the unmatched: frames arriving with the stamp of their stream's last paired frame (a
+    # republished frame, or a driver that leaves header.stamp at 0; duplicates queued before
+    # their stamp paired are unmatched only).
     repeated_stamps: int = 0
 
 
