@@ -37,9 +37,10 @@ def given(name: str) -> IfCondition:
     return IfCondition(NotEqualsSubstitution(LaunchConfiguration(name), ''))
 
 
-def override(parameter: str, argument: str) -> SetParameter:
+def override(parameter: str, argument: str, value_type: type = str) -> SetParameter:
     """Return an action setting parameter from a launch argument only when that was given."""
-    return SetParameter(parameter, ParameterValue(LaunchConfiguration(argument), value_type=str),
+    return SetParameter(parameter,
+                        ParameterValue(LaunchConfiguration(argument), value_type=value_type),
                         condition=given(argument))
 
 
@@ -47,7 +48,6 @@ def generate_launch_description() -> LaunchDescription:
     """Return fusion_node + detection_node configured from the package YAML, plus RViz."""
     share = FindPackageShare(PACKAGE)
     namespace = LaunchConfiguration('namespace')
-    use_sim_time = ParameterValue(LaunchConfiguration('use_sim_time'), value_type=bool)
     arguments = [
         DeclareLaunchArgument(
             'params_file', default_value=PathJoinSubstitution([share, 'config', 'ivf_ros.yaml']),
@@ -56,8 +56,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             'namespace', default_value='', description='Namespace of both nodes and topics'),
         DeclareLaunchArgument(
-            'use_sim_time', default_value='false',
-            description='Use /clock (true when replaying a bag with --clock)'),
+            'use_sim_time', default_value='',
+            description="Use /clock (true when replaying a bag with --clock); '' = the params "
+                        "file's (false where it does not set it)"),
         DeclareLaunchArgument(
             'visible_topic', default_value='visible/image_raw',
             description='Visible camera sensor_msgs/Image topic'),
@@ -70,7 +71,7 @@ def generate_launch_description() -> LaunchDescription:
                         "'' = the params file's model (yolo11n.pt in the package YAML)"),
         DeclareLaunchArgument(
             'device', default_value='',
-            description="Inference device of both networks: auto, cpu or cuda:N; "
+            description="Inference device of both networks: auto, cpu, cuda or cuda:N; "
                         "'' = the params file's (auto in the package YAML)"),
         DeclareLaunchArgument(
             'use_rviz', default_value='false',
@@ -86,30 +87,30 @@ def generate_launch_description() -> LaunchDescription:
     # The params file goes in as a scoped global parameter file: launch_ros passes global ones
     # first, so the overrides set after it (only those given on the command line) win, and every
     # value the user's YAML sets otherwise stays. Each group keeps its overrides to its node.
+    sim_time = override('use_sim_time', 'use_sim_time', bool)
     fusion = GroupAction([
         SetParametersFromFile(LaunchConfiguration('params_file')),
         override('device', 'device'),
+        sim_time,
         Node(package=PACKAGE, executable='fusion_node', name='fusion_node', namespace=namespace,
-             parameters=[{'use_sim_time': use_sim_time}], remappings=remappings,
-             output='screen'),
+             remappings=remappings, output='screen'),
     ], condition=Condition(predicate=params_file_exists))
     detection = GroupAction([
         SetParametersFromFile(LaunchConfiguration('params_file')),
         override('device', 'device'),
         override('model', 'detector_model'),
+        sim_time,
         Node(package=PACKAGE, executable='detection_node', name='detection_node',
-             namespace=namespace, parameters=[{'use_sim_time': use_sim_time}],
-             output='screen'),
+             namespace=namespace, output='screen'),
     ])
     # A missing rviz2 must not fail the launch: launch would stop with both nodes left running.
     wants_rviz = IfCondition(LaunchConfiguration('use_rviz'))
-    rviz = Node(
+    rviz = GroupAction([sim_time, Node(
         package='rviz2', executable='rviz2', name='rviz2', namespace=namespace,
-        arguments=['-d', LaunchConfiguration('rviz_config')],
-        parameters=[{'use_sim_time': use_sim_time}], remappings=remappings,
+        arguments=['-d', LaunchConfiguration('rviz_config')], remappings=remappings,
         condition=Condition(predicate=lambda context: (
             wants_rviz.evaluate(context) and rviz_installed())),
-        output='screen')
+        output='screen')])
     no_rviz = LogInfo(
         msg='use_rviz:=true, but rviz2 is not installed (pip mode has no RViz): running '
             'without it. On a full ROS install: apt install ros-$ROS_DISTRO-rviz2',

@@ -102,12 +102,14 @@ def test_launch_parameter_overrides_are_declared(launch_tree: ast.Module,
         if _literal(keywords['package']) != 'ivf_ros':
             continue
         name = _literal(keywords['name'])
-        overrides = [item for item in keywords['parameters'].elts if isinstance(item, ast.Dict)]
+        given = keywords.get('parameters')
+        overrides = [item for item in getattr(given, 'elts', []) if isinstance(item, ast.Dict)]
         for override in overrides:
             for key in override.keys:
                 assert _literal(key) in {*spec_by_name(name), 'use_sim_time'}, (name, key)
-    # override('parameter', 'argument') sets a declared parameter from a declared argument.
-    declared = {*spec_by_name('fusion_node'), *spec_by_name('detection_node')}
+    # override('parameter', 'argument') sets a declared parameter (or rclpy's use_sim_time)
+    # from a declared argument.
+    declared = {*spec_by_name('fusion_node'), *spec_by_name('detection_node'), 'use_sim_time'}
     calls = [call for call in _calls(launch_tree, 'override') if call.args]
     assert calls
     for call in calls:
@@ -335,15 +337,16 @@ def effective_parameters(node: ExpandedNode) -> dict[str, Any]:
 
 def test_launch_keeps_what_the_params_file_sets(repo_root: Path, tmp_path: Path) -> None:
     params = tmp_path / 'mine.yaml'
+    # use_sim_time too (a `ros2 param dump` of a replay): no launch default may hide it.
     params.write_text('/**/fusion_node:\n  ros__parameters:\n    device: cpu\n'
+                      '    use_sim_time: true\n'
                       '/**/detection_node:\n  ros__parameters:\n'
                       '    device: cpu\n    model: /w/mine.pt\n    conf: 0.5\n')
     nodes, _ = expand_launch(repo_root, {'params_file': str(params)})
     fusion = effective_parameters(nodes['fusion_node'])
     detection = effective_parameters(nodes['detection_node'])
-    assert fusion == {'device': 'cpu', 'use_sim_time': False}
-    assert detection == {'device': 'cpu', 'model': '/w/mine.pt', 'conf': 0.5,
-                         'use_sim_time': False}
+    assert fusion == {'device': 'cpu', 'use_sim_time': True}
+    assert detection == {'device': 'cpu', 'model': '/w/mine.pt', 'conf': 0.5}
 
 
 def test_launch_arguments_given_override_the_params_file(repo_root: Path,
@@ -362,7 +365,7 @@ def test_launch_arguments_given_override_the_params_file(repo_root: Path,
     # The package YAML by default: every value it sets reaches the nodes.
     nodes, _ = expand_launch(repo_root, {})
     for name in NODE_PARAMS:
-        assert effective_parameters(nodes[name]) == {**defaults(name), 'use_sim_time': False}
+        assert effective_parameters(nodes[name]) == defaults(name)
 
 
 def test_launch_stops_on_a_missing_params_file(repo_root: Path, tmp_path: Path) -> None:
