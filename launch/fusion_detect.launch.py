@@ -87,11 +87,13 @@ def generate_launch_description() -> LaunchDescription:
     # The params file goes in as a scoped global parameter file: launch_ros passes global ones
     # first, so the overrides set after it (only those given on the command line) win, and every
     # value the user's YAML sets otherwise stays. Each group keeps its overrides to its node.
-    sim_time = override('use_sim_time', 'use_sim_time', bool)
+    def sim_time() -> SetParameter:
+        return override('use_sim_time', 'use_sim_time', bool)
+
     fusion = GroupAction([
         SetParametersFromFile(LaunchConfiguration('params_file')),
         override('device', 'device'),
-        sim_time,
+        sim_time(),
         Node(package=PACKAGE, executable='fusion_node', name='fusion_node', namespace=namespace,
              remappings=remappings, output='screen'),
     ], condition=Condition(predicate=params_file_exists))
@@ -99,13 +101,13 @@ def generate_launch_description() -> LaunchDescription:
         SetParametersFromFile(LaunchConfiguration('params_file')),
         override('device', 'device'),
         override('model', 'detector_model'),
-        sim_time,
+        sim_time(),
         Node(package=PACKAGE, executable='detection_node', name='detection_node',
              namespace=namespace, output='screen'),
     ])
     # A missing rviz2 must not fail the launch: launch would stop with both nodes left running.
     wants_rviz = IfCondition(LaunchConfiguration('use_rviz'))
-    rviz = GroupAction([sim_time, Node(
+    rviz = GroupAction([sim_time(), Node(
         package='rviz2', executable='rviz2', name='rviz2', namespace=namespace,
         arguments=['-d', LaunchConfiguration('rviz_config')], remappings=remappings,
         condition=Condition(predicate=lambda context: (
