@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import fcntl
 from functools import lru_cache
 from pathlib import Path
@@ -373,9 +373,7 @@ def _sqlite_messages(database: Path, unread: list[str]) -> Iterator[_StoredRecor
         for topic_id, stamp, data in connection.execute(
                 'SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp, id'):
             if topic_id in topics:
-                declared = topics[topic_id]
-                yield _StoredRecord(declared.topic, declared.msgtype, declared.qos, int(stamp),
-                                    bytes(data))
+                yield replace(topics[topic_id], log_time_ns=int(stamp), raw=bytes(data))
             else:
                 unread.append(f'{database.name}: a message of unknown topic id {topic_id}')
     except sqlite3.DatabaseError as error:
@@ -420,9 +418,8 @@ def _mcap_messages(file: Path, unread: list[str]) -> Iterator[_StoredRecord]:
                     record.topic, schemas.get(record.schema_id, ''), qos)
                 yield channels[record.id]
             elif isinstance(record, Message) and record.channel_id in channels:
-                declared = channels[record.channel_id]
-                yield _StoredRecord(declared.topic, declared.msgtype, declared.qos,
-                                    int(record.log_time), bytes(record.data))
+                yield replace(channels[record.channel_id], log_time_ns=int(record.log_time),
+                              raw=bytes(record.data))
 
 
 def _copy_messages(sources: list[Path], storage: Storage, target: Path,
