@@ -101,3 +101,30 @@ def test_out_of_range_override_exits_with_one_clear_line(tmp_path: Path) -> None
     assert result.returncode == 2, result.stderr
     assert 'invalid parameter' in result.stderr and 'conf' in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+def test_a_static_export_refuses_an_imgsz_it_would_ignore(
+        tmp_path_factory: pytest.TempPathFactory, yolo_config_dir: Path, probe: Probe) -> None:
+    import shutil
+
+    from ultralytics import YOLO
+
+    folder = tmp_path_factory.mktemp('static_export')
+    tiny = Path(shutil.copy(cached_tiny_yolo(tmp_path_factory.getbasetemp()),
+                            folder / 'tiny.pt'))
+    onnx = YOLO(str(tiny)).export(format='onnx', imgsz=64, simplify=False, verbose=False)
+    params = write_params(folder / 'params.yaml', fusion={},
+                          detection={'model': str(onnx), 'device': 'cpu', 'imgsz': 64})
+    process = ChildProcess(['-m', 'ivf_ros.nodes.graph', '--params-file', str(params),
+                            '--nodes', 'detection_node', '--ros-args', '-r', '__ns:=/static'],
+                           folder / 'graph.log')
+    try:
+        process.wait_for_log(r'detection_node\]: YOLO .*tiny\.onnx .* at 64 px', 90)
+        refused, = probe.set_parameters('static/detection_node', {'imgsz': 128})
+        assert not refused.successful
+        assert 'static export that runs at 64 px' in refused.reason
+        kept, = probe.set_parameters('static/detection_node', {'imgsz': 64})
+        assert kept.successful, kept.reason
+        assert process.alive() and 'Traceback' not in process.log()
+    finally:
+        assert process.stop() == 0, process.log()[-2000:]

@@ -205,7 +205,8 @@ def test_one_frame_stamped_in_the_past_does_not_stop_fusion(graph, probe: Probe)
     send_good_pairs(probe, 3)
 
 
-def test_a_duplicated_frame_is_fused_once(graph, probe: Probe) -> None:
+def test_a_duplicated_frame_is_fused_once_and_named(graph, probe: Probe) -> None:
+    raw, _ = graph
     stamp = probe.next_stamp()
     visible, infrared = night()
     for _ in range(2):  # a driver republishing the same frame
@@ -215,6 +216,9 @@ def test_a_duplicated_frame_is_fused_once(graph, probe: Probe) -> None:
     copies = [m for m in list(probe.received['fused/image'])
               if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp]
     assert len(copies) == 1
+    # Not silent: counted in the diagnostics, and the log says why only one was paired.
+    wait_status(probe, FUSION, lambda s: int(values(s)['repeated stamps']) >= 1)
+    assert probe.wait_for(lambda: 'frames repeat the stamp' in raw.log(), 10), raw.log()[-2000:]
 
 
 def test_a_small_backward_jump_does_not_claim_a_restart(graph, probe: Probe) -> None:
