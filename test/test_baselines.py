@@ -107,3 +107,16 @@ def test_bad_inputs_raise() -> None:
         BASELINES['average'](visible.astype(np.float32), infrared)
     with pytest.raises(FusionInputError, match='infrared'):
         BASELINES['max'](visible, visible)
+
+
+@pytest.mark.parametrize('shape', [(1, 1), (1, 50), (17, 3), (31, 33), (65, 129)])
+def test_odd_and_tiny_sizes_keep_shape_and_range(shape: tuple[int, int]) -> None:
+    # pyrDown/pyrUp of odd sides and bright saturated pixels: same shape, no uint8 wrap-around.
+    rng = np.random.default_rng(3)
+    visible = rng.integers(200, 256, (*shape, 3), dtype=np.uint8)
+    infrared = np.full(shape, 255, np.uint8)
+    for name, fuse in BASELINES.items():
+        fused = fuse(visible, infrared)
+        assert fused.shape == visible.shape and fused.dtype == np.uint8, name
+        if name in ('max', 'average'):   # bright + bright stays bright (a wrap would be dark)
+            assert luminance(fused).min() >= luminance(visible).min() - 2, name

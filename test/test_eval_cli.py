@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import cv2
@@ -194,7 +195,8 @@ def test_best_marks_follow_each_metric_direction() -> None:
     from ivf_ros.io.datasets import PairedImage
 
     def method(name: str) -> Method:
-        return Method(name, 'baseline', lambda pair, visible, infrared: visible)
+        return Method(name, 'baseline', lambda pair, visible, infrared: visible,
+                      is_input=name == 'visible')
 
     pair = PairedImage('x', Path('d/vi/x.png'), Path('d/ir/x.png'))
     evaluation = Evaluation([method('visible'), method('a'), method('b')], [pair],
@@ -234,3 +236,161 @@ def test_bad_eval_input_is_one_clear_line_and_exit_2(
         assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert error and 'error' in error[-1] and 'Traceback' not in '\n'.join(error)
+
+
+def _evaluation_of(methods: list, rows: list[tuple[str, dict[str, float]]],
+                   metric_names: list[str]) -> object:
+    """Return an Evaluation of one pair whose rows hold the given metric values per method."""
+    from ivf_ros.evaluation.report import Evaluation
+    from ivf_ros.io.datasets import PairedImage
+
+    pair = PairedImage('x', Path('d/vi/x.png'), Path('d/ir/x.png'))
+    evaluation = Evaluation(methods, [pair], metric_names=metric_names)
+    for name, values in rows:
+        evaluation.rows.append({'method': name, 'dataset': 'd', 'image': 'x', 'night': True,
+                                'fuse_ms': 1.0, **values})
+    return evaluation
+
+
+def test_an_infinite_psnr_is_counted_not_a_column_of_inf() -> None:
+    # PSNR is inf where visible, infrared and fused are equal (one black frame of a bag): that
+    # image must neither make every mean 'inf' nor drop the method out of the best marks.
+    from ivf_ros.evaluation.report import best_methods, Evaluation, markdown_table, resolve_method
+    from ivf_ros.io.datasets import PairedImage
+
+    pairs = [PairedImage(name, Path(f'd/vi/{name}.png'), Path(f'd/ir/{name}.png'))
+             for name in ('black', 'x', 'y')]
+    methods = [resolve_method(name) for name in ('visible', 'average', 'max')]
+    evaluation = Evaluation(methods, pairs, metric_names=['PSNR'])
+    for name, values in (('visible', (math.inf, math.inf, math.inf)),
+                         ('average', (math.inf, 30.0, 20.0)), ('max', (40.0, 30.0, 40.0))):
+        for pair, value in zip(pairs, values, strict=True):
+            evaluation.rows.append({'method': name, 'dataset': 'd', 'image': pair.name,
+                                    'night': True, 'fuse_ms': 1.0, 'PSNR': value})
+    assert best_methods(evaluation, 'PSNR') == {'average'}   # one +inf image ranks first
+    table = markdown_table(evaluation)
+    assert '| average | 3 | **25.00 ± 5.00 (1 +inf)** |' in table
+    assert '| max | 3 | 36.67 ± 4.71 |' in table
+    assert '| visible | 3 | n/a (3 +inf) |' in table
+
+
+def test_the_inputs_are_known_by_their_baseline_not_their_label() -> None:
+    from ivf_ros.evaluation.report import best_methods, resolve_method
+
+    # 'vi=visible' is still the visible input (never best); 'visible=max' is a fusion method.
+    methods = [resolve_method('vi=visible'), resolve_method('visible=max')]
+    evaluation = _evaluation_of(methods, [('vi', {'EN': 9.0}), ('visible', {'EN': 6.0})], ['EN'])
+    assert best_methods(evaluation, 'EN') == {'visible'}
+
+
+def test_a_rerun_without_figures_leaves_no_stale_png(pairs_root: Path, tmp_path: Path) -> None:
+    output = tmp_path / 'rerun'
+    args = [str(pairs_root / 'msrs'), '-m', 'max', '--metrics', 'EN', '-o', str(output),
+            '--no-progress']
+    assert main(args) == 0 and (output / 'grid.png').is_file()
+    assert main(args + ['--examples', '0']) == 0
+    assert not (output / 'grid.png').exists() and (output / 'metrics.png').is_file()
+    assert main(args + ['--no-figures']) == 0
+    assert not (output / 'metrics.png').exists()
+
+
+def test_help_shows_no_none_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from ivf_ros.cli.eval_detection import build_parser as detect_parser
+
+    for parser in (__import__('ivf_ros.cli.eval', fromlist=['x']).build_parser(),
+                   detect_parser()):
+        text = ' '.join(parser.format_help().split())
+        assert '(default: None)' not in text and '(default: False)' not in text, parser.prog
+    text = ' '.join(__import__('ivf_ros.cli.eval', fromlist=['x']).build_parser()
+                    .format_help().split())
+    assert '(default: output/eval)' in text   # the real defaults are still shown
+
+
+def test_a_repeated_metric_is_one_column(pairs_root: Path, tmp_path: Path) -> None:
+    output = tmp_path / 'repeated'
+    assert main([str(pairs_root / 'msrs'), '-m', 'max', '--metrics', 'EN', 'SD', 'EN',
+                 '-o', str(output), '--no-progress', '--no-figures']) == 0
+    with (output / 'per_image.csv').open() as stream:
+        assert next(csv.reader(stream)) == ['method', 'dataset', 'image', 'night', 'fuse_ms',
+                                            'EN', 'SD']
+
+
+def test_a_resized_infrared_image_is_reported(tmp_path: Path) -> None:
+    data = tmp_path / 'data'
+    for sub in ('vi', 'ir'):
+        (data / sub).mkdir(parents=True)
+    pair = make_night_pair(seed=0, width=64, height=48)
+    cv2.imwrite(str(data / 'vi' / 'a.png'), pair.visible[..., ::-1])
+    cv2.imwrite(str(data / 'ir' / 'a.png'), cv2.resize(pair.infrared, (32, 24)))
+    cv2.imwrite(str(data / 'vi' / 'b.png'), pair.visible[..., ::-1])
+    cv2.imwrite(str(data / 'ir' / 'b.png'), pair.infrared)
+    output = tmp_path / 'report'
+    assert main([str(data), '-m', 'max', '--metrics', 'EN', '-o', str(output),
+                 '--no-progress', '--no-figures']) == 0
+    assert '1 pair with the infrared image resized to the visible size: data/a' in (
+        output / 'report.md').read_text()
+
+
+def test_grid_rows_follow_each_row_aspect_and_long_titles_wrap(tmp_path: Path) -> None:
+    from ivf_ros.evaluation import plots
+
+    landscape = np.full((30, 60, 3), 200, np.uint8)
+    portrait = np.full((90, 30), 100, np.uint8)
+    names = ['a_rather_long_method_name_that_would_overlap', 'b']
+    path = tmp_path / 'grid.png'
+    plots.save_image_grid([('wide', [landscape, landscape]), ('tall', [portrait, landscape])],
+                          names, path)
+    grid = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    # The tall row is three cell widths high, so its portrait image keeps its full width.
+    columns = np.flatnonzero((grid == 100).any(axis=0))
+    assert columns.size > 0.9 * plots.GRID_IMAGE_WIDTH * 30 / 90
+    # Titles longer than a cell break into lines instead of running into the next column.
+    wrapped = plots.wrap_label(names[0], plots.GRID_TITLE_CHARS).splitlines()
+    assert len(wrapped) == 2 and max(map(len, wrapped)) <= plots.GRID_TITLE_CHARS
+
+
+def test_bar_chart_marks_non_finite_means(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ivf_ros.evaluation import plots
+
+    written: list[str] = []
+    plt = plots.pyplot()
+    original = plt.Axes.text
+
+    def text(self: object, x: float, y: float, s: str, *args: object, **kwargs: object) -> object:
+        written.append(s)
+        return original(self, x, y, s, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Axes, 'text', text)
+    plots.save_bar_chart({'PSNR': {'a': [math.inf], 'b': [20.0], 'c': [math.nan],
+                                   'd': [math.inf, 10.0]}}, tmp_path / 'bars.png')
+    assert written == ['1 +inf', '1 nan', '1 +inf']
+
+
+def test_a_method_that_rejects_a_pair_is_a_clear_error(pairs_root: Path) -> None:
+    # The network's FusionInputError ('image too small') is a ValueError: name method and pair.
+    from ivf_ros.evaluation.baselines import FusionInputError
+    from ivf_ros.evaluation.report import evaluate_methods, Method, MethodError
+
+    def fuse(pair: object, visible: np.ndarray, infrared: np.ndarray) -> np.ndarray:
+        raise FusionInputError('image too small: (1, 9)')
+
+    with pytest.raises(MethodError, match=r'method net on msrs/00001N: image too small'):
+        evaluate_methods(list_pairs(pairs_root / 'msrs'), [Method('net', 'model', fuse)],
+                         progress=False)
+
+
+def test_bar_chart_shows_shares_in_percent_as_the_table(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    from ivf_ros.evaluation import plots, report
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(plots, 'save_bar_chart',
+                        lambda values, path, titles, suptitle: seen.update(values=values,
+                                                                           titles=titles))
+    methods = [report.resolve_method('max')]
+    evaluation = _evaluation_of(methods, [('max', {'clipped': 0.015, 'EN': 6.0})],
+                                ['clipped', 'EN'])
+    report.save_bar_chart(evaluation, tmp_path / 'bars.png')
+    assert list(seen['values']['clipped']['max']) == [1.5]   # the table's 1.50%
+    assert list(seen['values']['EN']['max']) == [6.0]
+    assert seen['titles']['clipped'] == 'clipped % ↓'

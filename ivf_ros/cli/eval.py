@@ -40,13 +40,22 @@ from ivf_ros.io.datasets import (
 from ivf_ros.io.paths import datasets_dir
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show '(default: ...)' only for real defaults: not None (the help says it) or False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ivf-eval argument parser."""
     parser = argparse.ArgumentParser(
         prog='ivf-eval',
         description='Evaluate visible-infrared fusion methods (baselines, fused-image folders, '
                     'network checkpoints) and write a Markdown/CSV/PNG report.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument(
         'data', nargs='*', type=Path,
         help='paired folders (vi/ + ir/) or roots holding several of them '
@@ -189,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return detect_main(arguments[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.metrics:   # a metric named twice would be two identical columns
+        args.metrics = list(dict.fromkeys(args.metrics))
     if args.examples < 0:
         parser.error(f'--examples must be >= 0, got {args.examples}')
     if args.output.exists() and not args.output.is_dir():
@@ -209,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetError, MethodError, LabelError, MetricInputError, OSError) as error:
         print(f'ivf-eval: error: {error}', file=sys.stderr)
         return 2
+    if evaluation.resized:
+        print(f'note: {len(evaluation.resized)} pair(s) with an infrared image of another size '
+              'than the visible one: resized to it (listed in the report)', file=sys.stderr)
     print(f'report: {paths["report"]}')
     for key in ('summary', 'per_image', 'bars', 'grid'):
         if key in paths:

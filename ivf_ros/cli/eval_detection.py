@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ivf_ros.cli.eval import DefaultsHelpFormatter
 from ivf_ros.evaluation.baselines import BASELINES
 from ivf_ros.evaluation.detection import (
     bootstrap_ap,
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the parser of ``ivf-eval detect``."""
     parser = argparse.ArgumentParser(
         prog='ivf-eval detect', description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument('data', nargs='*', type=Path,
                         help='paired folders or dataset roots (default ../shared/datasets)')
     parser.add_argument('-m', '--methods', nargs='+',
@@ -109,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--bootstrap', type=int, default=1000, help='bootstrap resamples')
     parser.add_argument('--seed', type=int, default=0, help='bootstrap seed')
     parser.add_argument('--device', default='auto', help='auto|cpu|cuda:N')
-    parser.add_argument('-o', '--output', type=Path, default=Path('output/detect'))
+    parser.add_argument('-o', '--output', type=Path, default=Path('output/detect'),
+                        help='report folder')
     parser.add_argument('--limit', type=int, default=None, help='first N labelled pairs only')
     parser.add_argument('--no-figures', action='store_true', help='tables only')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
@@ -329,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             'The same detections scored per dataset folder (each with its own paired bootstrap '
             f'over its images); {NO_TARGETS}: the folder holds no target of the class.', '',
             markdown_by_group(by_dataset), ''])
-    (args.output / 'detection.md').write_text(text)
+    (args.output / 'detection.md').write_text(text, encoding='utf-8')   # 'Δ' in any locale
     write_csv(result, args.output / 'detection.csv', by_dataset)
     write_differences_csv(result, args.output / 'detection_paired.csv', by_dataset)
     print(text)

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 import csv
 import math
 from pathlib import Path
+import textwrap
 from types import ModuleType
 
 import cv2
@@ -14,6 +15,8 @@ import numpy as np
 from ivf_ros.io.datasets import resize_to
 
 GRID_IMAGE_WIDTH = 320  # pixels per cell of an image grid
+# Characters of a 12-point column title that fit a GRID_IMAGE_WIDTH cell: longer ones wrap.
+GRID_TITLE_CHARS = 30
 # Training-log columns that are shares in [0, 1] (stage 3's gate), with their legend text.
 GAUGES = {'gate_w': 'mean working-grid gate w (1 = infrared)',
           'gate_saturated': 'saturated gate share'}
@@ -29,6 +32,13 @@ def pyplot() -> ModuleType:
     return plt
 
 
+def wrap_label(text: str, width: int) -> str:
+    """Return text broken into lines of at most width characters (long names too)."""
+    # Pair keys (dataset/name) break best after the slash: a space there lets textwrap.
+    lines = textwrap.wrap(text.replace('/', '/ '), width, break_on_hyphens=False)
+    return '\n'.join(line.replace('/ ', '/') for line in lines) or text
+
+
 def save_image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], columns: Sequence[str],
                     path: Path) -> None:
     """Save a grid of images: one labelled row per entry, one titled column per image.
@@ -36,27 +46,42 @@ def save_image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], columns: S
     Images are RGB (h, w, 3) or grey (h, w) uint8; each cell is GRID_IMAGE_WIDTH wide.
     """
     plt = pyplot()
-    first = rows[0][1][0]
-    aspect = first.shape[0] / first.shape[1]
+    # Each row is as tall as its tallest image at the cell width, so that rows of other sizes
+    # (portrait frames, mixed datasets) are not shrunk into the first row's aspect.
+    aspects = [max(image.shape[0] / image.shape[1] for image in images) for _, images in rows]
     cell_w = GRID_IMAGE_WIDTH / 100.0  # inches at 100 dpi
-    figure, axes = plt.subplots(len(rows), len(columns), squeeze=False,
-                                figsize=(cell_w * len(columns), cell_w * aspect * len(rows) + 0.6))
+    title_lines = max(wrap_label(title, GRID_TITLE_CHARS).count('\n') + 1 for title in columns)
+    figure, axes = plt.subplots(
+        len(rows), len(columns), squeeze=False, gridspec_kw={'height_ratios': aspects},
+        figsize=(cell_w * len(columns), cell_w * sum(aspects) + 0.25 + 0.22 * title_lines))
     for row_index, (label, images) in enumerate(rows):
+        # The row label runs up the first image: about 7 pixels per 10-point character.
+        first = images[0]
+        label_chars = max(GRID_TITLE_CHARS // 2,
+                          round(GRID_IMAGE_WIDTH * first.shape[0] / first.shape[1] / 7))
         for column_index, (title, image) in enumerate(zip(columns, images, strict=True)):
             if image.ndim == 2:
                 image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
             axis = axes[row_index][column_index]
             height = round(GRID_IMAGE_WIDTH * image.shape[0] / image.shape[1])
             axis.imshow(resize_to(image, height, GRID_IMAGE_WIDTH))
+            axis.set_anchor('N')   # a shorter image than its row sits under the column title
             axis.set_xticks([])
             axis.set_yticks([])
             if row_index == 0:
-                axis.set_title(title, fontsize=12)
+                axis.set_title(wrap_label(title, GRID_TITLE_CHARS), fontsize=12)
             if column_index == 0:
-                axis.set_ylabel(label, fontsize=10)
+                axis.set_ylabel(wrap_label(label, label_chars), fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def non_finite_note(values: np.ndarray) -> str:
+    """Return how many values are +inf, -inf or NaN ('1 +inf, 2 nan'), or '' if none."""
+    counts = [(int(np.sum(values == math.inf)), '+inf'),
+              (int(np.sum(values == -math.inf)), '-inf'), (int(np.sum(np.isnan(values))), 'nan')]
+    return ', '.join(f'{count} {name}' for count, name in counts if count)
 
 
 def save_bar_chart(values: Mapping[str, Mapping[str, Sequence[float]]], path: Path,
@@ -76,11 +101,18 @@ def save_bar_chart(values: Mapping[str, Mapping[str, Sequence[float]]], path: Pa
     positions = np.arange(len(methods))
     for index, metric in enumerate(metrics):
         axis = axes[index // columns][index % columns]
-        means = [float(np.mean(values[metric][name])) for name in methods]
-        stds = [float(np.std(values[metric][name])) for name in methods]
-        finite = [value if math.isfinite(value) else 0.0 for value in means]
-        axis.bar(positions, finite, yerr=[s if math.isfinite(s) else 0 for s in stds],
-                 color=colours, capsize=3)
+        # Bars of the finite values; the left-out ones (the PSNR of identical images is +inf)
+        # are counted on the bar's foot, where a 0 bar alone would read as a value.
+        per_method = [np.asarray(values[metric][name], dtype=np.float64) for name in methods]
+        finite = [array[np.isfinite(array)] for array in per_method]
+        means = [float(np.mean(kept)) if kept.size else 0.0 for kept in finite]
+        stds = [float(np.std(kept)) if kept.size else 0.0 for kept in finite]
+        axis.bar(positions, means, yerr=stds, color=colours, capsize=3)
+        for position, array in zip(positions, per_method, strict=True):
+            label = non_finite_note(array)
+            if label:
+                axis.text(position, 0.0, label, ha='center', va='bottom', fontsize=8,
+                          rotation=90)
         axis.set_title((titles or {}).get(metric, metric), fontsize=11)
         axis.set_xticks(positions)
         axis.set_xticklabels(methods, rotation=35, ha='right', fontsize=8)

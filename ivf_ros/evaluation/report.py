@@ -41,8 +41,11 @@ from ivf_ros.io.datasets import (
 SOURCE_METHODS = frozenset({'visible', 'infrared'})
 CHECKPOINT_SUFFIXES = frozenset({'.pt', '.pth'})
 MODEL_SPEC = 'model'  # the shipped weights, share/ivf_ros/models/ivf_fusion.pt
-# Width of each image in the PNG grid: three to eight columns stay readable on a screen.
 FUSE_TIME_COLUMN = 'fuse_ms'
+# Pair keys named in the report's note on resized infrared images (the rest are counted).
+RESIZED_SHOWN = 10
+# Metrics that are shares in [0, 1]: the table and the bar chart show them in percent.
+PERCENT_METRICS = frozenset({'clipped', 'clipped_rgb'})
 
 
 class MethodError(ValueError):
@@ -57,13 +60,17 @@ class Method:
     kind: str  # 'baseline' | 'folder' | 'model'
     fuse: Callable[[PairedImage, np.ndarray, np.ndarray], np.ndarray]
     source: str = ''
+    # A pass-through of an input (the visible or infrared baseline, whatever its label):
+    # shown for reference, never 'best', not repeated in the image grid.
+    is_input: bool = False
 
 
 def _baseline_method(name: str) -> Method:
     """Wrap BASELINES[name] as a Method."""
     function = BASELINES[name]
     return Method(name, 'baseline', lambda pair, visible, infrared: function(visible, infrared),
-                  f'ivf_ros.evaluation.baselines.{function.__name__}')
+                  f'ivf_ros.evaluation.baselines.{function.__name__}',
+                  is_input=name in SOURCE_METHODS)
 
 
 def _folder_method(name: str, folder: Path) -> Method:
@@ -186,6 +193,8 @@ class Evaluation:
     label_free: dict[str, LabelFreeStats] = field(default_factory=dict)
     # method -> mAP on its fused images (with a detector and labels).
     detection_scores: dict[str, DetectionScores] = field(default_factory=dict)
+    # Keys of the pairs whose infrared image was resized to the visible image's size.
+    resized: list[str] = field(default_factory=list)
 
     def values(self, method: str, metric: str, dataset: str | None = None) -> np.ndarray:
         """Return one metric of one method over all its images (or one dataset's)."""
@@ -233,12 +242,18 @@ def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
     bar = tqdm(total=len(pairs) * len(methods), desc='evaluating', unit='img',
                disable=not progress)
     for index, pair in enumerate(pairs):
-        visible, infrared = load_pair(pair)
+        # A resized infrared image is counted: the report must say so.
+        visible, infrared = load_pair(pair, on_resize=lambda p: result.resized.append(p.key))
         fused_examples: dict[str, np.ndarray] = {}
         for method in methods:
             bar.set_postfix_str(f'{method.name} {pair.key}', refresh=False)
             start = time.perf_counter()
-            fused = method.fuse(pair, visible, infrared)
+            try:
+                fused = method.fuse(pair, visible, infrared)
+            except MethodError:
+                raise
+            except ValueError as error:   # FusionInputError of a baseline or the network
+                raise MethodError(f'method {method.name} on {pair.key}: {error}') from error
             fuse_ms = 1000.0 * (time.perf_counter() - start)
             row: dict[str, object] = {
                 'method': method.name, 'dataset': pair.dataset, 'image': pair.name,
@@ -273,20 +288,54 @@ def _arrow(metric: str) -> str:
     return '·' if better is None else ('↑' if better else '↓')
 
 
+@dataclass(frozen=True)
+class Summary:
+    """Mean and std of a metric over its finite values, and how many were +inf, -inf, NaN."""
+
+    mean: float
+    std: float
+    positive_inf: int = 0
+    negative_inf: int = 0
+    nan: int = 0
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Summary:
+        """Summarise per-image values (PSNR is +inf where visible, infrared and F are equal)."""
+        finite = values[np.isfinite(values)]
+        mean, std = ((float(np.mean(finite)), float(np.std(finite))) if finite.size
+                     else (math.nan, math.nan))
+        return cls(mean, std, int(np.sum(values == math.inf)),
+                   int(np.sum(values == -math.inf)), int(np.sum(np.isnan(values))))
+
+    def rank(self) -> tuple[int, float]:
+        """Return the sort key: the +inf images count first, then the finite mean."""
+        return (self.positive_inf - self.negative_inf,
+                -math.inf if math.isnan(self.mean) else self.mean)
+
+    def note(self) -> str:
+        """Return ' (1 +inf, 2 nan)'-style counts of the values left out of the mean, or ''."""
+        counts = [(self.positive_inf, '+inf'), (self.negative_inf, '-inf'), (self.nan, 'nan')]
+        parts = [f'{count} {name}' for count, name in counts if count]
+        return f' ({", ".join(parts)})' if parts else ''
+
+
 def best_methods(evaluation: Evaluation, metric: str,
                  dataset: str | None = None) -> set[str]:
     """Return the fusion methods (not the pass-through sources) with the best mean of metric."""
     better = METRICS[metric].higher_is_better
-    candidates = [m.name for m in evaluation.methods if m.name not in SOURCE_METHODS]
+    candidates = [m.name for m in evaluation.methods if not m.is_input]
     if better is None or not candidates:
         return set()
-    means = {name: float(np.mean(evaluation.values(name, metric, dataset)))
-             for name in candidates}
-    finite = {name: value for name, value in means.items() if math.isfinite(value)}
-    if not finite:
+    summaries = {name: Summary.of(evaluation.values(name, metric, dataset))
+                 for name in candidates if evaluation.values(name, metric, dataset).size}
+    # An infinite value is a real extreme (the PSNR of identical images), not a missing one:
+    # more +inf images rank first, then the mean of the finite values. NaN alone has no rank.
+    ranks = {name: summary.rank() for name, summary in summaries.items()
+             if summary.rank() != (0, -math.inf)}
+    if not ranks:
         return set()
-    target = max(finite.values()) if better else min(finite.values())
-    return {name for name, value in finite.items() if value == target}
+    target = max(ranks.values()) if better else min(ranks.values())
+    return {name for name, rank in ranks.items() if rank == target}
 
 
 # Decimals shown per metric: enough to separate methods, no more (the CSV keeps full precision).
@@ -298,7 +347,7 @@ def _format(value: float, metric: str) -> str:
     """Format a value with the metric's number of decimals (clipped as a percentage)."""
     if not math.isfinite(value):
         return str(value)
-    if metric in ('clipped', 'clipped_rgb'):
+    if metric in PERCENT_METRICS:
         return f'{100 * value:.2f}%'
     return f'{value:.{DECIMALS.get(metric, DEFAULT_DECIMALS)}f}'
 
@@ -316,10 +365,14 @@ def markdown_table(evaluation: Evaluation, dataset: str | None = None,
             continue
         cells = [method.name, str(count)]
         for metric in metrics:
-            values = evaluation.values(method.name, metric, dataset)
-            text = _format(float(np.mean(values)), metric)
-            if with_std:
-                text += f' ± {_format(float(np.std(values)), metric)}'
+            summary = Summary.of(evaluation.values(method.name, metric, dataset))
+            if math.isnan(summary.mean):   # no finite value at all: say which kind there is
+                text = 'n/a' + summary.note()
+            else:
+                text = _format(summary.mean, metric)
+                if with_std:
+                    text += f' ± {_format(summary.std, metric)}'
+                text += summary.note()
             cells.append(f'**{text}**' if method.name in best[metric] else text)
         times = evaluation.values(method.name, FUSE_TIME_COLUMN, dataset)
         cells.append(f'{np.mean(times):.1f}')
@@ -344,13 +397,14 @@ def write_csv(evaluation: Evaluation, per_image_path: Path, summary_path: Path) 
             stats = []
             for name in measured:
                 values = evaluation.values(method.name, name)
-                stats += [f'{np.mean(values):.6g}', f'{np.std(values):.6g}']
+                with np.errstate(invalid='ignore'):   # the std of +inf values is nan: fine
+                    stats += [f'{np.mean(values):.6g}', f'{np.std(values):.6g}']
             writer.writerow([method.name, count] + stats)
 
 
 def save_image_grid(evaluation: Evaluation, path: Path) -> None:
     """Save rows of visible | infrared | fused-per-method for the kept example pairs."""
-    methods = [m.name for m in evaluation.methods if m.name not in SOURCE_METHODS]
+    methods = [m.name for m in evaluation.methods if not m.is_input]
     rows = [(key, [visible, infrared] + [fused[name] for name in methods])
             for key, (visible, infrared, fused) in evaluation.examples.items()]
     plots.save_image_grid(rows, ['visible', 'infrared'] + methods, path)
@@ -358,10 +412,16 @@ def save_image_grid(evaluation: Evaluation, path: Path) -> None:
 
 def save_bar_chart(evaluation: Evaluation, path: Path) -> None:
     """Save one bar panel per metric (mean with std error bars), methods side by side."""
-    values = {metric: {m.name: evaluation.values(m.name, metric) for m in evaluation.methods}
+    # Shares in percent, as in the table: 1.5 % beside the table's 1.50%, not 0.015.
+    scale = {metric: 100.0 if metric in PERCENT_METRICS else 1.0
+             for metric in evaluation.metric_names}
+    values = {metric: {m.name: scale[metric] * evaluation.values(m.name, metric)
+                       for m in evaluation.methods}
               for metric in evaluation.metric_names}
+    titles = {metric: f'{metric}{" %" * (scale[metric] != 1.0)} {_arrow(metric)}'
+              for metric in values}
     plots.save_bar_chart(
-        values, path, titles={metric: f'{metric} {_arrow(metric)}' for metric in values},
+        values, path, titles=titles,
         suptitle='mean ± std per method (↑ higher is better, ↓ lower, · neither)')
 
 
@@ -379,6 +439,9 @@ mean of the two MSEs) and PSNR_tang that of Tang's MATLAB toolbox used by DFVO (
 No-reference: brightness (mean grey level), clipped (share of pixels at 0 or 255), noise
 (Immerkær sigma on the flattest half of the pixels) and LOE (lightness order error against the
 visible image). SF and AG also grow with amplified noise: read them beside `noise`.
+Table means and stds are over the finite values: a cell such as `31.20 ± 2.10 (1 +inf)` counts
+the images left out (PSNR is +inf where visible, infrared and fused image are identical) and more
++inf images rank first; `summary.csv` keeps the plain mean and std of all values (inf, nan).
 Bold marks the best fusion method per metric; the `visible` and `infrared` rows are the inputs,
 shown for reference and never marked. `fuse ms` is the wall time of one fusion on this machine.
 """
@@ -397,6 +460,8 @@ def write_report(evaluation: Evaluation, output: Path, title: str = 'Fusion eval
         'bars': output / 'metrics.png',
     }
     write_csv(evaluation, paths['per_image'], paths['summary'])
+    for figure in ('bars', 'grid'):   # an earlier run's must not pass for this one's
+        paths[figure].unlink(missing_ok=True)
     if figures:
         save_bar_chart(evaluation, paths['bars'])
     else:
@@ -412,6 +477,12 @@ def write_report(evaluation: Evaluation, output: Path, title: str = 'Fusion eval
     counts = ', '.join(f'{name} {sum(p.dataset == name for p in evaluation.pairs)}'
                        for name in datasets)
     lines += [f'{len(evaluation.pairs)} pairs ({counts}). {data_description}'.rstrip(), '']
+    if evaluation.resized:
+        count = len(evaluation.resized)
+        shown = ', '.join(evaluation.resized[:RESIZED_SHOWN])
+        more = f' and {count - RESIZED_SHOWN} more' if count > RESIZED_SHOWN else ''
+        lines += [f'{count} pair{"s" * (count != 1)} with the infrared image resized to the '
+                  f'visible size: {shown}{more}.', '']
     lines += ['## Methods', '']
     lines += [f'- `{m.name}` ({m.kind}): {m.source}' for m in evaluation.methods] + ['']
     lines += ['## Mean ± std over all pairs', '', markdown_table(evaluation), '']

@@ -17,6 +17,7 @@ every earlier report did; detection is measured on the whole validation split.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 import re
@@ -162,15 +163,19 @@ def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
-def load_pair(pair: PairedImage) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(pair: PairedImage, on_resize: Callable[[PairedImage], object] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """
     Load a pair as (visible (h, w, 3) uint8 RGB, infrared (h, w) uint8).
 
     When the two files differ in size, the infrared image is resized to the visible image's size
-    (the visible camera defines the output geometry, as in the fusion node).
+    (the visible camera defines the output geometry, as in the fusion node), and on_resize, if
+    given, is called with the pair (a report counts them).
     """
     visible = load_visible(pair.visible_path)
     infrared = load_infrared(pair.infrared_path)
+    if infrared.shape[:2] != visible.shape[:2] and on_resize is not None:
+        on_resize(pair)
     return visible, resize_to(infrared, *visible.shape[:2])
 
 
