@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       'infrared': cv2.cvtColor(infrared, cv2.COLOR_GRAY2RGB)}
             targets = pair_targets(pair, visible, images['infrared'], labeller)
             for method in methods:
-                images[method.name] = method.fuse(pair, visible, infrared)
+                images[method.name] = method.apply(pair, visible, infrared)
             found = {kind: to_dataset_classes(detector.detect(image))
                      for kind, image in images.items()}
             for kind in kinds:

@@ -64,6 +64,15 @@ class Method:
     # shown for reference, never 'best', not repeated in the image grid.
     is_input: bool = False
 
+    def apply(self, pair: PairedImage, visible: np.ndarray, infrared: np.ndarray) -> np.ndarray:
+        """Fuse one pair; a pair the method refuses is a MethodError naming both."""
+        try:
+            return self.fuse(pair, visible, infrared)
+        except MethodError:
+            raise
+        except ValueError as error:   # FusionInputError of a baseline or the network
+            raise MethodError(f'method {self.name} on {pair.key}: {error}') from error
+
 
 def _baseline_method(name: str) -> Method:
     """Wrap BASELINES[name] as a Method."""
@@ -248,12 +257,7 @@ def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
         for method in methods:
             bar.set_postfix_str(f'{method.name} {pair.key}', refresh=False)
             start = time.perf_counter()
-            try:
-                fused = method.fuse(pair, visible, infrared)
-            except MethodError:
-                raise
-            except ValueError as error:   # FusionInputError of a baseline or the network
-                raise MethodError(f'method {method.name} on {pair.key}: {error}') from error
+            fused = method.apply(pair, visible, infrared)
             fuse_ms = 1000.0 * (time.perf_counter() - start)
             row: dict[str, object] = {
                 'method': method.name, 'dataset': pair.dataset, 'image': pair.name,
