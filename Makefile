@@ -20,4 +20,4 @@ demo: setup  ## the offline night-drive demo: writes output/demo/
 	@. ./env.sh && ivf-demo --output output/demo
 
 bench: setup  ## benchmarks that print numbers (image conversion, model, graph)
-	@. ./env.sh && for b in scripts/bench_*.py; do python "$$b"; done
+	@. ./env.sh && for b in scripts/bench_*.py; do python "$$b" || exit 1; done

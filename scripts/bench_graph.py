@@ -419,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--baselines', nargs='*', default=['clahe_laplacian'],
                         help='--counts: classical fusions (evaluation.baselines) to compare')
     options = parser.parse_args(argv)
+    # A warm-up as long as the phase leaves nothing measured: 0 FPS and "NOT met" bars.
+    if not options.counts and not 0 <= options.warmup < options.seconds:
+        parser.error(f'--warmup ({options.warmup} s) must be at least 0 and shorter than '
+                     f'--seconds ({options.seconds} s)')
+    if not options.rate > 0:
+        parser.error('--rate must be positive')
     if options.counts:
         count_objects(options)
     else:

@@ -32,6 +32,13 @@ changed() {  # changed NAME FILE...
 done_step() { mv "$VENV/.ivf_stamp_$1.next" "$VENV/.ivf_stamp_$1"; }
 
 if [ ! -x "$VENV/bin/python" ]; then
+    # Say what to do, not bash's "command not found" (or pyenv's) after "creating".
+    if ! command -v "$PYTHON" > /dev/null 2>&1 || ! "$PYTHON" -c 'import venv' > /dev/null 2>&1
+    then
+        log "no working $PYTHON (with venv): install Python 3.11, or run" \
+            "PYTHON=/path/to/python3.11 make setup" >&2
+        exit 1
+    fi
     log "creating $VENV"
     "$PYTHON" -m venv "$VENV"
 fi

@@ -22,7 +22,7 @@ import numpy as np
 from ivf_ros.cli.bag import ANNOTATED_TOPIC, DETECTIONS_TOPIC, FUSED_TOPIC, parse_size
 from ivf_ros.io import bagio
 from ivf_ros.io.bagio import BagReader, INFRARED_TOPIC, VISIBLE_TOPIC
-from ivf_ros.io.datasets import DatasetError
+from ivf_ros.io.datasets import DatasetError, list_pairs
 from ivf_ros.io.image_codec import ImageFormatError, to_mono8, to_rgb8
 from ivf_ros.io.paths import datasets_dir, share_file, shared_dir
 
@@ -39,6 +39,12 @@ GET_WEIGHTS = (
     '    ivf-demo --detector /path/to/yolo11n.pt')
 TILE_WIDTH = 256
 FATAL = 'cannot load'  # what a node logs when its model cannot be loaded
+# Written into --output: a later run replaces only a folder that carries it (or an empty one).
+MARKER = '.ivf-demo'
+# Everything run_demo writes into --output (what a rerun removes, and nothing else).
+OUTPUTS = ('contact_sheet.png', 'night_drive.gif', 'night_drive.mp4', 'detections.json',
+           'latency.json', 'summary.json', 'summary.md', 'evaluation', 'logs', 'night_drive',
+           'live_outputs', 'free_run', MARKER)
 
 
 class DemoError(RuntimeError):
@@ -63,15 +69,22 @@ class LiveRun:
 def night_drive(source: str, frames: int, size: tuple[int, int],
                 seed: int) -> tuple[Iterator[tuple[np.ndarray, np.ndarray]], str]:
     """Return (pairs, description): the shared night scene when present, else synthetic."""
-    folder = datasets_dir() / NIGHT_DRIVE if source == 'auto' else Path(source)
+    folder = datasets_dir() / NIGHT_DRIVE if source == 'auto' else Path(source).expanduser()
     if source != 'synthetic' and (folder / 'vi').is_dir():
-        return (bagio.folder_pairs(folder, frames, size),
-                f'{frames} night pairs of {folder.name} (resized to {size[0]}x{size[1]})')
+        # A folder with fewer pairs than --frames plays all it has: say so, not --frames.
+        available = len(list_pairs(folder))
+        count = min(frames, available)
+        fewer = f'; all there are, --frames asked {frames}' if available < frames else ''
+        return (bagio.folder_pairs(folder, count, size),
+                f'{count} night pairs of {folder.name} (resized to {size[0]}x{size[1]}{fewer})')
     if source not in ('auto', 'synthetic'):
         raise DemoError(f'no paired images (vi/ and ir/) in {folder}')
+    # Why synthetic: asked for, or the fallback (only then is the data set missing).
+    why = ('--source synthetic' if source == 'synthetic'
+           else f'no ../shared/datasets/{NIGHT_DRIVE} here')
     return (bagio.synthetic_pairs(frames, size[0], size[1], seed),
             f'{frames} synthetic night frames ({size[0]}x{size[1]}, ivf_ros.io.synthetic; '
-            f'no ../shared/datasets/{NIGHT_DRIVE} here)')
+            f'{why})')
 
 
 def resolve_detector(option: str) -> tuple[Path | None, str]:
@@ -86,7 +99,45 @@ def resolve_detector(option: str) -> tuple[Path | None, str]:
     path = Path(option).expanduser()
     if not path.is_file():
         raise DemoError(f'detector weights {path} do not exist')
+    path = path.resolve()  # the graph is another process: give it no relative path
     return path, f'detector: {path}'
+
+
+def resolve_model(option: str | None) -> str | None:
+    """Return the fusion weights as an absolute path (None: the shipped ones); check they exist."""
+    if not option:
+        return None
+    path = Path(option).expanduser()
+    if not path.is_file():
+        # Checked here: the graph would only say so after loading, in a multi-line log tail.
+        raise DemoError(f'fusion weights {path} (--model) do not exist')
+    return str(path.resolve())
+
+
+def prepare_output(output: Path) -> None:
+    """Create an empty output folder, replacing only a previous demo's output."""
+    if output.exists() and not output.is_dir():
+        raise DemoError(f'--output {output} is a file, not a folder')
+    if output.is_dir() and any(output.iterdir()):
+        # Older demos wrote no marker: their logs and input bag identify them.
+        previous = ((output / MARKER).is_file()
+                    or ((output / 'logs' / 'graph.log').is_file()
+                        and (output / 'night_drive').is_dir()))
+        if not previous:
+            raise DemoError(f'--output {output} exists and is not an ivf-demo output folder; '
+                            'choose a new or empty folder')
+        # Remove what a demo writes, never anything else the user put there.
+        for name in OUTPUTS:
+            entry = output / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+    try:
+        (output / 'logs').mkdir(parents=True, exist_ok=True)
+        (output / MARKER).write_text('written by ivf-demo: a rerun may replace this folder\n')
+    except OSError as error:
+        raise DemoError(f'cannot write to --output {output}: {error.strerror}') from None
 
 
 # ------------------------------------------------------------------------------- processes
@@ -155,6 +206,17 @@ class Child:
                 self.process.wait()
         self._reader.join(5)
         return self.process.returncode
+
+
+def check_recorder(recorder: Child, warnings: list[str]) -> None:
+    """Stop a recorder; note in warnings when it did not write all it received."""
+    code = recorder.stop()
+    # ivf-bag record exits 1 when a received message was not written (or nothing came).
+    if code not in (0, None):
+        summary = [line.strip() for line in recorder.lines if line.lstrip().startswith(
+            ('received ', '/'))]
+        warnings.append(f'{recorder.name} ({recorder.log.name}) exited {code}: '
+                        + '; '.join(summary[-6:]))
 
 
 def graph_command(model: str | None, detector: Path | None, device: str,
@@ -226,6 +288,9 @@ def free_running_summary(output_bag: Path, sent: Mapping[str, Iterable[tuple[int
             for message in reader.messages([output_topic]):
                 stamp = bagio.join_stamp(reader.decode(message).header.stamp)
                 received.setdefault(stamp, message.log_time_ns)
+    # Counted before the last pair is left out below: it was not dropped.
+    outputs = len(received)
+    dropped = len(set(published) - set(received))
     # The bag's last pair has no later frame: it waits for fusion_node's idle flush (1 s) by
     # design, which says nothing about the graph's speed: left out of both numbers.
     if published and max(published) in received and len(received) > 2:
@@ -234,7 +299,7 @@ def free_running_summary(output_bag: Path, sent: Mapping[str, Iterable[tuple[int
     span = (times[-1] - times[0]) / 1e9 if len(times) > 1 else 0.0
     latency = [(received[stamp] - published[stamp]) / 1e6 for stamp in received
                if stamp in published]
-    return {'outputs_received': len(received), 'pairs_played': len(published),
+    return {'outputs_received': outputs, 'pairs_played': len(published), 'dropped': dropped,
             'throughput_fps': round((len(times) - 1) / span, 2) if span > 0 else 0.0,
             'latency_ms': _percentiles(latency)}
 
@@ -258,7 +323,7 @@ def latency_summary(run: LiveRun, sent: Mapping[str, Iterable[tuple[int, int]]],
     stats = _percentiles
     return {
         'pairs_played': len(order), 'outputs_received': len(received),
-        'output_topic': output_topic,
+        'dropped': len(set(order) - set(received)), 'output_topic': output_topic,
         'throughput_fps': round((len(times) - 1) / span, 2) if span > 0 else 0.0,
         'latency_ms_lockstep': stats(processing),
         'graph_diagnostics': run.diagnostics,
@@ -288,7 +353,9 @@ def contact_sheet(run: LiveRun, stamps: list[int], path: Path, note: str = '') -
         detections = run.annotated.get(stamp)
         if detections is None:
             detections = _tile(fused).copy()
-            _label(detections, 'no detector weights', (8, 20), 0.45, (255, 200, 80))
+            # With a detector running, a missing annotated frame was dropped: not "no weights".
+            missing = 'no annotated frame' if run.annotated else 'no detector weights'
+            _label(detections, missing, (8, 20), 0.45, (255, 200, 80))
         else:
             detections = _tile(detections).copy()
             count = len(run.detections.get(stamp, []))
@@ -322,7 +389,8 @@ def animation_frames(run: LiveRun, stamps: list[int]) -> Iterator[np.ndarray]:
         result = run.annotated.get(stamp, run.fused[stamp])
         strip = np.concatenate([_tile(run.visible[stamp], 320), _tile(run.infrared[stamp], 320),
                                 _tile(result, 320)], 1)
-        for index, name in enumerate(['visible', 'infrared', 'ivf_ros fused + detections']):
+        fused = 'ivf_ros fused + detections' if stamp in run.annotated else 'ivf_ros fused'
+        for index, name in enumerate(['visible', 'infrared', fused]):
             _label(strip, name, (6 + 320 * index, 18), 0.5, (255, 255, 0))
         yield strip
 
@@ -430,6 +498,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(str(error))
     if args.frames < 2:
         parser.error('--frames must be at least 2')
+    # Checked here, not after minutes of live graph (they would end in a traceback).
+    for name in ('eval_frames', 'sheet_frames', 'imgsz'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be at least 1')
+    for name in ('rate', 'startup_timeout'):
+        if not getattr(args, name) > 0:  # NaN too
+            parser.error(f'--{name.replace("_", "-")} must be positive')
     return args
 
 
@@ -446,12 +521,13 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     output: Path = args.output
-    if output.exists():
-        shutil.rmtree(output)
-    logs = output / 'logs'
-    logs.mkdir(parents=True)
+    # Every option is checked before the output folder is touched.
     pairs, description = night_drive(args.source, args.frames, args.size, args.seed)
     detector, detector_note = resolve_detector(args.detector)
+    model = resolve_model(args.model)
+    prepare_output(output)
+    logs = output / 'logs'
+    warnings: list[str] = []
     say(f'[1/5] night drive: {description}')
     input_bag = output / 'night_drive'
     with tqdm(total=args.frames, desc='bag', unit='pair', disable=args.quiet) as bar:
@@ -466,7 +542,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     topics = [FUSED_TOPIC, ENHANCED_TOPIC, DIAGNOSTICS_TOPIC]
     if detector:
         topics += [DETECTIONS_TOPIC, ANNOTATED_TOPIC]
-    graph = Child('ivf-graph', graph_command(args.model, detector, args.device, args.imgsz),
+    graph = Child('ivf-graph', graph_command(model, detector, args.device, args.imgsz),
                   logs / 'graph.log', env)
     output_bag = output / 'live_outputs'
     recorder = Child('ivf-bag record',
@@ -486,7 +562,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         # The last processed pair is still in flight, and the very last pair waits for a next
         # frame that never comes until fusion_node's idle_flush (1 s of quiet) emits it.
         time.sleep(2.5 + min(10.0, 2.0 * play_s / max(1, args.frames)))
-        recorder.stop()
+        check_recorder(recorder, warnings)
         free_sent = stats.sent
         if not args.realtime:
             # Lockstep measures 1 / latency; the graph's throughput shows only when the camera
@@ -500,7 +576,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
                 free_sent = play_bag(input_bag, wait_for_subscribers=1, wait_timeout_s=30.0).sent
                 time.sleep(2.5)
             finally:
-                free.stop()
+                check_recorder(free, warnings)
     finally:
         recorder.stop()
         graph.stop()
@@ -517,20 +593,31 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     detection_count = write_detections_json(run, output / 'detections.json')
     latency = latency_summary(run, stats.sent, input_bag, output_topic)
     latency.update({'play_seconds': round(play_s, 2), 'lockstep': not args.realtime,
-                    'paced_wait_s': round(stats.paced_wait_s, 2)})
+                    'paced_wait_s': round(stats.paced_wait_s, 2),
+                    'pace_timeouts': stats.pace_timeouts})
     free_bag = output_bag if args.realtime else output / 'free_run'
     latency['free_running'] = free_running_summary(free_bag, free_sent, input_bag, output_topic)
+    if latency['dropped'] and not args.realtime:
+        warnings.append(f'{latency["dropped"]} of {latency["pairs_played"]} pairs played in '
+                        f'lockstep have no {output_topic} output')
+    if stats.pace_timeouts:
+        warnings.append(f'the lockstep player gave up waiting for the graph '
+                        f'{stats.pace_timeouts} time(s)')
+    latency['warnings'] = warnings
     (output / 'latency.json').write_text(json.dumps(latency, indent=2))
     report = evaluate(run, evenly(stamps, args.eval_frames), output / 'evaluation',
                       progress=not args.quiet)
     summary = {
         'source': description, 'detector': str(detector) if detector else None,
         'pairs_played': latency['pairs_played'], 'fused_received': len(run.fused),
+        'dropped': latency['dropped'],
+        'free_running_dropped': latency['free_running']['dropped'],
         'detection_messages': len(run.detections), 'detections': detection_count,
         'throughput_fps': latency['free_running'].get('throughput_fps', 0.0),
         'latency_ms_camera_to_output': latency['free_running'].get('latency_ms', {}),
         'lockstep_fps': latency['throughput_fps'],
         'latency_ms_lockstep': latency['latency_ms_lockstep'],
+        'warnings': warnings,
         'seconds_total': round(time.perf_counter() - started, 1),
         'files': {name: str(output / name) for name in (
             'contact_sheet.png', 'night_drive.gif', 'night_drive.mp4', 'detections.json',
@@ -555,13 +642,16 @@ def write_summary_markdown(summary: dict[str, Any], latency: dict[str, Any],
         f'fused images and {summary["detection_messages"]} Detection2DArray messages '
         f'recorded ({summary["detections"]} boxes).',
         f'- Free-running (bag played at the camera rate; a slow graph drops stale frames): '
-        f'{free.get("throughput_fps", 0.0)} FPS on {latency["output_topic"]}, latency from the '
-        f'camera frame to it '
+        f'{free.get("outputs_received", 0)} of {free.get("pairs_played", 0)} pairs reached '
+        f'{latency["output_topic"]} ({free.get("dropped", 0)} dropped), '
+        f'{free.get("throughput_fps", 0.0)} FPS, latency from the camera frame to it '
         + (f'p50 {free_lat["p50"]} ms, p95 {free_lat["p95"]} ms.' if free_lat else 'n/a.'),
         (f'- Lockstep (each pair waits for the previous result: 1 / latency, not throughput): '
          f'{summary["lockstep_fps"]} FPS; camera frame to output '
-         + (f'p50 {lat["p50"]} ms, p95 {lat["p95"]} ms.' if lat else 'n/a.'))
-        if latency['lockstep'] else '- (no lockstep pass: --realtime)', '',
+         + (f'p50 {lat["p50"]} ms, p95 {lat["p95"]} ms' if lat else 'n/a')
+         + f'; {latency["dropped"]} of {latency["pairs_played"]} pairs without output.')
+        if latency['lockstep'] else '- (no lockstep pass: --realtime)',
+        *(f'- Warning: {warning}' for warning in summary.get('warnings', [])), '',
         '![contact sheet](contact_sheet.png)', '', '![night drive](night_drive.gif)', '',
         f'Fusion quality vs classical baselines: [{report.relative_to(path.parent)}]'
         f'({report.relative_to(path.parent)}).', '',
@@ -581,8 +671,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    say(f'done in {summary["seconds_total"]} s: {summary["fused_received"]} fused frames, '
-        f'{summary["throughput_fps"]} FPS; open {args.output / "summary.md"} and '
+    for warning in summary['warnings']:
+        say(f'warning: {warning}')
+    say(f'done in {summary["seconds_total"]} s: {summary["fused_received"]} fused frames of '
+        f'{summary["pairs_played"]} pairs, {summary["throughput_fps"]} FPS at the camera rate '
+        f'({summary["free_running_dropped"]} dropped); open {args.output / "summary.md"} and '
         f'{args.output / "contact_sheet.png"}')
     return 0
 
