@@ -34,8 +34,9 @@ import yaml
 
 from ivf_ros.io.paths import shared_dir
 
-# A domain of its own, away from the test runs (1-100) and other benchmarks.
-os.environ.setdefault('ROS_DOMAIN_ID', str(120 + os.getpid() % 100))
+# A domain of its own per process, within 0-101: the IDs whose Fast DDS ports stay below
+# Linux's ephemeral port range (120-219 reached into it).
+os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
 REBUILT_YOLO = shared_dir() / 'weights' / 'yolo11n' / 'yolo11n-rebuilt.pt'
