@@ -70,3 +70,47 @@ def test_an_export_that_fails_its_parity_check_replaces_nothing(
     assert 'differs from torch by 5.00e-01' in capsys.readouterr().err
     assert (tmp_path / 'good.onnx').read_bytes() == b'the file in use'
     assert sorted(path.name for path in tmp_path.iterdir()) == ['good.onnx', 'w.pt']
+
+
+def test_ivf_export_refuses_its_weights_a_folder_and_an_unwritable_output(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ivf_ros.cli.export import main
+    from ivf_ros.fusion.inference import save_weights
+
+    save_weights(IVFNet(ModelConfig(channels=[4, 4, 4, 4])), tmp_path / 'w.pt')
+    weights = (tmp_path / 'w.pt').read_bytes()
+    size = ['--width', '40', '--height', '24']
+    # --output = --weights replaced the weights with their ONNX graph and exited 0.
+    assert main(['--weights', str(tmp_path / 'w.pt'), '--output',
+                 str(tmp_path / '.' / 'w.pt'), *size]) == 2
+    assert 'is the --weights file itself' in capsys.readouterr().err
+    assert (tmp_path / 'w.pt').read_bytes() == weights
+    # A folder, or a path under a file, was an IsADirectoryError or OSError traceback.
+    assert main(['--weights', str(tmp_path / 'w.pt'), '--output', str(tmp_path), *size]) == 2
+    assert 'is a folder' in capsys.readouterr().err
+    assert main(['--weights', str(tmp_path / 'w.pt'), '--output',
+                 str(tmp_path / 'w.pt' / 'x.onnx'), *size]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith('ivf-export: error: cannot write') and len(error.splitlines()) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['w.pt']
+
+
+@pytest.mark.parametrize('package', ['onnx', 'onnxruntime'])
+def test_ivf_export_without_onnx_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], package: str) -> None:
+    import importlib.util
+
+    from ivf_ros.cli.export import main
+    from ivf_ros.fusion.inference import save_weights
+
+    save_weights(IVFNet(ModelConfig(channels=[4, 4, 4, 4])), tmp_path / 'w.pt')
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *args: None if name == package else find_spec(name, *args))
+    # Was a ModuleNotFoundError (onnxruntime) or OnnxExporterError (onnx) traceback.
+    assert main(['--weights', str(tmp_path / 'w.pt'), '--output', str(tmp_path / 'w.onnx'),
+                 '--width', '40', '--height', '24']) == 2
+    error = capsys.readouterr().err
+    assert f'needs the {package} package' in error and 'pip install onnx onnxruntime' in error
+    assert not (tmp_path / 'w.onnx').exists()

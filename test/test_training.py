@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import csv
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from ivf_ros.training.trainer import (
 )
 
 SMALL_MODEL = {'channels': [8, 8, 12, 16]}
+# Every term of stages 1 and 2 weighted, as a config must (YAML flow mappings).
+STAGE1_LOSSES = '{exposure: 1, colour: 1, smoothness: 1, spatial: 1, noise: 1, render: 1}'
+STAGE2_LOSSES = '{l1: 1, ssim: 1, gradient: 1}'
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -211,6 +215,22 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path: Path,
     assert not (tmp_path / 'checkpoint.pt').exists()
 
 
+def test_a_stage_3_run_is_not_resumed_as_all_stages(tmp_path: Path) -> None:
+    Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+            show_progress=False).run([1, 2])
+    Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+            show_progress=False).run([3])   # its checkpoint marks stage 3 alone as done
+    stage1 = (tmp_path / 'stage1.pt').read_bytes()
+    # 'ivf-train --resume' (--stage all) retrained stage 1 from the stage 3 weights.
+    with pytest.raises(trainer_module.CheckpointError, match='resume with --stage 3'):
+        Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                show_progress=False).run([1, 2, 3], resume=True)
+    assert (tmp_path / 'stage1.pt').read_bytes() == stage1
+    weights = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                      show_progress=False).run([3], resume=True)
+    assert weights == tmp_path / 'stage3.pt'
+
+
 def test_a_stage_file_cut_short_is_a_clear_error(tmp_path: Path) -> None:
     trainer = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
                       show_progress=False)
@@ -313,12 +333,12 @@ def test_cli_trains_on_a_paired_folder(tmp_path: Path) -> None:
 
 def test_config_errors_are_named(tmp_path: Path) -> None:
     bad = tmp_path / 'bad.yaml'
-    bad.write_text('stages: {1: {steps: 1, batch: 1, lr: 0.1, losses: {}}}\n')
+    bad.write_text(f'stages: {{1: {{steps: 1, batch: 1, lr: 0.1, losses: {STAGE1_LOSSES}}}}}\n')
     with pytest.raises(TrainingConfigError, match='stage 2 is missing'):
         load_config(bad)
-    bad.write_text('stages: {1: {steps: 1, batch: 1, lr: 0.1, losses: {}},\n'
-                   '         2: {steps: 1, batch: 1, lr: 0.1, losses: {}},\n'
-                   '         3: {steps: 1, batch: 1, lr: 0.1, losses: {}}}\n'
+    bad.write_text(f'stages: {{1: {{steps: 1, batch: 1, lr: 0.1, losses: {STAGE1_LOSSES}}},\n'
+                   f'         2: {{steps: 1, batch: 1, lr: 0.1, losses: {STAGE2_LOSSES}}},\n'
+                   '         3: {steps: 1, batch: 1, lr: 0.1, losses: {intensity: 1}}}\n'
                    'model: {local_contrast: -0.3}\n')
     with pytest.raises(TrainingConfigError, match='model: local_contrast'):
         load_config(bad)
@@ -349,7 +369,7 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
         load_config(bad)
     bad.write_text(bad.read_text().replace('1: {balance_datasets: yes please, steps: 1,',
                                            '1: {steps: 1,')
-                   .replace('losses: {}}}', 'losses: {gate_bound: 1}}}')
+                   .replace('losses: {intensity: 1}}}', 'losses: {gate_bound: 1}}}')
                    .replace('model:', 'model: {gate: constant}'))
     with pytest.raises(TrainingConfigError, match='gate_bound needs the learned gate'):
         load_config(bad)
@@ -367,7 +387,7 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     bad.write_text(bad.read_text().replace('{textur: 1}', '{texture: -1}'))
     with pytest.raises(TrainingConfigError, match='stage 3: the weight of texture must be'):
         load_config(bad)
-    bad.write_text(bad.read_text().replace('{texture: -1}', '{}').replace(
+    bad.write_text(bad.read_text().replace('{texture: -1}', '{intensity: 1}').replace(
         '2: {steps: 1, batch: 1,', '2: {steps: 0, batch: 1,'))
     with pytest.raises(TrainingConfigError, match='stage 2: steps must be an integer >= 1'):
         load_config(bad)
@@ -382,6 +402,132 @@ def test_config_errors_are_named(tmp_path: Path) -> None:
     bad.write_text('stages:\n')
     with pytest.raises(TrainingConfigError, match='expected a mapping with a stages'):
         load_config(bad)
+
+
+def valid_config() -> dict:
+    """Return a tiny config that loads, as a dict to write with yaml.safe_dump."""
+    def stage(losses: str) -> dict:
+        return {'steps': 1, 'batch': 1, 'lr': 0.001, 'losses': yaml.safe_load(losses)}
+
+    return {'seed': 0, 'crop': 32, 'checkpoint_every': 1, 'log_every': 1,
+            'model': dict(SMALL_MODEL),
+            'stages': {1: stage(STAGE1_LOSSES), 2: stage(STAGE2_LOSSES),
+                       3: stage('{intensity: 1, texture: 1}')}}
+
+
+CONFIG_CASES = [
+    ('nan_weight', lambda c: c['stages'][1]['losses'].update(exposure=float('nan')),
+     'stage 1: the weight of exposure must be a finite number >= 0, got nan'),
+    ('inf_lr', lambda c: c['stages'][2].update(lr=float('inf')),
+     'stage 2: lr must be a finite number above 0, got inf'),
+    ('exposure_text', lambda c: c['stages'][1].update(exposure_level='bright'),
+     r'stage 1: exposure_level must be a number in \[0, 1\]'),
+    ('detector_number', lambda c: c.update(detector=5), 'detector must be a file path or null'),
+    ('stage_4', lambda c: c['stages'].update({4: c['stages'][3]}),
+     r'stages: unknown stage\(s\) 4 \(the stages are 1, 2, 3\)'),
+    ('stage_twice', lambda c: c['stages'].update({'1': c['stages'][1]}),
+     'stages: stage 1 is given twice'),
+    ('top_typo', lambda c: c.update(chekpoint_every=1),
+     r'unknown key\(s\) chekpoint_every \(known: seed'),
+    ('stage_typo', lambda c: c['stages'][3].update(warmpu=1),
+     r'stage 3: unknown key\(s\) warmpu \(known: steps'),
+    ('model_number_key', lambda c: c['model'].update({1: 2}), r'model: unknown key\(s\) 1'),
+    ('unweighted_term', lambda c: c['stages'][2]['losses'].pop('gradient'),
+     'stage 2: losses has no weight for gradient'),
+    ('no_stage3_term', lambda c: c['stages'][3].update(losses={}),
+     'stage 3: losses must give at least one term a weight above 0'),
+    ('zero_weights', lambda c: c['stages'][3].update(losses={'intensity': 0}),
+     'stage 3: losses must give at least one term a weight above 0'),
+    ('seed_too_large', lambda c: c.update(seed=2**64),
+     r'seed must be an integer in \[0, 4294967295\]'),
+]
+
+
+@pytest.mark.parametrize('case, change, expected', CONFIG_CASES,
+                         ids=[case for case, _, _ in CONFIG_CASES])
+def test_config_values_that_would_fail_or_spoil_training_are_named(
+        tmp_path: Path, case: str, change: Callable[[dict], object], expected: str) -> None:
+    # Each of these was accepted: NaN/inf trained NaN weights, text or a number where a path
+    # belongs failed mid-training with a traceback, an unweighted stage 2 term stopped the run
+    # after stage 1 had trained, stage 3 without weighted terms raised StopIteration, and a
+    # misspelt key or a stage 4 was ignored.
+    config = valid_config()
+    path = tmp_path / 'train.yaml'
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert load_config(path).stages[3].losses == {'intensity': 1, 'texture': 1}
+    change(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(TrainingConfigError, match=expected):
+        load_config(path)
+
+
+def test_a_key_given_twice_in_the_config_is_named(tmp_path: Path) -> None:
+    # A 'steps: 500' added above a forgotten 'steps: 2000' was silently overruled by it.
+    path = tmp_path / 'train.yaml'
+    text = (REPO / 'config' / 'train.yaml').read_text()
+    assert '    steps: 2000\n' in text
+    path.write_text(text.replace('    steps: 2000\n', '    steps: 500\n    steps: 2000\n'))
+    with pytest.raises(TrainingConfigError, match="found the key 'steps' twice"):
+        load_config(path)
+    assert load_config(REPO / 'config' / 'train.yaml').stages[3].steps == 2000
+
+
+def test_a_config_without_enhancement_weights_only_the_render_term(tmp_path: Path) -> None:
+    # Without the tone curve stage 1 computes the render term alone (scripts/ablations.py).
+    config = valid_config()
+    config['model']['enhance'] = False
+    config['stages'][1]['losses'] = {'render': 1.0}
+    path = tmp_path / 'train.yaml'
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert load_config(path).stages[1].losses == {'render': 1.0}
+    config['model']['enhance'] = True
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(TrainingConfigError, match='stage 1: losses has no weight for exposure'):
+        load_config(path)
+
+
+def test_a_foreign_stage_file_is_a_clear_short_error(tmp_path: Path) -> None:
+    first = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                    show_progress=False)
+    first.run([1, 2])
+    state = torch.load(tmp_path / 'stage2.pt', weights_only=True)
+    later = Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+                    show_progress=False)
+    torch.save({'state_dict': 'not tensors'}, tmp_path / 'stage2.pt')
+    with pytest.raises(trainer_module.CheckpointError, match='stage2.pt is not an ivf_ros'):
+        later.run([3])
+    # One tensor missing, one extra: named, not every key of the network on one line.
+    removed = next(iter(state['state_dict']))
+    state['state_dict'].pop(removed)
+    state['state_dict']['extra.weight'] = torch.zeros(1)
+    torch.save(state, tmp_path / 'stage2.pt')
+    with pytest.raises(trainer_module.CheckpointError) as error:
+        later.run([3])
+    message = str(error.value)
+    assert f'1 missing ({removed}); 1 unexpected (extra.weight)' in message
+    assert len(message) < 300, message
+
+
+def test_a_stage_file_of_other_model_settings_is_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Trainer(tiny_config(), tiny_bank(), tmp_path, torch.device('cpu'),
+            show_progress=False).run([1])
+    capsys.readouterr()
+    other = tiny_config()
+    other.model = SMALL_MODEL | {'downscale': 8}   # same layers: it would load silently
+    Trainer(other, tiny_bank(), tmp_path, torch.device('cpu'), show_progress=False).run([2])
+    error = capsys.readouterr().err
+    assert 'stage1.pt was trained with other model settings' in error
+    assert 'downscale 4 -> 8' in error
+
+
+def test_train_help_gives_each_default_once() -> None:
+    from ivf_ros.cli.train import build_parser
+
+    text = ' '.join(build_parser().format_help().split())
+    # '--config ... (default: the package config/train.yaml) (default: None)' contradicted itself.
+    assert '(default: None)' not in text and '(default: False)' not in text
+    assert '(default: runs/train)' in text and '(default: the package config/train.yaml)' in text
 
 
 def write_pair(folder: Path, name: str, size: int = 64, visible_name: str | None = None) -> None:
@@ -399,7 +545,7 @@ def write_pair(folder: Path, name: str, size: int = 64, visible_name: str | None
                                   'start_from_stage_1', 'start_from_stage_all',
                                   'start_from_resume', 'start_from_missing',
                                   'start_from_not_weights', 'start_from_other_network',
-                                  'missing_teacher'])
+                                  'missing_teacher', 'bad_steps_scale', 'bad_seed'])
 def test_bad_training_input_is_one_clear_line_and_exit_2(
         tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     data, output = tmp_path / 'data', tmp_path / 'run'
@@ -416,7 +562,9 @@ def test_bad_training_input_is_one_clear_line_and_exit_2(
                 'start_from_missing': 'fusion weights not found',
                 'start_from_not_weights': 'cannot read fusion weights',
                 'start_from_other_network': "does not fit this run's network",
-                'missing_teacher': "stage 3's detector"}[case]
+                'missing_teacher': "stage 3's detector",
+                'bad_steps_scale': '--steps-scale must be a finite number above 0',
+                'bad_seed': '--seed must be an integer in [0, 4294967295]'}[case]
     data.mkdir()
     if case == 'mismatched':
         write_pair(data, 'a', visible_name='b')
@@ -427,6 +575,10 @@ def test_bad_training_input_is_one_clear_line_and_exit_2(
         write_pair(data, 'a', size=4)
     elif case != 'empty':
         write_pair(data, 'a')
+    if case == 'bad_steps_scale':   # was an OverflowError traceback
+        args[args.index('--steps-scale') + 1] = 'inf'
+    if case == 'bad_seed':          # was accepted, though the config refuses a negative seed
+        args += ['--seed', '-1']
     if case == 'bad_config':
         (tmp_path / 'bad.yaml').write_text('stages: [\n')
         args += ['--config', str(tmp_path / 'bad.yaml')]

@@ -16,6 +16,7 @@ from pathlib import Path
 import shlex
 import sys
 
+from ivf_ros.cli.help import DefaultsHelpFormatter
 from ivf_ros.evaluation.baselines import BASELINES
 from ivf_ros.evaluation.detection import LabelError, MAP_CONFIDENCE, RECALL_CONFIDENCE
 from ivf_ros.evaluation.metrics import MetricInputError, METRICS
@@ -38,15 +39,6 @@ from ivf_ros.io.datasets import (
     VISIBLE_DIR,
 )
 from ivf_ros.io.paths import datasets_dir
-
-
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show '(default: ...)' only for real defaults: not None (the help says it) or False."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:

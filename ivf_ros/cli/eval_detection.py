@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ivf_ros.cli.eval import DefaultsHelpFormatter
+from ivf_ros.cli.help import DefaultsHelpFormatter
 from ivf_ros.evaluation.baselines import BASELINES
 from ivf_ros.evaluation.detection import (
     bootstrap_ap,

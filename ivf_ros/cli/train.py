@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 import shutil
 import sys
@@ -10,11 +11,12 @@ import time
 
 import torch
 
+from ivf_ros.cli.help import DefaultsHelpFormatter
 from ivf_ros.fusion.inference import ModelLoadError, resolve_device
 from ivf_ros.io.datasets import all_pairs, DatasetError, is_validation, list_pairs, PairedImage
 from ivf_ros.io.paths import datasets_dir, share_file
 from ivf_ros.pipeline.detector import DetectorLoadError
-from ivf_ros.training.config import load_config, STAGES, TrainingConfigError
+from ivf_ros.training.config import check_seed, load_config, STAGES, TrainingConfigError
 from ivf_ros.training.trainer import (
     CheckpointError,
     detector_path,
@@ -36,8 +38,7 @@ def gather_pairs(folders: list[Path]) -> list[PairedImage]:
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser."""
     parser = argparse.ArgumentParser(
-        prog='ivf-train', description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog='ivf-train', description=__doc__, formatter_class=DefaultsHelpFormatter)
     parser.add_argument('--stage', default='all', choices=['1', '2', '3', 'all'],
                         help='stage to train (2 and 3 start from the previous stage weights, '
                              '3 from --start-from if given)')
@@ -84,6 +85,11 @@ def train(args: argparse.Namespace) -> int:
     if args.start_from is not None and args.resume:
         raise ValueError('--start-from starts stage 3 afresh; drop it to --resume from '
                          'OUTPUT/checkpoint.pt')
+    if args.seed is not None:
+        check_seed(args.seed, '--seed')
+    if not (math.isfinite(args.steps_scale) and args.steps_scale > 0):
+        # round() would fail on inf/nan, and a scale <= 0 would silently train 1 step a stage.
+        raise ValueError(f'--steps-scale must be a finite number above 0, got {args.steps_scale}')
     config = load_config(args.config or share_file('config', 'train.yaml'))
     if args.seed is not None:
         config.seed = args.seed

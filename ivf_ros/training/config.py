@@ -13,12 +13,37 @@ from ivf_ros.fusion.model import ModelConfig
 from ivf_ros.training.losses import GATE_LOGIT_BOUND, TERM_NAMES
 
 STAGES = (1, 2, 3)
+# Seeds up to 2**32 - 1: each stage draws from seed * 10 + stage, which torch keeps in 64 bits.
+MAX_SEED = 2**32 - 1
 SALIENCE_REGIONS = ('warm', 'detected')
 SOURCE_SIDES = ('both', 'infrared')
 
 
 class TrainingConfigError(ValueError):
     """The training configuration is malformed."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (builds plain data only, never runs code) that refuses repeated keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """Build a mapping; raise ConstructorError for a key given twice (the last would win)."""
+        # A 'steps: 500' added above a forgotten 'steps: 2000' was silently overruled.
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == 'tag:yaml.org,2002:merge':   # '<<: *anchor' may repeat
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:   # an unhashable key: SafeLoader names it below
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    'while constructing a mapping', node.start_mark,
+                    f'found the key {key!r} twice', key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 @dataclass
@@ -70,6 +95,11 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    """Return whether a YAML value is a finite number (.nan and .inf train NaN weights)."""
+    return _is_real(value) and math.isfinite(value)
+
+
 def _is_integer(value: Any) -> bool:
     """Return whether a YAML value is an integer (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
@@ -95,9 +125,14 @@ def _check_schedule(path: Path, stage: int, config: StageConfig) -> None:
         if not _is_integer(value) or value < lowest:
             raise TrainingConfigError(f'{where}: {name} must be an integer >= {lowest}, '
                                       f'got {value!r}')
-    if not _is_real(config.lr) or not config.lr > 0:
-        raise TrainingConfigError(f'{where}: lr must be a number above 0, got {config.lr!r}'
-                                  + _number_hint(config.lr))
+    if not _is_finite(config.lr) or not config.lr > 0:
+        raise TrainingConfigError(f'{where}: lr must be a finite number above 0, got '
+                                  f'{config.lr!r}' + _number_hint(config.lr))
+    if not _is_finite(config.exposure_level) or not 0.0 <= config.exposure_level <= 1.0:
+        # The exposure term pulls patch brightness (0..1) towards it; text fails mid-training.
+        raise TrainingConfigError(f'{where}: exposure_level must be a number in [0, 1], got '
+                                  f'{config.exposure_level!r}'
+                                  + _number_hint(config.exposure_level))
     if not isinstance(config.losses, dict):
         raise TrainingConfigError(f'{where}: losses must be a mapping of term weights')
     known = TERM_NAMES[stage]
@@ -106,25 +141,60 @@ def _check_schedule(path: Path, stage: int, config: StageConfig) -> None:
         raise TrainingConfigError(f'{where}: unknown loss terms {unknown} (stage {stage} has '
                                   f'{", ".join(known)})')
     for name, weight in config.losses.items():
-        if not _is_real(weight) or weight < 0:
-            raise TrainingConfigError(f'{where}: the weight of {name} must be a number >= 0, '
-                                      f'got {weight!r}' + _number_hint(weight))
+        if not _is_finite(weight) or weight < 0:
+            raise TrainingConfigError(f'{where}: the weight of {name} must be a finite number '
+                                      f'>= 0, got {weight!r}' + _number_hint(weight))
+    if not any(config.losses.values()):
+        # Stage 3 computes only the weighted terms: with none there is no loss to step on.
+        raise TrainingConfigError(f'{where}: losses must give at least one term a weight '
+                                  'above 0')
+
+
+def _check_weighted(path: Path, stages: dict[int, StageConfig], model: ModelConfig) -> None:
+    """Raise TrainingConfigError for a stage 1 or 2 term that training computes but no weight."""
+    # Stages 1 and 2 compute all their terms (stage 1 only render without the enhancement):
+    # a term left out would stop the run at that stage's first step, after the earlier stages.
+    computed = {1: TERM_NAMES[1] if model.enhance else ('render',), 2: TERM_NAMES[2]}
+    for stage, names in computed.items():
+        missing = [name for name in names if name not in stages[stage].losses]
+        if missing:
+            raise TrainingConfigError(f'{path}: stage {stage}: losses has no weight for '
+                                      f'{", ".join(missing)} (give each term of the stage a '
+                                      'weight, 0 to turn it off)')
+
+
+def _unknown_keys(where: str, values: dict[Any, Any], known: Any) -> None:
+    """Raise TrainingConfigError naming the keys of values that are not in known (typos)."""
+    unknown = sorted(str(key) for key in values if key not in known)
+    if unknown:
+        raise TrainingConfigError(f'{where}: unknown key(s) {", ".join(unknown)} (known: '
+                                  f'{", ".join(str(key) for key in known)})')
 
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read config/train.yaml into a TrainConfig, naming the first problem found."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        # A SafeLoader subclass: plain data only, never code (the file is user input).
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except (OSError, yaml.YAMLError) as error:
         raise TrainingConfigError(f'cannot read training config {path}: {error}') from error
     if not isinstance(raw, dict) or not isinstance(raw.get('stages'), dict):
         raise TrainingConfigError(f'{path}: expected a mapping with a stages: section')
+    # A stage 4 or a stage given as both 1 and '1' would otherwise be silently ignored.
+    unknown = sorted(str(key) for key in raw['stages'] if str(key) not in map(str, STAGES))
+    if unknown:
+        raise TrainingConfigError(f'{path}: stages: unknown stage(s) {", ".join(unknown)} '
+                                  f'(the stages are {", ".join(map(str, STAGES))})')
+    twice = [stage for stage in STAGES if stage in raw['stages'] and str(stage) in raw['stages']]
+    if twice:
+        raise TrainingConfigError(f'{path}: stages: stage {twice[0]} is given twice')
     stages = {}
     for stage in STAGES:
         section = raw['stages'].get(stage, raw['stages'].get(str(stage)))
         if not isinstance(section, dict):
             raise TrainingConfigError(f'{path}: stage {stage} is missing')
+        _unknown_keys(f'{path}: stage {stage}', section, StageConfig.__dataclass_fields__)
         try:
             stages[stage] = StageConfig(**section)
         except TypeError as error:
@@ -154,20 +224,27 @@ def load_config(path: str | Path) -> TrainConfig:
         if not _is_real(bound) or not bound > 0:
             raise TrainingConfigError(f'{path}: stage {stage}: gate_logit_bound must be above 0')
     top = {key: value for key, value in raw.items() if key != 'stages'}
+    _unknown_keys(str(path), top, [name for name in TrainConfig.__dataclass_fields__
+                                   if name != 'stages'])
     try:
         config = TrainConfig(**top, stages=stages)
     except TypeError as error:
         raise TrainingConfigError(f'{path}: {error}') from error
-    for name, lowest in (('seed', 0), ('crop', 32), ('max_side', 32), ('checkpoint_every', 1),
+    for name, lowest in (('crop', 32), ('max_side', 32), ('checkpoint_every', 1),
                          ('log_every', 1)):
         value = getattr(config, name)
         if not _is_integer(value) or value < lowest:
             raise TrainingConfigError(f'{path}: {name} must be an integer >= {lowest}, '
                                       f'got {value!r}')
+    check_seed(config.seed, f'{path}: seed')
+    if config.detector is not None and not isinstance(config.detector, str):
+        raise TrainingConfigError(f'{path}: detector must be a file path or null, got '
+                                  f'{config.detector!r}')
     if config.model is None:   # 'model:' with every key commented out
         config.model = {}
     if not isinstance(config.model, dict):
         raise TrainingConfigError(f'{path}: model: must be a mapping, got {config.model!r}')
+    _unknown_keys(f'{path}: model', config.model, ModelConfig.__dataclass_fields__)
     try:
         model = ModelConfig.from_dict(config.model, strict=True)  # fail here, not after loading
     except (TypeError, ValueError) as error:
@@ -177,4 +254,11 @@ def load_config(path: str | Path) -> TrainConfig:
             # A constant gate has logit 0 and the max rule +-30: nothing for the term to train.
             raise TrainingConfigError(f'{path}: stage 3: {term} needs the learned gate '
                                       f'(model: gate is {model.gate!r})')
+    _check_weighted(path, config.stages, model)
     return config
+
+
+def check_seed(seed: Any, where: str = 'seed') -> None:
+    """Raise TrainingConfigError unless seed is an integer in [0, MAX_SEED]."""
+    if not _is_integer(seed) or not 0 <= seed <= MAX_SEED:
+        raise TrainingConfigError(f'{where} must be an integer in [0, {MAX_SEED}], got {seed!r}')

@@ -386,6 +386,22 @@ def detector_path(detector: str) -> Path:
     return path if path.is_absolute() else shared_dir() / path
 
 
+def state_mismatch(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
+                   shown: int = 3) -> str:
+    """Return a short account of the tensors state lacks, adds or shapes unlike own, or ''."""
+    # torch's own message lists every key: hundreds of names on one line for a foreign file.
+    missing = [name for name in own if name not in state]
+    extra = [name for name in state if name not in own]
+    shapes = [f'{name} {tuple(state[name].shape)} vs {tuple(own[name].shape)}'
+              for name in own if name in state and state[name].shape != own[name].shape]
+    parts = []
+    for what, names in (('missing', missing), ('unexpected', extra), ('other shapes', shapes)):
+        if names:
+            more = f' and {len(names) - shown} more' if len(names) > shown else ''
+            parts.append(f'{len(names)} {what} ({", ".join(names[:shown])}{more})')
+    return '; '.join(parts)
+
+
 def learning_rate(stage_config: StageConfig, step: int) -> float:
     """Linear warm-up then cosine decay to 5 % of the base rate."""
     if step < stage_config.warmup:
@@ -485,15 +501,23 @@ class Trainer:
             # Building the file's network draws initial weights; forking keeps the run's global
             # random stream as it was (a safeguard: training draws from its own generators).
             with torch.random.fork_rng(devices=[]):
-                state = load_network(path).state_dict()
+                network = load_network(path)
+            state, file_config = network.state_dict(), network.config.to_dict()
         else:   # this run's own stage file, written by save_weights
             try:
-                state = torch.load(str(path), map_location=self.device,
-                                   weights_only=True)['state_dict']
+                payload = torch.load(str(path), map_location=self.device, weights_only=True)
+                state, file_config = payload['state_dict'], payload.get('config')
             except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
                 reason = first_line(error)
                 raise CheckpointError(f'cannot read {path} ({type(error).__name__}: {reason}); '
                                       'train its stage again') from error
+            if not isinstance(state, dict) or not all(
+                    isinstance(name, str) and isinstance(value, torch.Tensor)
+                    for name, value in state.items()):
+                # A foreign .pt file: its entries would fail deep in the layout checks below.
+                raise CheckpointError(f'{path} is not an ivf_ros weights file (its state_dict '
+                                      'is not a mapping of names to tensors); train its stage '
+                                      'again')
         own = self.model.state_dict()
         fusion = {name for name in set(state) | set(own) if name.startswith('fusion.')}
         if seeded_fusion or (untrained_fusion and any(
@@ -505,6 +529,9 @@ class Trainer:
                       file=sys.stderr)
             state = {name: value for name, value in state.items() if name not in fusion}
             state |= {name: own[name] for name in fusion if name in own}
+        mismatch = state_mismatch(state, self.model.state_dict())
+        if mismatch:
+            raise CheckpointError(f"{path} does not fit this run's network: {mismatch}")
         try:
             self.model.load_state_dict(state)
         except RuntimeError as error:
@@ -512,6 +539,21 @@ class Trainer:
             reason = ' '.join(str(error).split()) or type(error).__name__
             raise CheckpointError(f"{path} does not fit this run's network: {reason}") \
                 from error
+        self._warn_other_config(path, file_config)   # once it loaded: an error says enough
+
+    def _warn_other_config(self, path: Path, file_config: Any) -> None:
+        """Print the model settings a weights file was trained with that this run changes."""
+        # The file's layers load into this run's network whatever its settings: a stage
+        # trained with another downscale or tone curve would be continued silently.
+        if not isinstance(file_config, dict):
+            return
+        own = self.model.config.to_dict()
+        changed = [f'{name} {file_config[name]!r} -> {own[name]!r}' for name in own
+                   if name in file_config and file_config[name] != own[name]]
+        if changed:
+            print(f'ivf-train: warning: {path} was trained with other model settings than '
+                  f"this run's config ({'; '.join(changed)}); the run continues with the "
+                  "config's", file=sys.stderr)
 
     # -- one stage -----------------------------------------------------------------------------
     def train_stage(self, stage: int, resume_state: dict[str, Any] | None = None) -> Path:
@@ -605,6 +647,19 @@ class Trainer:
         if resume and state is None:
             raise CheckpointError(f'--resume: no checkpoint at {self.output / CHECKPOINT} '
                                   '(train without --resume to start afresh)')
+        if state is not None:
+            # A checkpoint of an '--stage 3' run marks only stage 3: resumed with the default
+            # --stage all, stages 1 and 2 would train again from its stage 3 weights and
+            # overwrite their files, and stage 3 would start over.
+            earlier = [stage for stage in stages
+                       if stage < state['stage'] and stage not in state['completed']]
+            if earlier:
+                raise CheckpointError(
+                    f'--resume: {self.output / CHECKPOINT} is of a run at stage '
+                    f"{state['stage']} that did not train stage(s) "
+                    f'{", ".join(map(str, earlier))} before it; resuming those would start '
+                    f"them from its stage {state['stage']} weights: resume with --stage "
+                    f"{state['stage']}")
         if not resume:
             # An earlier run's checkpoint must not be resumed into this one's stages.
             (self.output / CHECKPOINT).unlink(missing_ok=True)
