@@ -394,3 +394,28 @@ def test_bar_chart_shows_shares_in_percent_as_the_table(monkeypatch: pytest.Monk
     assert list(seen['values']['clipped']['max']) == [1.5]   # the table's 1.50%
     assert list(seen['values']['EN']['max']) == [6.0]
     assert seen['titles']['clipped'] == 'clipped % ↓'
+
+
+def test_an_unreadable_pair_is_left_out_named_and_counted(pairs_root: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    import shutil
+
+    root = tmp_path / 'data'
+    shutil.copytree(pairs_root, root)
+    broken = root / 'msrs' / 'ir' / f'{NAMES[1]}.png'
+    broken.write_bytes(b'\x89PNG\r\n\x1a\n truncated')   # a PNG cut off after its signature
+    output = tmp_path / 'report'
+    assert main([str(root), '-m', 'max', '-o', str(output), '--no-progress',
+                 '--no-figures']) == 0
+    assert f'warning: pair msrs/{NAMES[1]} left out: cannot read image' in capsys.readouterr().err
+    report = (output / 'report.md').read_text()
+    assert f'{len(NAMES) - 1} pairs (msrs {len(NAMES) - 1})' in report
+    assert f'1 pair left out (an image could not be read):\n\n- msrs/{NAMES[1]}: ' in report
+    images = {row['image'] for row in _rows(output / 'per_image.csv')}
+    assert images == set(NAMES) - {NAMES[1]}
+    # Nothing readable at all is still an error, not an empty report.
+    for name in NAMES:
+        (root / 'msrs' / 'vi' / f'{name}.png').write_bytes(b'not an image')
+    assert main([str(root), '-m', 'max', '-o', str(output), '--no-progress']) == 2
+    assert 'none of the 3 pairs could be read' in capsys.readouterr().err

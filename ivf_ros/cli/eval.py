@@ -215,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if evaluation.resized:
         print(f'note: {len(evaluation.resized)} pair(s) with an infrared image of another size '
               'than the visible one: resized to it (listed in the report)', file=sys.stderr)
+    for key, reason in evaluation.unreadable:
+        print(f'warning: pair {key} left out: {reason}', file=sys.stderr)
     print(f'report: {paths["report"]}')
     for key in ('summary', 'per_image', 'bars', 'grid'):
         if key in paths:

@@ -30,6 +30,7 @@ from ivf_ros.evaluation.detection import (
 )
 from ivf_ros.evaluation.metrics import evaluate, METRICS
 from ivf_ros.io.datasets import (
+    DatasetError,
     IMAGE_SUFFIXES,
     is_night,
     load_pair,
@@ -204,6 +205,8 @@ class Evaluation:
     detection_scores: dict[str, DetectionScores] = field(default_factory=dict)
     # Keys of the pairs whose infrared image was resized to the visible image's size.
     resized: list[str] = field(default_factory=list)
+    # (pair key, reason) of the pairs left out because an image could not be read.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     def values(self, method: str, metric: str, dataset: str | None = None) -> np.ndarray:
         """Return one metric of one method over all its images (or one dataset's)."""
@@ -252,7 +255,14 @@ def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
                disable=not progress)
     for index, pair in enumerate(pairs):
         # A resized infrared image is counted: the report must say so.
-        visible, infrared = load_pair(pair, on_resize=lambda p: result.resized.append(p.key))
+        try:
+            visible, infrared = load_pair(pair, on_resize=lambda p: result.resized.append(p.key))
+        except DatasetError as error:
+            # One corrupt file among hundreds: left out of every method alike (the comparison
+            # stays paired), counted and named, not the end of the whole run.
+            result.unreadable.append((pair.key, str(error)))
+            bar.update(len(methods))
+            continue
         fused_examples: dict[str, np.ndarray] = {}
         for method in methods:
             bar.set_postfix_str(f'{method.name} {pair.key}', refresh=False)
@@ -278,6 +288,11 @@ def evaluate_methods(pairs: Sequence[PairedImage], methods: Sequence[Method],
         if index in example_indices:
             result.examples[pair.key] = (visible, infrared, fused_examples)
     bar.close()
+    if len(result.unreadable) == len(pairs):
+        key, reason = result.unreadable[0]
+        raise DatasetError(f'none of the {len(pairs)} pairs could be read (first: {reason})')
+    left_out = {key for key, _ in result.unreadable}
+    result.pairs = [pair for pair in result.pairs if pair.key not in left_out]
     result.detection_scores = {name: acc.scores() for name, acc in accumulators.items()}
     return result
 
@@ -487,6 +502,10 @@ def write_report(evaluation: Evaluation, output: Path, title: str = 'Fusion eval
         more = f' and {count - RESIZED_SHOWN} more' if count > RESIZED_SHOWN else ''
         lines += [f'{count} pair{"s" * (count != 1)} with the infrared image resized to the '
                   f'visible size: {shown}{more}.', '']
+    if evaluation.unreadable:
+        count = len(evaluation.unreadable)
+        lines += [f'{count} pair{"s" * (count != 1)} left out (an image could not be read):', '']
+        lines += [f'- {key}: {reason}' for key, reason in evaluation.unreadable] + ['']
     lines += ['## Methods', '']
     lines += [f'- `{m.name}` ({m.kind}): {m.source}' for m in evaluation.methods] + ['']
     lines += ['## Mean ± std over all pairs', '', markdown_table(evaluation), '']
