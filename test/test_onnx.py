@@ -114,3 +114,11 @@ def test_ivf_export_without_onnx_says_what_to_install(
     error = capsys.readouterr().err
     assert f'needs the {package} package' in error and 'pip install onnx onnxruntime' in error
     assert not (tmp_path / 'w.onnx').exists()
+
+
+def test_export_and_parity_leave_the_callers_network_as_it_was(tmp_path: Path) -> None:
+    network = IVFNet(ModelConfig()).double().train()
+    path = export(network, tmp_path / 'net.onnx', height=32, width=48)
+    parity(network, path, height=32, width=48)
+    parameter = next(network.parameters())
+    assert parameter.dtype == torch.float64 and network.training

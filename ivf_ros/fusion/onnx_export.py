@@ -8,6 +8,7 @@ it); export again for another camera.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,17 @@ INPUT_NAMES = ['visible', 'infrared']
 OUTPUT_NAMES = ['fused', 'weights', 'enhanced']
 
 
+def _cpu_copy(network: IVFNet) -> IVFNet:
+    """Return a float32 CPU copy in eval mode: the caller's network stays on its device."""
+    return copy.deepcopy(network).float().cpu().eval()
+
+
 def export(network: IVFNet, path: str | Path, height: int = 512, width: int = 640,
            opset: int = 17) -> Path:
     """Write network.forward as ONNX for (height, width) inputs; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    network = network.float().cpu().eval()
+    network = _cpu_copy(network)
     visible = torch.rand(1, 3, height, width)
     infrared = torch.rand(1, 1, height, width)
     with torch.inference_mode():
@@ -42,7 +48,7 @@ def parity(network: IVFNet, path: str | Path, height: int = 512, width: int = 64
     visible = torch.rand(1, 3, height, width, generator=generator)
     infrared = torch.rand(1, 1, height, width, generator=generator)
     with torch.inference_mode():
-        expected = [tensor.numpy() for tensor in network.float().cpu().eval()(visible, infrared)]
+        expected = [tensor.numpy() for tensor in _cpu_copy(network)(visible, infrared)]
     session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     actual = session.run(OUTPUT_NAMES, {'visible': visible.numpy(),
                                         'infrared': infrared.numpy()})
