@@ -150,6 +150,13 @@ def test_params_file_errors_are_clear(tmp_path: Path) -> None:
     bad.write_text('detection_node:\n  ros__parameters:\n    cnof: 0.3\n')
     with pytest.raises(ParameterValueError, match="unknown parameter 'cnof'"):
         load_params_file(bad, 'detection_node')
+    # A wildcard namespace with the node's own name is that node's section: a typo is named.
+    bad.write_text('/**/detection_node:\n  ros__parameters:\n    cnof: 0.3\n')
+    with pytest.raises(ParameterValueError, match="unknown parameter 'cnof'"):
+        load_params_file(bad, 'detection_node')
+    # A section for many nodes may hold another node's parameters.
+    bad.write_text('/**:\n  ros__parameters:\n    slop: 0.03\n')
+    assert load_params_file(bad, 'detection_node') == {}
     bad.write_text('/**/detection_node:\n  ros__parameters:\n    conf: 3.0\n')
     with pytest.raises(ParameterValueError, match=r"'conf'.*outside \[0.0, 1.0\]"):
         load_params_file(bad, 'detection_node')

@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     try:
         for node_name in options.nodes:
-            # Fail early on typos; a file with no section for a node is legal, but say so.
+            # Fail early on typos; a file with no value for a node is legal, but say so.
             if not load_params_file(options.params_file, node_name, options.namespace):
-                print(f'ivf-graph: {options.params_file} has no section for '
+                print(f'ivf-graph: {options.params_file} sets no parameter of '
                       f'{fully_qualified_name(node_name, options.namespace)}: its defaults apply',
                       file=sys.stderr)
     except ParameterValueError as error:

@@ -305,10 +305,12 @@ def load_params_file(path: str | Path, node_name: str,
                 values[name] = value
                 continue
             if name not in specs:
-                if '*' in str(key):
-                    # A section for many nodes ('/**') carries other nodes' parameters too: rcl
-                    # leaves them to those nodes, and a name no node takes is warned about when
-                    # the nodes start (nodes.base.warn_unused_overrides).
+                if '*' in str(key).rsplit('/', 1)[-1]:
+                    # A section for many nodes ('/**', 'fusion_*') carries other nodes'
+                    # parameters too: rcl leaves them to those nodes, and a name no node takes is
+                    # warned about when the nodes start (nodes.base.warn_unused_overrides). A
+                    # wildcard namespace with this node's name ('/**/fusion_node', the package
+                    # YAML's form) is this node's section in every namespace: a typo is an error.
                     continue
                 raise ParameterValueError(
                     f'params file {path}: {key}: unknown parameter {name!r} '
