@@ -495,3 +495,162 @@ def test_play_of_an_unreadable_bag_says_why_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert 'ivf-bag play: error: cannot' in result.stderr
     assert 'Traceback' not in result.stderr and 'AttributeError' not in result.stderr
+
+
+@pytest.mark.ros
+def test_a_loop_with_nothing_after_start_is_an_error_not_a_spin(night_bag: Path) -> None:
+    """--start past the end: --loop used to spin on empty passes at 100 % CPU, forever."""
+    result = subprocess.run(bag_command('play', str(night_bag), '--loop', '--start', '100'),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert 'nothing to play' in result.stderr and '--start 100 s' in result.stderr
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_looping_player_stops_on_sigint_and_sigterm(night_bag: Path, signum: int) -> None:
+    """SIGTERM (timeout, systemd, launch) used to shut rclpy down and leave --loop playing."""
+    process = subprocess.Popen(bag_command('play', str(night_bag), '--loop'),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    playing = threading.Event()
+
+    def read() -> None:
+        for line in process.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+            if 'playing ' in line:
+                playing.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        playing.wait(30)
+        process.send_signal(signum)
+        code = process.wait(20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == 130, ''.join(lines)
+    time.sleep(0.1)   # the reader thread takes the last lines
+    assert f'stopped by {signal.Signals(signum).name}' in ''.join(lines)
+
+
+def unknown_type_bag(path: Path) -> Path:
+    """Write a bag with a camera topic and a topic of a type rclpy does not have."""
+    from rosbags.typesys import get_types_from_msg, get_typestore, Stores
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register(get_types_from_msg('int32 x\n', 'acme_msgs/msg/Thing'))
+    with BagWriter(path) as writer:
+        writer.add_topic(VISIBLE_TOPIC, bagio.IMAGE)
+        writer.add_topic('/acme/thing', 'acme_msgs/msg/Thing', msgdef='int32 x\n',
+                         rihs01=store.hash_rihs01('acme_msgs/msg/Thing'))
+        for index in range(3):
+            stamp = 10**9 + index * 10**8
+            writer.write(VISIBLE_TOPIC, stamp, bagio.image_message(
+                np.zeros((24, 32), np.uint8), 'mono8', stamp, 'cam'))
+            writer.write_raw('/acme/thing', stamp, b'\x00\x01\x00\x00' + bytes(4))
+    return path
+
+
+@pytest.mark.ros
+def test_a_topic_of_an_unknown_type_is_left_out_and_said_so(tmp_path: Path) -> None:
+    """Like `ros2 bag play`: a robot's own message type must not refuse the cameras."""
+    from ivf_ros.nodes.bag_player import play_bag
+
+    bag = unknown_type_bag(tmp_path / 'acme')
+    stats = play_bag(bag)
+    assert stats.published == {VISIBLE_TOPIC: 3} and stats.skipped == {'/acme/thing': 3}
+    # Asked for by name, it is an error that names it.
+    result = subprocess.run(bag_command('play', str(bag), '--topics', '/acme/thing'),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and 'cannot play /acme/thing' in result.stderr, result.stderr
+
+
+def qos_bag(path: Path, qos: bagio.Qos) -> Path:
+    """Write three std_msgs/String messages on /latched, recorded with the given QoS."""
+    with BagWriter(path) as writer:
+        writer.add_topic('/latched', 'std_msgs/msg/String', qos)
+        for index in range(3):
+            message = bagio.typestore().types['std_msgs/msg/String'](data=str(index))
+            writer.write('/latched', 10**9 + index * 10**8, message)
+    return path
+
+
+@pytest.mark.ros
+def test_a_latched_recording_reaches_a_transient_local_subscriber(tmp_path: Path) -> None:
+    """Replayed volatile, a latched topic matched no transient-local subscription at all."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from std_msgs.msg import String
+
+    from ivf_ros.nodes.bag_player import play_bag
+
+    latched = bagio.camera_qos()._replace(durability=bagio.QosDurability.TRANSIENT_LOCAL)
+    bag = qos_bag(tmp_path / 'latched', latched)
+    context = Context()
+    rclpy.init(context=context)
+    received: list[str] = []
+    executor = SingleThreadedExecutor(context=context)
+    try:
+        node = Node('latched_listener', context=context)
+        node.create_subscription(String, '/latched', lambda m: received.append(m.data),
+                                 QoSProfile(depth=10,
+                                            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        stats = play_bag(bag, wait_for_subscribers=1, wait_timeout_s=5.0)
+        deadline = time.monotonic() + 5
+        while len(received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stats.published == {'/latched': 3} and received == ['0', '1', '2']
+    finally:
+        executor.shutdown()
+        context.try_shutdown()
+
+
+@pytest.mark.ros
+def test_an_absurd_recorded_qos_depth_is_bounded(tmp_path: Path) -> None:
+    """metadata.yaml is untrusted: a depth of 2^40 made rclpy raise a TypeError traceback."""
+    from ivf_ros.nodes.bag_player import play_bag
+
+    bag = qos_bag(tmp_path / 'deep', bagio.camera_qos(depth=2**40))
+    assert play_bag(bag).published == {'/latched': 3}
+
+
+@pytest.mark.ros
+def test_a_later_publisher_the_recording_cannot_take_is_reported(tmp_path: Path) -> None:
+    """Subscribed reliable, a later best-effort publisher is unheard: not an exit code 0."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = Node('mixed_publishers', context=context)
+        first = node.create_publisher(String, '/mixed', QoSProfile(depth=10))
+        recorder = Recorder(tmp_path / 'mixed', ['/mixed'])
+        recorder.wait_ready(60)
+        later = node.create_publisher(
+            String, '/mixed', QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        deadline = time.monotonic() + 10
+        while not any('not recorded' in line for line in recorder.lines) \
+                and time.monotonic() < deadline:
+            first.publish(String(data='reliable'))
+            later.publish(String(data='best effort'))
+            time.sleep(0.1)
+        recorder.process.send_signal(signal.SIGINT)
+        code = recorder.process.wait(30)
+        time.sleep(0.1)
+        text = ''.join(recorder.lines)
+        assert 'incompatible reliability QoS: their messages are not recorded' in text, text
+        assert code == 1, text      # received == written, but not everything was recorded
+    finally:
+        context.try_shutdown()

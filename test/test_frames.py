@@ -188,3 +188,10 @@ def test_a_pair_released_by_the_jump_itself_keeps_the_old_timeline() -> None:
     # The old scene's last pair, decoded after the new one, starts its own stretch again.
     assert pipeline.fuse(released_by_jump[0]).infrared_mono.max() >= 250
     assert pipeline.thermal._range[1] > 40_000
+
+
+def test_a_negative_stamp_is_named_by_its_real_value() -> None:
+    message = raw_message(0, np.zeros((6, 8), np.uint8), 'mono8')
+    message.header.stamp.sec, message.header.stamp.nanosec = -1, 500_000_000   # -0.5 s
+    with pytest.raises(ImageFormatError, match=r'negative stamp -0\.500000000 s'):
+        arrived_frame(message, None)

@@ -322,3 +322,39 @@ def test_camera_info_describes_its_roi_and_binning() -> None:
                                              binning_y=2)) == (256, 320)
     roi = RegionOfInterest(x_offset=10, y_offset=20, width=300, height=200)
     assert camera_info_image_size(CameraInfo(width=640, height=512, roi=roi)) == (200, 300)
+
+
+def test_a_homography_is_judged_singular_scale_free() -> None:
+    # The identity times 1e-5 is the identity (the old determinant test called it singular).
+    assert homography_matrix([1e-5, 0, 0, 0, 1e-5, 0, 0, 0, 1e-5]) is None
+    shift = homography_matrix([1e-4, 0, 5e-4, 0, 1e-4, 0, 0, 0, 1e-4])
+    assert shift is not None and np.allclose(shift, [[1, 0, 5], [0, 1, 0], [0, 0, 1]])
+    # Nearly rank 1 (rows almost equal) with a determinant of 0.01: it folds the image onto a
+    # line, and the old test took it.
+    with pytest.raises(ValueError, match='singular'):
+        homography_matrix([1e4, 1e4, 0, 1e4, 1e4 + 1e-6, 0, 0, 0, 1])
+    with pytest.raises(ValueError, match='not finite'):
+        homography_matrix([1, 0, float('nan'), 0, 1, 0, 0, 0, 1])
+    assert homography_matrix([1, 0, 1e4, 0, 1, 0, 0, 0, 1]) is not None  # a large shift is fine
+
+
+def test_a_stopped_worker_counts_what_it_never_handles() -> None:
+    release = threading.Event()
+    handled: list[int] = []
+
+    def handler(item: int) -> None:
+        release.wait(5)
+        handled.append(item)
+
+    worker: LatestWorker[int] = LatestWorker('test', handler, lambda error: None)
+    worker.submit(0)
+    deadline = time.monotonic() + 5
+    while not worker._busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.submit(1)                       # waits behind item 0
+    assert worker.stop(timeout=0.05) is False   # item 0 still in the handler
+    release.set()
+    worker.submit(2)                       # after stop: nobody will take it
+    assert worker.stop() is True
+    assert handled == [0] and worker.processed == 1
+    assert worker.dropped == 2             # 1 discarded by stop(), 2 refused: both counted

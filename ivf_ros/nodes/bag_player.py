@@ -6,6 +6,7 @@ from collections import deque
 from dataclasses import dataclass, field
 import importlib
 from pathlib import Path
+import signal
 import threading
 import time
 from typing import Any
@@ -21,6 +22,7 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
 )
+from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 
 from ivf_ros.io.bagio import BagError, BagMessage, BagReader, split_stamp
@@ -28,6 +30,7 @@ from ivf_ros.io.bagio import BagError, BagMessage, BagReader, split_stamp
 RELIABILITIES = ('reliable', 'best_effort', 'recorded')
 MATCH_SETTLE_S = 0.5
 SENT_HISTORY = 100_000   # publish times kept per topic (about 3 h of a 10 Hz camera)
+MAX_DEPTH = 1000          # the most history a publisher keeps, whatever the bag says
 
 
 def message_class(msgtype: str) -> type:
@@ -65,6 +68,7 @@ class PlayStats:
     sent: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)
     paced_wait_s: float = 0.0
     pace_timeouts: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # unplayable topic -> its messages
 
 
 @dataclass(frozen=True)
@@ -84,12 +88,15 @@ class BagPlayer(Node):
                  start_offset_s: float = 0.0, topics: list[str] | None = None,
                  remap: dict[str, str] | None = None, clock_hz: float = 0.0,
                  reliability: str = 'reliable', pacing: Pacing | None = None,
-                 node_name: str = 'ivf_bag_player') -> None:
+                 node_name: str = 'ivf_bag_player',
+                 stop_event: threading.Event | None = None) -> None:
         super().__init__(node_name)
         # Set before anything can raise: rclpy's shutdown destroys a half-built node too, and
         # destroy_node must then not hide the real BagError behind an AttributeError.
         self.pacing: Pacing | None = None
         self._reader: BagReader | None = None
+        # Set (by play_bag's SIGINT/SIGTERM handler, or any thread) to end playback promptly.
+        self.stop_event = stop_event or threading.Event()
         if rate <= 0:
             raise BagError(f'--rate must be > 0, got {rate}')
         if reliability not in RELIABILITIES:
@@ -103,22 +110,37 @@ class BagPlayer(Node):
         reader.__enter__()
         self._reader = reader
         available = self._reader.topics
-        self.topics = list(topics) if topics else sorted(available)
-        missing = [topic for topic in self.topics if topic not in available]
+        requested = list(topics) if topics else sorted(available)
+        missing = [topic for topic in requested if topic not in available]
         if missing:
             raise BagError(f'{self.bag} has no topic(s) {missing}; it has {sorted(available)}')
         remap = remap or {}
         self._topic_publishers: dict[str, Publisher] = {}
-        for topic in self.topics:
-            qos = self._qos(topic, reliability)
+        skipped: dict[str, int] = {}
+        for topic in requested:
+            try:
+                message_type = message_class(available[topic])
+            except BagError as error:
+                if topics:      # asked for by name: refuse, as for a missing topic
+                    raise BagError(f'cannot play {topic}: {error}') from None
+                # Like `ros2 bag play`: a topic of a type rclpy lacks (a robot's own messages)
+                # is left out, and said so, rather than refusing the camera topics beside it.
+                skipped[topic] = self._reader.counts.get(topic, 0)
+                self.get_logger().warning(
+                    f'not playing {topic} ({skipped[topic]} message(s)): {error}')
+                continue
             self._topic_publishers[topic] = self.create_publisher(
-                message_class(available[topic]), remap.get(topic, topic), qos)
+                message_type, remap.get(topic, topic), self._qos(topic, reliability))
+        self.topics = list(self._topic_publishers)
+        if not self.topics:
+            raise BagError(f'{self.bag} has no topic whose type rclpy has: {skipped}')
         self._clock = self.create_publisher(
             Clock, '/clock', QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)) \
             if self.clock_period_s else None
         self.stats = PlayStats({topic: 0 for topic in self.topics},
                                {topic: 0 for topic in self.topics},
-                               sent={topic: deque(maxlen=SENT_HISTORY) for topic in self.topics})
+                               sent={topic: deque(maxlen=SENT_HISTORY) for topic in self.topics},
+                               skipped=skipped)
         self._outputs = 0
         self._output_event = threading.Event()
         if pacing is not None:
@@ -142,7 +164,8 @@ class BagPlayer(Node):
                     message_class(types[0]), self.pacing.output_topic, self._on_output,
                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
                 return
-            time.sleep(0.05)
+            if self.stop_event.wait(0.05):
+                return                      # stopping: play() publishes nothing
         raise BagError(f'no publisher of {self.pacing.output_topic} after {timeout_s:.0f} s')
 
     def _on_output(self, _raw: bytes) -> None:
@@ -155,7 +178,7 @@ class BagPlayer(Node):
         started = time.monotonic_ns()
         deadline = time.monotonic() + self.pacing.timeout_s
         # A loop's last pair is released too: the restart ends its timeline in the synchroniser.
-        while self._outputs < triggers_sent - self.pacing.lag:
+        while self._outputs < triggers_sent - self.pacing.lag and not self.stop_event.is_set():
             if time.monotonic() > deadline:
                 self.stats.pace_timeouts += 1
                 break
@@ -168,18 +191,26 @@ class BagPlayer(Node):
     def _qos(self, topic: str, reliability: str) -> QoSProfile:
         """Return the publisher QoS: reliable by default, so every camera subscription matches."""
         recorded = self._reader.qos(topic)
-        depth = max([profile.depth for profile in recorded] + [10])
+        # The recorded depth, within reason: metadata.yaml is untrusted, and a depth rmw cannot
+        # take (over 2^32) raised a TypeError traceback from rclpy.
+        depth = min(MAX_DEPTH, max([int(profile.depth) for profile in recorded] + [10]))
         if reliability == 'recorded' and recorded:
             # Like `ros2 bag play`: reuse the recorded reliability when every publisher agreed.
             names = {profile.reliability.name for profile in recorded}
             reliability = 'best_effort' if names == {'BEST_EFFORT'} else 'reliable'
         elif reliability == 'recorded':
             reliability = 'reliable'
+        # Latched when every recorded publisher was (like `ros2 bag play`): a transient-local
+        # subscription (/tf_static, a latched camera_info) matches no volatile publisher, and
+        # a transient-local publisher still serves volatile subscriptions.
+        latched = bool(recorded) and all(
+            profile.durability.name == 'TRANSIENT_LOCAL' for profile in recorded)
         return QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=depth,
             reliability=(ReliabilityPolicy.BEST_EFFORT if reliability == 'best_effort'
                          else ReliabilityPolicy.RELIABLE),
-            durability=DurabilityPolicy.VOLATILE)
+            durability=(DurabilityPolicy.TRANSIENT_LOCAL if latched
+                        else DurabilityPolicy.VOLATILE))
 
     def wait_for_subscribers(self, topics: list[str] | None = None, count: int = 1,
                              timeout_s: float = 10.0) -> bool:
@@ -190,9 +221,10 @@ class BagPlayer(Node):
             if all(publisher.get_subscription_count() >= count for publisher in wanted):
                 # Our side matched first; give the readers' side time to match us too, or a
                 # best-effort reader misses the first frame.
-                time.sleep(MATCH_SETTLE_S)
+                self.stop_event.wait(MATCH_SETTLE_S)
                 return True
-            time.sleep(0.02)
+            if self.stop_event.wait(0.02):
+                return False
         return False
 
     def publish_clock(self, bag_time_ns: int) -> None:
@@ -207,19 +239,35 @@ class BagPlayer(Node):
         """Play the bag (all loops) in the calling thread; return what was published."""
         if self.pacing is not None and self._pace_subscription is None:
             self._subscribe_pace_topic(self.pacing.timeout_s)
+        self.get_logger().info(
+            f'playing {len(self.topics)} topic(s) of {self.bag} at rate {self.rate:g}'
+            + (' (looping)' if self.loops == 0 else f' ({self.loops} loop(s))'))
         started = time.monotonic()
-        while self.loops == 0 or self.stats.loops < self.loops:
-            self._play_once()
+        while (self.loops == 0 or self.stats.loops < self.loops) and not self.stop_event.is_set():
+            played = self._play_once()
+            if self.stop_event.is_set():
+                break                       # a loop cut short is not counted
+            if not played:
+                # Nothing at or after --start: a --loop would spin on an empty pass forever.
+                raise BagError(f'nothing to play in {self.bag}'
+                               + (f' from --start {self.start_offset_ns / 1e9:g} s'
+                                  if self.start_offset_ns else '')
+                               + f' on {self.topics}')
             self.stats.loops += 1
         self.stats.wall_s = time.monotonic() - started
         return self.stats
 
-    def _play_once(self) -> None:
+    def _play_once(self) -> int:
+        """Play the bag once; return how many messages were due (0: none after --start)."""
         start_ns = self._reader.start_ns + self.start_offset_ns if self.start_offset_ns else None
         first: BagMessage | None = None
         wall_start = bag_start = 0
         next_clock = 0.0
+        due_count = 0
         for message in self._reader.messages(self.topics, start_ns=start_ns):
+            if self.stop_event.is_set():
+                break
+            due_count += 1
             if first is None:
                 # Playback starts at once with the first message at or after --start.
                 first = message
@@ -234,7 +282,8 @@ class BagPlayer(Node):
                 if self._clock is not None and now / 1e9 >= next_clock:
                     self.publish_clock(bag_start + int((now - wall_start) * self.rate))
                     next_clock = now / 1e9 + self.clock_period_s
-                time.sleep(min((due - now) / 1e9, self.clock_period_s or 1.0))
+                if self.stop_event.wait(min((due - now) / 1e9, self.clock_period_s or 1.0)):
+                    return due_count
             self.publish_clock(message.log_time_ns)
             try:
                 self._topic_publishers[message.topic].publish(message.raw)
@@ -243,6 +292,7 @@ class BagPlayer(Node):
             except RCLError:
                 # Fast DDS can refuse a publish under a flood: count it, never stop playback.
                 self.stats.failed[message.topic] += 1
+        return due_count
 
     def destroy_node(self) -> None:
         """Close the bag and destroy the node."""
@@ -260,24 +310,56 @@ class BagPlayer(Node):
 def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: float = 10.0,
              delay_s: float = 0.0, ros_args: list[str] | None = None,
              **options: Any) -> PlayStats:
-    """Initialise rclpy, play a bag with BagPlayer options, shut down; return the stats."""
-    # Never args=None: rclpy would then parse sys.argv, where rcl reads `--remap /a:=/b` as a
-    # deprecated global remap rule (a WARN per context, and a remap of every topic of the node).
-    rclpy.init(args=['ivf-bag', '--ros-args', *ros_args] if ros_args else ['ivf-bag'])
+    """Initialise rclpy, play a bag with BagPlayer options, shut down; return the stats.
+
+    SIGINT or SIGTERM (in the main thread) ends playback at once, the node is destroyed and
+    KeyboardInterrupt raised; a second signal raises it at once.
+    """
+    stop = threading.Event()
+    signals: list[int] = []
+
+    def request_stop(signum: int, _frame: object) -> None:
+        signals.append(signum)
+        if stop.is_set():
+            raise KeyboardInterrupt      # a second signal: whatever the player is doing
+        stop.set()
+
+    # Our own handlers: rclpy's SIGTERM handler only shuts the context down, and a --loop
+    # then played on forever into dead publishers (SIGINT raised anywhere, mid-publish).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, request_stop)
+                for sig in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
     try:
-        player = BagPlayer(bag, **options)
+        # Never args=None: rclpy would then parse sys.argv, where rcl reads `--remap /a:=/b` as
+        # a deprecated global remap rule (a WARN per context, and a remap of every topic).
+        rclpy.init(args=['ivf-bag', '--ros-args', *ros_args] if ros_args else ['ivf-bag'],
+                   signal_handler_options=(SignalHandlerOptions.NO if in_main_thread
+                                           else SignalHandlerOptions.ALL))
         try:
-            if wait_for_subscribers and not player.wait_for_subscribers(
-                    count=wait_for_subscribers, timeout_s=wait_timeout_s):
-                player.get_logger().warning(
-                    f'not every topic had {wait_for_subscribers} subscriber(s) after '
-                    f'{wait_timeout_s:.0f} s: playing anyway')
-            time.sleep(delay_s)
-            stats = player.play()
-            # Reliable writers keep unacknowledged samples; give readers a moment to take them.
-            time.sleep(0.2)
-            return stats
+            player = BagPlayer(bag, stop_event=stop, **options)
+            try:
+                if wait_for_subscribers and not player.wait_for_subscribers(
+                        count=wait_for_subscribers, timeout_s=wait_timeout_s) \
+                        and not stop.is_set():
+                    player.get_logger().warning(
+                        f'not every topic had {wait_for_subscribers} subscriber(s) after '
+                        f'{wait_timeout_s:.0f} s: playing anyway')
+                stop.wait(delay_s)
+                stats = player.play()
+                if signals:
+                    player.get_logger().warning(
+                        f'stopped by {signal.Signals(signals[0]).name}: '
+                        f'{sum(stats.published.values())} message(s) played')
+                else:
+                    # Reliable writers keep unacknowledged samples; give readers a moment.
+                    time.sleep(0.2)
+            finally:
+                player.destroy_node()
         finally:
-            player.destroy_node()
+            rclpy.try_shutdown()
     finally:
-        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signals:
+        raise KeyboardInterrupt(signal.Signals(signals[0]).name)
+    return stats

@@ -12,10 +12,12 @@ import time
 
 import rclpy
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
+    qos_policy_name_from_kind,
     QoSProfile,
     ReliabilityPolicy,
 )
@@ -134,7 +136,8 @@ class BagRecorder(Node):
                 self.writer.add_topic(topic, msgtype, [rosbags_qos(q) for q in offered])
                 self._topic_subscriptions[topic] = self.create_subscription(
                     message_class(msgtype), topic, self._callback(topic), adapted_qos(offered),
-                    raw=True)
+                    raw=True, event_callbacks=SubscriptionEventCallbacks(
+                        incompatible_qos=self._incompatible_callback(topic)))
             except BagError as error:
                 self.stats.errors[topic] = str(error)
                 self.get_logger().error(f'cannot record {topic}: {error}')
@@ -164,6 +167,21 @@ class BagRecorder(Node):
                 except Exception as error:  # noqa: BLE001 - storage errors come in many types
                     self._write_failed(topic, error)
         return record
+
+    def _incompatible_callback(
+            self, topic: str) -> Callable[[QoSRequestedIncompatibleQoSInfo], None]:
+        """Return the handler that reports a topic's publishers the subscription cannot hear."""
+        def incompatible(info: QoSRequestedIncompatibleQoSInfo) -> None:
+            # The subscription QoS suits the publishers seen when it was made; one that starts
+            # later offering less (best effort, volatile) is never heard. rclpy only logged a
+            # WARN: the summary said everything was recorded and the exit code was 0.
+            error = (f'{info.total_count} publisher(s) offer an incompatible '
+                     f'{qos_policy_name_from_kind(info.last_policy_kind).lower()} QoS: their '
+                     'messages are not recorded')
+            with self._lock:
+                self.stats.errors[topic] = error
+            self.get_logger().error(f'{topic}: {error}')
+        return incompatible
 
     def _write_failed(self, topic: str, error: Exception) -> None:
         """Keep a failed write's error under its topic; log the first one of each topic."""

@@ -148,8 +148,11 @@ def arrived_frame(message: Any, max_pixels: int | None, received: float = 0.0,
     """
     stamp_ns = join_stamp(message.header.stamp)
     if stamp_ns < 0:
-        raise ImageFormatError(f'negative stamp {message.header.stamp.sec}.'
-                               f'{message.header.stamp.nanosec:09d} s')
+        # From the joined value: sec -1 with nanosec 5e8 is -0.5 s, not "-1.500000000".
+        seconds, nanoseconds = divmod(-stamp_ns, 1_000_000_000)
+        raise ImageFormatError(f'negative stamp -{seconds}.{nanoseconds:09d} s (sec '
+                               f'{message.header.stamp.sec}, nanosec '
+                               f'{message.header.stamp.nanosec})')
     if hasattr(message, 'format'):  # sensor_msgs/CompressedImage
         fmt, data = message.format, message.data
         size = compressed_size(data)

@@ -7,13 +7,23 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+# Smallest singular value / largest: below it a homography counts as singular.
+MIN_INVERSE_CONDITION = 1e-10
+
 
 def homography_matrix(values: Sequence[float]) -> np.ndarray | None:
     """Return the 3x3 matrix of 9 row-major values, None for identity; ValueError if singular."""
     if len(values) != 9:
         raise ValueError(f'homography needs 9 row-major values, got {len(values)}')
     matrix = np.asarray(values, np.float64).reshape(3, 3)
-    if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix)) < 1e-12:
+    if not np.isfinite(matrix).all():
+        raise ValueError(f'homography {list(values)} is singular or not finite')
+    # Defined up to scale, so singularity is judged scale-free: by the smallest over the
+    # largest singular value. A determinant test refuses the identity times 1e-5 and takes a
+    # nearly rank-1 matrix of large entries. (A shift of t px has a ratio of about 1 / t^2.)
+    singular_values = np.linalg.svd(matrix, compute_uv=False)   # descending
+    if not singular_values[0] > 0 or (
+            singular_values[2] / singular_values[0] < MIN_INVERSE_CONDITION):
         raise ValueError(f'homography {list(values)} is singular or not finite')
     matrix = matrix / matrix[2, 2] if matrix[2, 2] != 0 else matrix
     if np.allclose(matrix, np.eye(3)):

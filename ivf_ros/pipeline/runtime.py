@@ -34,7 +34,7 @@ class LatestWorker(Generic[Item]):
         self._pending: deque[Item] = deque()
         self._busy = False  # the handler is running on an item
         self._running = True
-        self.dropped = 0  # stale items replaced before the worker reached them
+        self.dropped = 0  # items never handled: replaced by newer ones, or left at stop()
         self.processed = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -42,20 +42,26 @@ class LatestWorker(Generic[Item]):
     def submit(self, item: Item) -> None:
         """Queue item: it replaces what waits behind a busy worker, else joins the queue."""
         with self._condition:
+            if not self._running:
+                # A stopped worker never takes it: count it instead of queueing it for nobody.
+                self.dropped += 1
+                return
             if self._busy or len(self._pending) >= self.IDLE_QUEUE:
                 self.dropped += len(self._pending)
                 self._pending.clear()
             self._pending.append(item)
             self._condition.notify()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread after the item in progress (a pending one is discarded)."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop after the item in progress (pending ones count as dropped); True once joined."""
         with self._condition:
             self._running = False
+            self.dropped += len(self._pending)
             self._pending.clear()
             self._condition.notify()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _loop(self) -> None:
         """Wait for items and handle them one at a time."""
