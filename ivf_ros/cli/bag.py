@@ -160,7 +160,10 @@ def record_command(args: argparse.Namespace) -> int:
     print(f'received {sum(stats.received.values())}, '
           f'written {sum(stats.written.values())} messages')
     if not any(stats.written.values()):
-        print('nothing was recorded: no requested topic had a publisher', file=sys.stderr)
+        # Say why per topic when it is known (a type rclpy lacks, a QoS it cannot take).
+        reasons = '; '.join(f'{topic}: {error}' for topic, error in stats.errors.items())
+        print('nothing was recorded: ' + (reasons or 'no requested topic had a publisher'),
+              file=sys.stderr)
         return 1
     for topic in stats.received:
         print(f'  {topic}: received {stats.received[topic]}, written {stats.written[topic]}'
@@ -682,8 +685,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # RuntimeError: ModelLoadError, DetectorLoadError (missing or unreadable weights).
         print(f'ivf-bag {args.command}: error: {error}', file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as interrupt:
+        # The shell's codes: 128 + the signal (the player names SIGTERM; Ctrl-C is SIGINT).
+        return 143 if str(interrupt) == 'SIGTERM' else 130
 
 
 if __name__ == '__main__':
