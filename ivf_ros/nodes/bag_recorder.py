@@ -240,7 +240,8 @@ def record_bag(output: str | Path, topics: list[str], storage: Storage = 'sqlite
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     # Our own handlers: rclpy's would shut the context down before the queues are drained.
-    rclpy.init(args=['--ros-args', *ros_args] if ros_args else None,
+    # Never args=None (as in play_bag): rcl would then parse sys.argv, the CLI's own options.
+    rclpy.init(args=['ivf-bag', '--ros-args', *ros_args] if ros_args else ['ivf-bag'],
                signal_handler_options=SignalHandlerOptions.NO)
     recorder = None
     try:
