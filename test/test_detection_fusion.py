@@ -26,7 +26,6 @@ from ivf_ros.training.config import StageConfig
 from ivf_ros.training.teacher import (
     box_mask,
     DetectionTeacher,
-    fused_deficit,
     LABEL_SCORE,
     label_scores,
     source_preference,
@@ -526,40 +525,6 @@ def test_source_on_infrared_keeps_only_the_objects_the_infrared_finds_better() -
     assert torch.equal(kept, preferred)
     assert kept_weight.flatten().tolist() == pytest.approx([0.7, 0.0, 0.0])
     assert source_targets(found._replace(preferred=None, preference_weight=None), both) is None
-
-
-def test_fused_deficit_asks_for_the_infrared_only_where_the_fused_image_loses() -> None:
-    # A person the infrared finds at 0.9 and the fused image at 0.3; a car the fused image
-    # finds better (0.8 vs 0.6); a faint anchor (0.1) that asks for nothing either way.
-    boxes = [[16.0, 48.0, 40.0], [12.0, 36.0, 8.0], [16.0, 8.0, 8.0], [8.0, 8.0, 4.0]]
-    infrared = torch.tensor([boxes + [[0.9, 0.0, 0.1], [0.0, 0.6, 0.0]]])   # (1, 4 + 2, 3)
-    fused_scores = torch.tensor([[[0.3, 0.0, 0.0], [0.0, 0.8, 0.0]]])       # (1, 2, 3)
-    target, weight = fused_deficit(infrared, fused_scores, (12, 16), 4)
-    person, car = (slice(2, 4), slice(2, 6)), (slice(8, 10), slice(11, 13))
-    assert float(target[0, 0][person].min()) == 1.0
-    assert float(weight[0, 0][person].min()) == pytest.approx(0.6)
-    assert float(weight[0, 0][car].max()) == 0.0
-    assert float(weight.sum()) == pytest.approx(0.6 * 2 * 4)               # nothing else
-    # Once the fused image finds the person as well as the infrared, nothing is asked.
-    caught_up = fused_scores.clone()
-    caught_up[0, 0, 0] = 0.9
-    assert float(fused_deficit(infrared, caught_up, (12, 16), 4)[1].sum()) == 0.0
-
-
-def test_source_on_fused_compares_the_infrared_with_this_fused_image() -> None:
-    torch.manual_seed(0)
-    teacher = DetectionTeacher(_InfraredFinderDetector(), [0, 2])   # 0.9 on grey, 0.1 on colour
-    visible, infrared = _pair(61, 45, seed=4)
-    network = IVFNet(ModelConfig(channels=TINY))
-    stage = StageConfig(steps=1, batch=1, lr=0.1, losses={'source': 1.0}, source_on='fused')
-    terms = stage_terms(network, 3, visible, infrared, stage, teacher=teacher)
-    outputs = network.forward_all(visible, infrared, outputs=('fused', 'fused_base'))
-    found = teacher.sources(visible, infrared)
-    target, weight = fused_deficit(found.infrared_prediction, teacher(outputs['fused']),
-                                   (16, 16), 4)
-    assert float(weight.max()) == pytest.approx(0.8)    # the coloured fused image: 0.1
-    assert torch.allclose(terms['source'],
-                          losses.source_loss(outputs['weight_logits_low'], target, weight))
 
 
 class _OneBoxDetector(torch.nn.Module):

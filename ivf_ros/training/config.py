@@ -16,7 +16,7 @@ STAGES = (1, 2, 3)
 # Seeds up to 2**32 - 1: each stage draws from seed * 10 + stage, which torch keeps in 64 bits.
 MAX_SEED = 2**32 - 1
 SALIENCE_REGIONS = ('warm', 'detected')
-SOURCE_SIDES = ('both', 'infrared', 'fused')
+SOURCE_SIDES = ('both', 'infrared')
 
 
 class TrainingConfigError(ValueError):

@@ -269,26 +269,15 @@ def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
                  teacher_scores: torch.Tensor | None = None,
                  salience_targets: torch.Tensor | None = None,
                  gate_logit_bound: float = GATE_LOGIT_BOUND,
-                 source_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 deficit_targets: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-                 | None = None) -> LossTerms:
+                 source_targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> LossTerms:
     """Stage 3 terms: the fused image against its visible base, the infrared and the detector.
 
     Only the terms named in ``weights`` (all when None) are computed; 'detection' needs the
     frozen detector (``detection``: fused RGB -> class scores) and its scores on the sources;
     ``salience_targets`` (n, 1, h, w) limits the salience term to the detected warm targets;
-    'source' needs ``source_targets``, the teacher's (preferred, weight) on the gate's grid,
-    or ``deficit_targets``, which makes them from the detector's scores on this fused image
-    (:func:`~ivf_ros.training.teacher.fused_deficit`).
+    'source' needs ``source_targets``, the teacher's (preferred, weight) on the gate's grid.
     """
     fused, enhanced = outputs['fused'], outputs['fused_base'].detach()
-    cached: dict[str, torch.Tensor] = {}
-
-    def fused_scores() -> torch.Tensor:
-        # One detector pass on the fused image serves the detection and the deficit targets.
-        if 'scores' not in cached:
-            cached['scores'] = detection(fused)
-        return cached['scores']
     builders: dict[str, Callable[[], torch.Tensor]] = {
         'intensity': lambda: intensity_loss(fused, enhanced, infrared),
         'texture': lambda: texture_loss(fused, enhanced, infrared),
@@ -299,12 +288,9 @@ def stage3_terms(outputs: Mapping[str, torch.Tensor], infrared: torch.Tensor,
         'gate_bound': lambda: gate_bound_loss(outputs['weight_logits_low'], gate_logit_bound),
     }
     if detection is not None and teacher_scores is not None:
-        builders['detection'] = lambda: detection_loss(fused_scores(), teacher_scores)
+        builders['detection'] = lambda: detection_loss(detection(fused), teacher_scores)
     if source_targets is not None:
         builders['source'] = lambda: source_loss(outputs['weight_logits_low'], *source_targets)
-    elif deficit_targets is not None and detection is not None:
-        builders['source'] = lambda: source_loss(
-            outputs['weight_logits_low'], *deficit_targets(fused_scores().detach()))
     # A term weighted 0 is not computed (the detector's passes are the slow part of a step).
     wanted = builders if weights is None else [name for name, weight in weights.items()
                                                if name in builders and weight]

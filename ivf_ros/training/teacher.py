@@ -88,13 +88,11 @@ class DetectionTeacher(nn.Module):
         if labels is not None:
             scores = label_scores(scores, both[:batch, :4], both[batch:, :4], labels)
         preferred = preference_weight = None
-        infrared_prediction = both[batch:]
         if preference_grid is not None:
             preferred, preference_weight = source_preference(both[:batch], both[batch:],
                                                              *preference_grid)
         if confidence is None:
-            return TeacherTargets(scores, None, preferred, preference_weight,
-                                  infrared_prediction)
+            return TeacherTargets(scores, None, preferred, preference_weight)
         mask = box_mask(both[batch:], infrared.shape[-2:], confidence)
         if labels is not None:
             classes = scores.shape[1]
@@ -104,7 +102,7 @@ class DetectionTeacher(nn.Module):
                                 infrared.shape[-2:])
                 for boxes in labels])[:, None]                             # (n, 1, h, w)
             mask = torch.maximum(mask, labelled)
-        return TeacherTargets(scores, mask, preferred, preference_weight, infrared_prediction)
+        return TeacherTargets(scores, mask, preferred, preference_weight)
 
 
 class TeacherTargets(NamedTuple):
@@ -114,27 +112,6 @@ class TeacherTargets(NamedTuple):
     warm: torch.Tensor | None                 # (n, 1, h, w) 1 inside the infrared's boxes
     preferred: torch.Tensor | None            # (n, 1, h', w') 1: infrared, 0: visible
     preference_weight: torch.Tensor | None    # (n, 1, h', w') score gap, 0 outside objects
-    infrared_prediction: torch.Tensor | None = None   # (n, 4 + k, A) boxes and scores
-
-
-def fused_deficit(infrared_prediction: torch.Tensor, fused_scores: torch.Tensor,
-                  size: Sequence[int], stride: int, confidence: float = SOURCE_CONFIDENCE
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (target, weight) (n, 1, h, w): where the fused image loses an infrared object.
-
-    infrared_prediction: (n, 4 + k, A) the detector's boxes and scores on the infrared;
-    fused_scores: (n, k, A) its scores on the fused image of the same crop (no gradient). The
-    infrared and the fused image are compared as :func:`source_preference` compares the two
-    sources, at the infrared's boxes: inside the box of every anchor that scores above
-    ``confidence`` on the infrared and higher than on the fused image, the target is 1 (the
-    infrared), weighted by the gap; where the fused image scores higher, or the most
-    confident covering anchor is one it scores higher, nothing is asked. The target shrinks as
-    the fused image catches up, unlike a comparison of the two sources.
-    """
-    fused_prediction = torch.cat([infrared_prediction[:, :4], fused_scores], dim=1)
-    preferred, weight = source_preference(fused_prediction, infrared_prediction, size, stride,
-                                          confidence)
-    return preferred, weight * preferred
 
 
 def source_preference(visible_prediction: torch.Tensor, infrared_prediction: torch.Tensor,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from functools import partial
 import math
 from pathlib import Path
 import sys
@@ -41,7 +40,6 @@ from ivf_ros.training import losses
 from ivf_ros.training.config import StageConfig, TrainConfig
 from ivf_ros.training.teacher import (
     DetectionTeacher,
-    fused_deficit,
     load_teacher,
     TEACHER_CLASSES,
     TeacherTargets,
@@ -297,20 +295,13 @@ def output_terms(outputs: dict[str, torch.Tensor], stage: int, visible: torch.Te
             stage_config.salience_confidence if detected_salience(stage_config) else None,
             labels if stage_config.use_labels else None,
             preference_grid=((outputs['weight_logits_low'].shape[-2:], grid_stride)
-                             if stage_config.losses.get('source')
-                             and stage_config.source_on != 'fused' else None))
-    deficit = None
-    if found is not None and stage_config.source_on == 'fused':
-        grid = outputs['weight_logits_low'].shape[-2:]
-        deficit = partial(fused_deficit, found.infrared_prediction, size=grid,
-                          stride=grid_stride)
+                             if stage_config.losses.get('source') else None))
     return losses.stage3_terms(
         outputs, infrared, stage_config.losses, detection=teacher,
         teacher_scores=None if found is None else found.scores,
         salience_targets=None if found is None else found.warm,
         gate_logit_bound=stage_config.gate_logit_bound,
-        source_targets=None if found is None else source_targets(found, stage_config),
-        deficit_targets=deficit)
+        source_targets=None if found is None else source_targets(found, stage_config))
 
 
 def source_targets(found: TeacherTargets, stage_config: StageConfig
