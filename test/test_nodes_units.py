@@ -39,7 +39,8 @@ def test_register_resizes_then_warps() -> None:
     assert same is resized  # already registered: no copy
 
 
-def test_latest_worker_never_builds_a_backlog() -> None:
+def blocking_worker() -> tuple[LatestWorker[int], threading.Event, list[int]]:
+    """Return a worker whose handler holds each item until the event is set, and its log."""
     release = threading.Event()
     handled: list[int] = []
 
@@ -47,7 +48,11 @@ def test_latest_worker_never_builds_a_backlog() -> None:
         release.wait(5)
         handled.append(item)
 
-    worker: LatestWorker[int] = LatestWorker('test', handler, lambda error: None)
+    return LatestWorker('test', handler, lambda error: None), release, handled
+
+
+def test_latest_worker_never_builds_a_backlog() -> None:
+    worker, release, handled = blocking_worker()
     try:
         worker.submit(0)
         time.sleep(0.1)  # the worker is now blocked on item 0
@@ -339,14 +344,7 @@ def test_a_homography_is_judged_singular_scale_free() -> None:
 
 
 def test_a_stopped_worker_counts_what_it_never_handles() -> None:
-    release = threading.Event()
-    handled: list[int] = []
-
-    def handler(item: int) -> None:
-        release.wait(5)
-        handled.append(item)
-
-    worker: LatestWorker[int] = LatestWorker('test', handler, lambda error: None)
+    worker, release, handled = blocking_worker()
     worker.submit(0)
     deadline = time.monotonic() + 5
     while not worker._busy and time.monotonic() < deadline:
