@@ -102,6 +102,12 @@ def main() -> int:
                              "config's model settings)")
     parser.add_argument('--train-only', action='store_true', help='train, evaluate nothing')
     args = parser.parse_args()
+    if args.imgsz < 32:   # ivf-eval detect takes 0 and scores every input AP 0
+        parser.error(f'--imgsz must be at least 32, got {args.imgsz}')
+    if not args.steps_scale > 0:
+        parser.error(f'--steps-scale must be above 0, got {args.steps_scale}')
+    if args.stage3_steps is not None and args.stage3_steps < 1:
+        parser.error(f'--stage3-steps must be at least 1, got {args.stage3_steps}')
     if any(name in RENDER_ONLY for name in args.variants) and not (
             'full' in args.variants or args.reuse is not None):
         parser.error(f'{", ".join(RENDER_ONLY)} need the full model: add "full" or --reuse RUN')

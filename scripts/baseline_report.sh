@@ -8,12 +8,17 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+output="${1:-}"
+# A relative OUTPUT_DIR is the caller's, not the repository's (the script changes directory).
+if [ -n "${output}" ] && [ "${output#/}" = "${output}" ]; then
+  output="${PWD}/${output}"
+fi
 cd "${repo_root}"
 if [ -z "${VIRTUAL_ENV:-}" ] && [ -f env.sh ]; then
   # shellcheck disable=SC1091
   . ./env.sh
 fi
-output="${1:-output/baseline_report}"
+output="${output:-output/baseline_report}"
 # paths.py is the one place that knows where ../shared is (IVF_SHARED_DIR overrides it).
 shared="$(python -c 'from ivf_ros.io.paths import shared_dir; print(shared_dir())')"
 datasets="${shared}/datasets"

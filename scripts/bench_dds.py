@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 
+from benchlib import positive_float, positive_int
+
 ROOT = Path(__file__).resolve().parent.parent
 HELPERS_ROOT = ROOT / 'test'
 PROFILE = ROOT / 'config' / 'fastdds_large_images.xml'
@@ -26,10 +28,10 @@ PROFILE = ROOT / 'config' / 'fastdds_large_images.xml'
 def parse_arguments() -> argparse.Namespace:
     """Return the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--count', type=int, default=300, help='frames per configuration')
-    parser.add_argument('--rate', type=float, default=30.0, help='frames per second')
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--height', type=int, default=512)
+    parser.add_argument('--count', type=positive_int, default=300, help='frames per configuration')
+    parser.add_argument('--rate', type=positive_float, default=30.0, help='frames per second')
+    parser.add_argument('--width', type=positive_int, default=640)
+    parser.add_argument('--height', type=positive_int, default=512)
     parser.add_argument('--system-default-range', action='store_true',
                         help='also run the profile with ROS_AUTOMATIC_DISCOVERY_RANGE='
                              'SYSTEM_DEFAULT (no rmw-added transports)')

@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 import time
 
+from benchlib import positive_int
 import numpy as np
 
 from ivf_ros.io.image_codec import (
@@ -69,13 +70,14 @@ def cases(width: int, height: int) -> list[tuple[str, Callable[[], object]]]:
 def main() -> None:
     """Run the benchmark and print a table."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--repeats', type=int, default=200, help='timed calls per case')
+    parser.add_argument('--repeats', type=positive_int, default=200, help='timed calls per case')
     args = parser.parse_args()
-    print(f'{"size":>9}  {"operation":<48} {"median ms":>9} {"p90 ms":>7} {"min ms":>7}')
+    print(f'{"size":<9}  {"operation":<48} {"median ms":>9} {"p90 ms":>7} {"min ms":>7}')
     for width, height in ((640, 512), (1280, 1024)):
         for name, function in cases(width, height):
             median, p90, fastest = time_ms(function, args.repeats)
-            print(f'{width}x{height:<4}  {name:<48} {median:9.3f} {p90:7.3f} {fastest:7.3f}')
+            size = f'{width}x{height}'   # one column whatever the digits
+            print(f'{size:<9}  {name:<48} {median:9.3f} {p90:7.3f} {fastest:7.3f}')
 
 
 if __name__ == '__main__':

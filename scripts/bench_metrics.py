@@ -4,37 +4,34 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-import statistics
 import time
+
+from benchlib import median_ms, positive_int
 
 from ivf_ros.evaluation.baselines import BASELINES
 from ivf_ros.evaluation.metrics import evaluate, METRICS
-from ivf_ros.io.datasets import load_pair, resize_to, validation_pairs
+from ivf_ros.io.datasets import (
+    load_pair,
+    resize_to,
+    VALIDATION_FUSION_FOLDER,
+    validation_pairs,
+)
 from ivf_ros.io.paths import datasets_dir
 from ivf_ros.io.synthetic import make_night_pair
-
-
-def median_ms(function: Callable[[], object], repeats: int) -> float:
-    """Return the median wall time of function() in milliseconds over repeats runs."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(1000.0 * (time.perf_counter() - start))
-    return statistics.median(times)
 
 
 def main() -> None:
     """Print per-metric, whole-evaluate and per-baseline times for a width x height pair."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--height', type=int, default=480)
-    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--width', type=positive_int, default=640)
+    parser.add_argument('--height', type=positive_int, default=480)
+    parser.add_argument('--repeats', type=positive_int, default=5)
     args = parser.parse_args()
-    if (datasets_dir() / 'msrs').is_dir():
-        visible, infrared = load_pair(validation_pairs()[0])
-        source = 'MSRS 00004N'
+    msrs = ([pair for pair in validation_pairs() if pair.dataset == VALIDATION_FUSION_FOLDER]
+            if (datasets_dir() / VALIDATION_FUSION_FOLDER).is_dir() else [])
+    if msrs:   # validation_pairs()[0] is not an MSRS pair: name what is timed
+        visible, infrared = load_pair(msrs[0])
+        source = f'{msrs[0].dataset}/{msrs[0].name}'
     else:  # a fresh clone without ../shared: the synthetic night scene
         pair = make_night_pair(seed=0, width=args.width, height=args.height)
         visible, infrared, source = pair.visible, pair.infrared, 'synthetic'

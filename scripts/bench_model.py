@@ -8,6 +8,7 @@ from pathlib import Path
 import statistics
 import time
 
+from benchlib import positive_int
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -83,10 +84,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--weights', type=Path, default=None,
                         help='weights file (default: the shipped models/ivf_fusion.pt)')
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--height', type=int, default=512)
-    parser.add_argument('--repeats', type=int, default=50)
-    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--width', type=positive_int, default=640)
+    parser.add_argument('--height', type=positive_int, default=512)
+    parser.add_argument('--repeats', type=positive_int, default=50)
+    parser.add_argument('--threads', type=positive_int, default=None, help='torch CPU threads')
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

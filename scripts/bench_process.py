@@ -8,9 +8,9 @@ from pathlib import Path
 import sys
 import tempfile
 
-from benchlib import time_models_alone
+from benchlib import positive_int, time_models_alone
 
-from ivf_ros.cli.bag import process_bag, ProcessOptions
+from ivf_ros.cli.bag import parse_size, process_bag, ProcessOptions
 from ivf_ros.io import bagio
 from ivf_ros.io.paths import shared_dir
 
@@ -30,12 +30,12 @@ def yolo11n_weights(folder: Path) -> tuple[Path, str]:
 def main(argv: list[str] | None = None) -> int:
     """Make a synthetic 640x512 bag, process it twice, print the throughput table."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--frames', type=int, default=20)
-    parser.add_argument('--size', default='640x512')
+    parser.add_argument('--frames', type=positive_int, default=20)
+    parser.add_argument('--size', type=parse_size, default='640x512', help='WIDTHxHEIGHT')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--storage', default='sqlite3', choices=tuple(bagio.STORAGES))
     args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.size.split('x'))
+    width, height = args.size
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         bag = folder / 'night'

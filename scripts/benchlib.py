@@ -1,12 +1,30 @@
-"""What the benchmarks share: the models timed alone, each on the whole machine, in this run."""
+"""What the benchmarks share: argument types; the models timed alone, each on the whole machine."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
+import math
 import os
 import time
 
 import numpy as np
+
+
+def positive_int(text: str) -> int:
+    """Return text as an integer of at least 1 (an argparse type: counts, repeats, sizes)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be an integer >= 1, got {text}')
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Return text as a finite number above 0 (an argparse type: rates)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f'must be a finite number above 0, got {text}')
+    return value
 
 
 def median_ms(function: Callable[[], object], repeats: int) -> float:

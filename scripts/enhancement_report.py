@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Check the enhanced visible output on night frames: brightness, clipping, colour cast, noise.
 
-Prints one row per validation pair (MSRS night) and the means, input beside output, and writes
-a PNG with input | enhanced | fused for a few pairs. Usage:
+Prints one row per validation pair (the night pairs of the validation split) and the means,
+input beside output, and writes a PNG with input | enhanced | fused for a few pairs. Usage:
 ``python scripts/enhancement_report.py [--weights W] [--output output/enhancement]``.
 """
 
@@ -46,12 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--weights', type=Path, default=None, help='default: shipped weights')
     parser.add_argument('--output', type=Path, default=Path('output/enhancement'))
-    parser.add_argument('--examples', type=int, default=4)
+    parser.add_argument('--examples', type=int, default=4, help='pairs in the PNG (0: none)')
     parser.add_argument('--device', default='auto')
     args = parser.parse_args(argv)
+    if args.examples < 0:
+        parser.error(f'--examples must be 0 or more, got {args.examples}')
     pairs = validation_pairs()
     if not pairs:
-        parser.error('no validation pairs: ../shared/datasets/msrs is missing')
+        parser.error('no validation pairs: ../shared/datasets is missing')
     model = FusionModel.load(args.weights, device=args.device)
     print('| pair / mean | brightness (0-1) | clipped luma | clipped any channel | cast | noise |')
     print('|---|---|---|---|---|---|')
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in (('mean input', inputs), ('mean enhanced', outputs)):
         print(row(f'**{name}**', {key: float(np.mean([v[key] for v in values]))
                                   for key in COLUMNS}))
+    if not tiles:
+        return 0
     args.output.mkdir(parents=True, exist_ok=True)
     picture = args.output / 'enhancement.png'
     height = min(tile.shape[0] for tile in tiles)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ivf_ros.fusion.inference import load_network
 from ivf_ros.io.datasets import is_night, training_pairs
+from ivf_ros.io.paths import share_file
 from ivf_ros.training.config import load_config
 from ivf_ros.training.teacher import load_teacher
 from ivf_ros.training.trainer import detector_path, output_terms, PairBank, stage_outputs
@@ -30,11 +31,13 @@ def main() -> int:
     """Print one Markdown table per group of frames."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('weights', type=Path, help='fusion weights (after stage 3)')
-    parser.add_argument('--config', type=Path, default=Path('config/train.yaml'))
+    parser.add_argument('--config', type=Path, default=share_file('config', 'train.yaml'))
     parser.add_argument('--batches', type=int, default=25, help='crop batches per group')
     parser.add_argument('--street', default='llvip_train',
                         help='the dataset folder set against all other night folders')
     args = parser.parse_args()
+    if args.batches < 2:
+        parser.error(f'--batches must be at least 2 (a 95 % interval), got {args.batches}')
     config = load_config(args.config)
     stage = config.stages[3]
     weights = {name: weight for name, weight in stage.losses.items() if weight}
@@ -56,7 +59,8 @@ def main() -> int:
         pushes: dict[str, list[float]] = {name: [] for name in weights}
         towards_infrared: dict[str, list[float]] = {name: [] for name in weights}
         for _ in tqdm(range(args.batches), desc=group, leave=False):
-            visible, infrared, labels = bank.sample(stage.batch, generator, night_only=True)
+            visible, infrared, labels = bank.sample(stage.batch, generator, night_only=True,
+                                                    balance_datasets=stage.balance_datasets)
             outputs = stage_outputs(model, 3, visible, infrared)
             logits = outputs['weight_logits_low']            # (b, 1, h/4, w/4)
             terms = output_terms(outputs, 3, visible, infrared, stage, teacher, labels,

@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     settings: list[tuple[str, str, Fuse]] = [
         ('baselines', name, function) for name, function in BASELINES.items()
         if name not in SOURCE_METHODS]
-    for local_contrast in (shipped[1], 0.0):
+    # dict.fromkeys: shipped weights without the step (0) would render that family twice.
+    for local_contrast in dict.fromkeys((shipped[1], 0.0)):
         family = f'ours, local_contrast {local_contrast:g}'
         settings += [(family, f'tone {tone:g}' + (' (shipped)' if (tone, local_contrast) == shipped
                                                 else ''),
