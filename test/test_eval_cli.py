@@ -419,3 +419,13 @@ def test_an_unreadable_pair_is_left_out_named_and_counted(pairs_root: Path, tmp_
         (root / 'msrs' / 'vi' / f'{name}.png').write_bytes(b'not an image')
     assert main([str(root), '-m', 'max', '-o', str(output), '--no-progress']) == 2
     assert 'none of the 3 pairs could be read' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('arguments', [['detect', '--imgsz', '0'], ['--detector-imgsz', '100']])
+def test_a_detector_size_the_node_refuses_is_refused_here(
+        arguments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # --imgsz 0 ran and reported AP 0 for every input; the node's range applies.
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+    assert stopped.value.code == 2
+    assert "parameter 'imgsz'" in capsys.readouterr().err

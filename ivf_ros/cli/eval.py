@@ -16,7 +16,7 @@ from pathlib import Path
 import shlex
 import sys
 
-from ivf_ros.cli.help import DefaultsHelpFormatter
+from ivf_ros.cli.help import DefaultsHelpFormatter, node_parameter
 from ivf_ros.evaluation.baselines import BASELINES
 from ivf_ros.evaluation.detection import LabelError, MAP_CONFIDENCE, RECALL_CONFIDENCE
 from ivf_ros.evaluation.metrics import MetricInputError, METRICS
@@ -39,6 +39,7 @@ from ivf_ros.io.datasets import (
     VISIBLE_DIR,
 )
 from ivf_ros.io.paths import datasets_dir
+from ivf_ros.nodes.param_specs import DETECTION_NODE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='detector confidence threshold (default 0.001 with --labels, as '
                              'yolo val computes mAP over the whole precision-recall curve; '
                              'else 0.25, for counts of confident detections)')
-    parser.add_argument('--detector-imgsz', type=int, default=640, help='detector input size')
+    parser.add_argument('--detector-imgsz', default=640,
+                        type=node_parameter(DETECTION_NODE, 'imgsz', int),
+                        help='detector input size (a multiple of 32)')
     parser.add_argument('--allow-unsafe-checkpoint', action='store_true',
                         help='load a --detector file that needs full pickle (it can run code)')
     parser.add_argument('--no-figures', action='store_true',

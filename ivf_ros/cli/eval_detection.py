@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ivf_ros.cli.help import DefaultsHelpFormatter
+from ivf_ros.cli.help import DefaultsHelpFormatter, node_parameter
 from ivf_ros.evaluation.baselines import BASELINES
 from ivf_ros.evaluation.detection import (
     bootstrap_ap,
@@ -66,6 +66,7 @@ from ivf_ros.io.datasets import (
     VALIDATION,
 )
 from ivf_ros.io.paths import shared_dir
+from ivf_ros.nodes.param_specs import DETECTION_NODE
 
 if TYPE_CHECKING:   # the detector module imports Ultralytics: only when detecting
     from ivf_ros.pipeline.detector import YoloDetector
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                              'that found each object)')
     parser.add_argument('--detector', type=Path, default=None,
                         help=f'YOLO weights (default ../shared/{DEFAULT_DETECTOR})')
-    parser.add_argument('--imgsz', type=int, default=640, help='detector input size')
+    parser.add_argument('--imgsz', type=node_parameter(DETECTION_NODE, 'imgsz', int),
+                        default=640, help='detector input size (a multiple of 32)')
     parser.add_argument('--allow-unsafe-checkpoint', action='store_true',
                         help='load a --detector file that needs full pickle (it can run code)')
     parser.add_argument('--conf', type=float, default=MAP_CONFIDENCE,

@@ -1,8 +1,10 @@
-"""What the command-line tools share: the help formatter."""
+"""What the command-line tools share: the help formatter, node-parameter argument types."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -14,3 +16,18 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
+
+
+def node_parameter(node_name: str, name: str, kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Return an argparse type: text as kind, checked as the node's parameter of that name."""
+    from ivf_ros.nodes.param_specs import ParameterValueError, spec_by_name
+
+    spec = spec_by_name(node_name)[name]
+
+    def parse(text: str) -> Any:
+        try:
+            return spec.check(kind(text))
+        except (ValueError, ParameterValueError) as error:
+            # The node's own range: an --imgsz 0 gave AP 0 for every input, without a word.
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return parse
