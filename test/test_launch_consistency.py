@@ -157,6 +157,10 @@ def test_params_file_errors_are_clear(tmp_path: Path) -> None:
     # A section for many nodes may hold another node's parameters.
     bad.write_text('/**:\n  ros__parameters:\n    slop: 0.03\n')
     assert load_params_file(bad, 'detection_node') == {}
+    # rcl refuses a file with a wildcard inside a name: one line here, not a node's traceback.
+    bad.write_text('detection_*:\n  ros__parameters:\n    conf: 0.3\n')
+    with pytest.raises(ParameterValueError, match=r'detection_\*: a wildcard is a whole name'):
+        load_params_file(bad, 'fusion_node')
     bad.write_text('/**/detection_node:\n  ros__parameters:\n    conf: 3.0\n')
     with pytest.raises(ParameterValueError, match=r"'conf'.*outside \[0.0, 1.0\]"):
         load_params_file(bad, 'detection_node')

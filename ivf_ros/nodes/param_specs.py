@@ -295,6 +295,13 @@ def load_params_file(path: str | Path, node_name: str,
     specs = spec_by_name(node_name)
     values: dict[str, ParamValue] = {}
     for key, section in document.items():
+        partial = [part for part in str(key).strip().strip('/').split('/')
+                   if '*' in part and part not in ('*', '**')]
+        if partial:
+            # rcl refuses the whole file for such a key (a traceback in every node): say so
+            # here, in one line, before anything starts.
+            raise ParameterValueError(f'params file {path}: {key}: a wildcard is a whole name '
+                                      "('*' or '**'), not part of one")
         if not yaml_key_matches(str(key), node_name, namespace):
             continue
         params = (section or {}).get('ros__parameters') if isinstance(section, Mapping) else None
@@ -306,7 +313,7 @@ def load_params_file(path: str | Path, node_name: str,
                 continue
             if name not in specs:
                 if '*' in str(key).rsplit('/', 1)[-1]:
-                    # A section for many nodes ('/**', 'fusion_*') carries other nodes'
+                    # A section for many nodes ('/**', '/*', '/car1/*') carries other nodes'
                     # parameters too: rcl leaves them to those nodes, and a name no node takes is
                     # warned about when the nodes start (nodes.base.warn_unused_overrides). A
                     # wildcard namespace with this node's name ('/**/fusion_node', the package
