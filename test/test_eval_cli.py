@@ -272,6 +272,13 @@ def test_an_infinite_psnr_is_counted_not_a_column_of_inf() -> None:
     assert '| average | 3 | **25.00 ± 5.00 (1 +inf)** |' in table
     assert '| max | 3 | 36.67 ± 4.71 |' in table
     assert '| visible | 3 | n/a (3 +inf) |' in table
+    # Where lower is better, a method without any finite value is not 'best' either.
+    noise = Evaluation(methods, pairs[:2], metric_names=['noise'])
+    for name, values in (('average', (math.inf, math.nan)), ('max', (math.inf, 0.01))):
+        for pair, value in zip(pairs[:2], values, strict=True):
+            noise.rows.append({'method': name, 'dataset': 'd', 'image': pair.name,
+                               'night': True, 'fuse_ms': 1.0, 'noise': value})
+    assert best_methods(noise, 'noise') == {'max'}
 
 
 def test_the_inputs_are_known_by_their_baseline_not_their_label() -> None:

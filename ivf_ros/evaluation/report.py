@@ -326,10 +326,12 @@ class Summary:
         return cls(mean, std, int(np.sum(values == math.inf)),
                    int(np.sum(values == -math.inf)), int(np.sum(np.isnan(values))))
 
-    def rank(self) -> tuple[int, float]:
-        """Return the sort key: the +inf images count first, then the finite mean."""
-        return (self.positive_inf - self.negative_inf,
-                -math.inf if math.isnan(self.mean) else self.mean)
+    def rank(self, higher_is_better: bool) -> tuple[int, float]:
+        """Return the sort key, larger = better: images at the better infinity, then the mean."""
+        sign = 1 if higher_is_better else -1
+        # No finite value ranks last in either direction (-inf under max).
+        return (sign * (self.positive_inf - self.negative_inf),
+                -math.inf if math.isnan(self.mean) else sign * self.mean)
 
     def note(self) -> str:
         """Return ' (1 +inf, 2 nan)'-style counts of the values left out of the mean, or ''."""
@@ -348,12 +350,13 @@ def best_methods(evaluation: Evaluation, metric: str,
     summaries = {name: Summary.of(evaluation.values(name, metric, dataset))
                  for name in candidates if evaluation.values(name, metric, dataset).size}
     # An infinite value is a real extreme (the PSNR of identical images), not a missing one:
-    # more +inf images rank first, then the mean of the finite values. NaN alone has no rank.
-    ranks = {name: summary.rank() for name, summary in summaries.items()
-             if summary.rank() != (0, -math.inf)}
+    # more images at the better infinity rank first, then the mean of the finite values. NaN
+    # alone has no rank.
+    ranks = {name: summary.rank(better) for name, summary in summaries.items()
+             if summary.rank(better) != (0, -math.inf)}
     if not ranks:
         return set()
-    target = max(ranks.values()) if better else min(ranks.values())
+    target = max(ranks.values())
     return {name for name, rank in ranks.items() if rank == target}
 
 
@@ -460,7 +463,8 @@ No-reference: brightness (mean grey level), clipped (share of pixels at 0 or 255
 visible image). SF and AG also grow with amplified noise: read them beside `noise`.
 Table means and stds are over the finite values: a cell such as `31.20 ± 2.10 (1 +inf)` counts
 the images left out (PSNR is +inf where visible, infrared and fused image are identical) and more
-+inf images rank first; `summary.csv` keeps the plain mean and std of all values (inf, nan).
+images at the better infinity rank first; `summary.csv` keeps the plain mean and std of all
+values (inf, nan).
 Bold marks the best fusion method per metric; the `visible` and `infrared` rows are the inputs,
 shown for reference and never marked. `fuse ms` is the wall time of one fusion on this machine.
 """
