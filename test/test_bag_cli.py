@@ -507,8 +507,10 @@ def test_a_loop_with_nothing_after_start_is_an_error_not_a_spin(night_bag: Path)
 
 
 @pytest.mark.ros
-@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
-def test_a_looping_player_stops_on_sigint_and_sigterm(night_bag: Path, signum: int) -> None:
+@pytest.mark.parametrize(('signum', 'times'),
+                         [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGTERM, 2)])
+def test_a_looping_player_stops_on_sigint_and_sigterm(night_bag: Path, signum: int,
+                                                       times: int) -> None:
     """SIGTERM (timeout, systemd, launch) used to shut rclpy down and leave --loop playing."""
     process = subprocess.Popen(bag_command('play', str(night_bag), '--loop'),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -524,7 +526,9 @@ def test_a_looping_player_stops_on_sigint_and_sigterm(night_bag: Path, signum: i
     threading.Thread(target=read, daemon=True).start()
     try:
         playing.wait(30)
-        process.send_signal(signum)
+        for _ in range(times):   # a second one at once: still the signal's exit code
+            process.send_signal(signum)
+            time.sleep(0.01)
         code = process.wait(20)
     finally:
         if process.poll() is None:
@@ -532,7 +536,8 @@ def test_a_looping_player_stops_on_sigint_and_sigterm(night_bag: Path, signum: i
             process.wait()
     assert code == 128 + signum, ''.join(lines)   # 130 for Ctrl-C, 143 for SIGTERM
     time.sleep(0.1)   # the reader thread takes the last lines
-    assert f'stopped by {signal.Signals(signum).name}' in ''.join(lines)
+    if times == 1:    # a second signal ends playback before the summary line
+        assert f'stopped by {signal.Signals(signum).name}' in ''.join(lines)
 
 
 def unknown_type_bag(path: Path) -> Path:
@@ -650,7 +655,8 @@ def test_a_later_publisher_the_recording_cannot_take_is_reported(tmp_path: Path)
         code = recorder.process.wait(30)
         time.sleep(0.1)
         text = ''.join(recorder.lines)
-        assert 'incompatible reliability QoS: their messages are not recorded' in text, text
+        assert 'incompatible reliability QoS (seen' in text, text
+        assert 'its messages are not recorded' in text, text
         assert code == 1, text      # received == written, but not everything was recorded
     finally:
         context.try_shutdown()

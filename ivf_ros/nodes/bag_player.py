@@ -33,6 +33,20 @@ SENT_HISTORY = 100_000   # publish times kept per topic (about 3 h of a 10 Hz ca
 MAX_DEPTH = 1000          # the most history a publisher keeps, whatever the bag says
 
 
+def rclpy_arguments(ros_args: list[str] | None) -> list[str]:
+    """Return the argv for rclpy.init of an ivf-bag tool: its own, never sys.argv."""
+    # Never args=None: rclpy would then parse sys.argv, where rcl reads the CLI's own options
+    # (`--remap /a:=/b`) as a deprecated global remap rule (a WARN, and a remap of every topic).
+    return ['ivf-bag', '--ros-args', *ros_args] if ros_args else ['ivf-bag']
+
+
+def set_from_a_thread(event: threading.Event) -> None:
+    """Set event from a new thread (a signal handler's way: see play_bag)."""
+    # The main thread may be inside event.wait(), holding the event's non-reentrant lock for a
+    # moment; a handler running there that called set() itself would never return.
+    threading.Thread(target=event.set, daemon=True).start()
+
+
 def message_class(msgtype: str) -> type:
     """Import the rclpy class of a type name like 'sensor_msgs/msg/Image'."""
     package, _, name = msgtype.rpartition('/')
@@ -178,7 +192,7 @@ class BagPlayer(Node):
         started = time.monotonic_ns()
         deadline = time.monotonic() + self.pacing.timeout_s
         # A loop's last pair is released too: the restart ends its timeline in the synchroniser.
-        while self._outputs < triggers_sent - self.pacing.lag and not self.stop_event.is_set():
+        while self._outputs < triggers_sent - self.pacing.lag and not self.stopping():
             if time.monotonic() > deadline:
                 self.stats.pace_timeouts += 1
                 break
@@ -212,6 +226,12 @@ class BagPlayer(Node):
             durability=(DurabilityPolicy.TRANSIENT_LOCAL if latched
                         else DurabilityPolicy.VOLATILE))
 
+    def stopping(self) -> bool:
+        """Return whether playback must end: stop_event set, or rclpy shut down (a signal)."""
+        # Off the main thread rclpy keeps its own signal handlers, which only shut the context
+        # down: a --loop would otherwise go on publishing into destroyed publishers.
+        return self.stop_event.is_set() or not self.context.ok()
+
     def wait_for_subscribers(self, topics: list[str] | None = None, count: int = 1,
                              timeout_s: float = 10.0) -> bool:
         """Wait until each (original-named) topic has count matched subscribers."""
@@ -243,9 +263,9 @@ class BagPlayer(Node):
             f'playing {len(self.topics)} topic(s) of {self.bag} at rate {self.rate:g}'
             + (' (looping)' if self.loops == 0 else f' ({self.loops} loop(s))'))
         started = time.monotonic()
-        while (self.loops == 0 or self.stats.loops < self.loops) and not self.stop_event.is_set():
+        while (self.loops == 0 or self.stats.loops < self.loops) and not self.stopping():
             played = self._play_once()
-            if self.stop_event.is_set():
+            if self.stopping():
                 break                       # a loop cut short is not counted
             if not played:
                 # Nothing at or after --start: a --loop would spin on an empty pass forever.
@@ -265,7 +285,7 @@ class BagPlayer(Node):
         next_clock = 0.0
         due_count = 0
         for message in self._reader.messages(self.topics, start_ns=start_ns):
-            if self.stop_event.is_set():
+            if self.stopping():
                 break
             due_count += 1
             if first is None:
@@ -317,12 +337,15 @@ def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: flo
     """
     stop = threading.Event()
     signals: list[int] = []
+    tearing_down = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
         signals.append(signum)
-        if stop.is_set():
-            raise KeyboardInterrupt      # a second signal: whatever the player is doing
-        stop.set()
+        if stop.is_set() and not tearing_down.is_set():
+            # A second signal during playback: at once, whatever the player is doing. Not
+            # during teardown, which must finish (a thread left inside rcl aborts the process).
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        set_from_a_thread(stop)
 
     # Our own handlers: rclpy's SIGTERM handler only shuts the context down, and a --loop
     # then played on forever into dead publishers (SIGINT raised anywhere, mid-publish).
@@ -330,9 +353,7 @@ def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: flo
     previous = {sig: signal.signal(sig, request_stop)
                 for sig in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
     try:
-        # Never args=None: rclpy would then parse sys.argv, where rcl reads `--remap /a:=/b` as
-        # a deprecated global remap rule (a WARN per context, and a remap of every topic).
-        rclpy.init(args=['ivf-bag', '--ros-args', *ros_args] if ros_args else ['ivf-bag'],
+        rclpy.init(args=rclpy_arguments(ros_args),
                    signal_handler_options=(SignalHandlerOptions.NO if in_main_thread
                                            else SignalHandlerOptions.ALL))
         try:
@@ -346,6 +367,7 @@ def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: flo
                         f'{wait_timeout_s:.0f} s: playing anyway')
                 stop.wait(delay_s)
                 stats = player.play()
+                tearing_down.set()
                 if signals:
                     player.get_logger().warning(
                         f'stopped by {signal.Signals(signals[0]).name}: '
@@ -354,6 +376,7 @@ def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: flo
                     # Reliable writers keep unacknowledged samples; give readers a moment.
                     time.sleep(0.2)
             finally:
+                tearing_down.set()
                 player.destroy_node()
         finally:
             rclpy.try_shutdown()

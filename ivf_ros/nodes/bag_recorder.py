@@ -32,7 +32,7 @@ from rosbags.interfaces import (
 )
 
 from ivf_ros.io.bagio import BagError, BagWriter, Storage, typestore
-from ivf_ros.nodes.bag_player import message_class
+from ivf_ros.nodes.bag_player import message_class, rclpy_arguments, set_from_a_thread
 
 # Deep enough that a burst of 640x512 frames waits in the reader instead of being overwritten.
 RECORD_DEPTH = 1000
@@ -175,9 +175,9 @@ class BagRecorder(Node):
             # The subscription QoS suits the publishers seen when it was made; one that starts
             # later offering less (best effort, volatile) is never heard. rclpy only logged a
             # WARN: the summary said everything was recorded and the exit code was 0.
-            error = (f'{info.total_count} publisher(s) offer an incompatible '
-                     f'{qos_policy_name_from_kind(info.last_policy_kind).lower()} QoS: their '
-                     'messages are not recorded')
+            error = ('a publisher offers an incompatible '
+                     f'{qos_policy_name_from_kind(info.last_policy_kind).lower()} QoS (seen '
+                     f'{info.total_count} time(s)): its messages are not recorded')
             with self._lock:
                 self.stats.errors[topic] = error
             self.get_logger().error(f'{topic}: {error}')
@@ -237,12 +237,10 @@ def record_bag(output: str | Path, topics: list[str], storage: Storage = 'sqlite
     on_progress(received) is called each time another progress_every messages were written.
     """
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: set_from_a_thread(stop))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     # Our own handlers: rclpy's would shut the context down before the queues are drained.
-    # Never args=None (as in play_bag): rcl would then parse sys.argv, the CLI's own options.
-    rclpy.init(args=['ivf-bag', '--ros-args', *ros_args] if ros_args else ['ivf-bag'],
-               signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=rclpy_arguments(ros_args), signal_handler_options=SignalHandlerOptions.NO)
     recorder = None
     try:
         recorder = BagRecorder(output, topics, storage, overwrite)
