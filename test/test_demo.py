@@ -155,6 +155,11 @@ def test_a_folder_with_fewer_pairs_than_frames_says_how_many_it_plays(tmp_path: 
     pairs, description = demo.night_drive(str(tmp_path), 5, (32, 32), seed=0)
     assert len(list(pairs)) == 3
     assert description.startswith('3 night pairs') and '--frames asked 5' in description
+    for sub in ('vi', 'ir'):   # one pair is no drive, as --frames 1 is not
+        for index in (1, 2):
+            (tmp_path / sub / f'{index}.png').unlink()
+    with pytest.raises(demo.DemoError, match='has 1 pair'):
+        demo.night_drive(str(tmp_path), 5, (32, 32), seed=0)
 
 
 def test_free_running_summary_counts_every_output_and_the_drops(tmp_path: Path) -> None:

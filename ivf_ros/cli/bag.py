@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ivf_ros.cli.help import interrupted_exit_code
 from ivf_ros.io import bagio
 from ivf_ros.io.bagio import BagError, BagReader, BagWriter
 from ivf_ros.io.image_codec import ImageFormatError
@@ -686,8 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'ivf-bag {args.command}: error: {error}', file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
-        # The shell's codes: 128 + the signal (the player names SIGTERM; Ctrl-C is SIGINT).
-        return 143 if str(interrupt) == 'SIGTERM' else 130
+        return interrupted_exit_code(interrupt)
 
 
 if __name__ == '__main__':

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ivf_ros.cli.bag import ANNOTATED_TOPIC, DETECTIONS_TOPIC, FUSED_TOPIC, parse_size
+from ivf_ros.cli.help import interrupted_exit_code
 from ivf_ros.io import bagio
 from ivf_ros.io.bagio import BagReader, INFRARED_TOPIC, VISIBLE_TOPIC
 from ivf_ros.io.datasets import DatasetError, list_pairs
@@ -73,6 +74,8 @@ def night_drive(source: str, frames: int, size: tuple[int, int],
     if source != 'synthetic' and (folder / 'vi').is_dir():
         # A folder with fewer pairs than --frames plays all it has: say so, not --frames.
         available = len(list_pairs(folder))
+        if available < 2:   # as --frames: one pair is no drive (no rate, no latency)
+            raise DemoError(f'{folder} has {available} pair(s); the demo needs at least 2')
         count = min(frames, available)
         fewer = f'; all there are, --frames asked {frames}' if available < frames else ''
         return (bagio.folder_pairs(folder, count, size),
@@ -343,7 +346,8 @@ def _label(canvas: np.ndarray, text: str, origin: tuple[int, int], scale: float 
     cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
 
 
-def contact_sheet(run: LiveRun, stamps: list[int], path: Path, note: str = '') -> None:
+def contact_sheet(run: LiveRun, stamps: list[int], path: Path, note: str = '',
+                  detector: bool = True) -> None:
     """Write visible | infrared | enhanced | fused | detections for a few frames as one PNG."""
     columns = ['visible (night)', 'infrared', 'enhanced visible', 'fused', 'detections']
     first = min(run.visible)
@@ -354,7 +358,7 @@ def contact_sheet(run: LiveRun, stamps: list[int], path: Path, note: str = '') -
         if detections is None:
             detections = _tile(fused).copy()
             # With a detector running, a missing annotated frame was dropped: not "no weights".
-            missing = 'no annotated frame' if run.annotated else 'no detector weights'
+            missing = 'no annotated frame' if detector else 'no detector weights'
             _label(detections, missing, (8, 20), 0.45, (255, 200, 80))
         else:
             detections = _tile(detections).copy()
@@ -533,6 +537,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     with tqdm(total=args.frames, desc='bag', unit='pair', disable=args.quiet) as bar:
         bagio.write_pairs(input_bag, pairs, stamps=bagio.StampModel(rate_hz=args.rate),
                           progress=bar)
+        bar.total = bar.n   # a folder with fewer pairs than --frames: the bar ends full
+        bar.refresh()
     say(bagio.format_info(bagio.bag_info(input_bag)))
     say(f'[2/5] {detector_note}')
 
@@ -587,7 +593,8 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         raise DemoError('the live graph produced no fused image; see '
                         f'{logs / "graph.log"}:\n{graph.tail()}')
     note = '' if detector else 'no detector weights: fusion only (see summary.md)'
-    contact_sheet(run, evenly(stamps, args.sheet_frames), output / 'contact_sheet.png', note)
+    contact_sheet(run, evenly(stamps, args.sheet_frames), output / 'contact_sheet.png', note,
+                  detector=detector is not None)
     write_animation(run, stamps, output / 'night_drive.gif', output / 'night_drive.mp4',
                     fps=min(args.rate, 10.0))
     detection_count = write_detections_json(run, output / 'detections.json')
@@ -669,8 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DemoError, bagio.BagError, DatasetError, ImageFormatError, OSError) as error:
         print(f'ivf-demo: error: {error}', file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as interrupt:
+        return interrupted_exit_code(interrupt)
     for warning in summary['warnings']:
         say(f'warning: {warning}')
     say(f'done in {summary["seconds_total"]} s: {summary["fused_received"]} fused frames of '

@@ -1,4 +1,4 @@
-"""What the command-line tools share: the help formatter, node-parameter argument types."""
+"""What the command-line tools share: help formatter, argument types, exit codes."""
 
 from __future__ import annotations
 
@@ -31,3 +31,9 @@ def node_parameter(node_name: str, name: str, kind: Callable[[str], Any]) -> Cal
             # The node's own range: an --imgsz 0 gave AP 0 for every input, without a word.
             raise argparse.ArgumentTypeError(str(error)) from None
     return parse
+
+
+def interrupted_exit_code(interrupt: KeyboardInterrupt) -> int:
+    """Return the shell's code for a stop by signal: 143 for SIGTERM, else 130 (Ctrl-C)."""
+    # The bag player raises KeyboardInterrupt('SIGTERM') when SIGTERM stopped it.
+    return 143 if str(interrupt) == 'SIGTERM' else 130
