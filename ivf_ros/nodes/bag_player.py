@@ -26,6 +26,7 @@ from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 
 from ivf_ros.io.bagio import BagError, BagMessage, BagReader, split_stamp
+from ivf_ros.pipeline.runtime import installed_signal_handlers
 
 RELIABILITIES = ('reliable', 'best_effort', 'recorded')
 MATCH_SETTLE_S = 0.5
@@ -350,9 +351,8 @@ def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: flo
     # Our own handlers: rclpy's SIGTERM handler only shuts the context down, and a --loop
     # then played on forever into dead publishers (SIGINT raised anywhere, mid-publish).
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, request_stop)
-                for sig in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
-    try:
+    with installed_signal_handlers({number: request_stop for number in (
+            signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}):
         rclpy.init(args=rclpy_arguments(ros_args),
                    signal_handler_options=(SignalHandlerOptions.NO if in_main_thread
                                            else SignalHandlerOptions.ALL))
@@ -380,9 +380,6 @@ def play_bag(bag: str | Path, wait_for_subscribers: int = 0, wait_timeout_s: flo
                 player.destroy_node()
         finally:
             rclpy.try_shutdown()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if signals:
         raise KeyboardInterrupt(signal.Signals(signals[0]).name)
     return stats

@@ -33,6 +33,7 @@ from rosbags.interfaces import (
 
 from ivf_ros.io.bagio import BagError, BagWriter, Storage, typestore
 from ivf_ros.nodes.bag_player import message_class, rclpy_arguments, set_from_a_thread
+from ivf_ros.pipeline.runtime import installed_signal_handlers
 
 # Deep enough that a burst of 640x512 frames waits in the reader instead of being overwritten.
 RECORD_DEPTH = 1000
@@ -237,42 +238,40 @@ def record_bag(output: str | Path, topics: list[str], storage: Storage = 'sqlite
     on_progress(received) is called each time another progress_every messages were written.
     """
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: set_from_a_thread(stop))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
     # Our own handlers: rclpy's would shut the context down before the queues are drained.
-    rclpy.init(args=rclpy_arguments(ros_args), signal_handler_options=SignalHandlerOptions.NO)
-    recorder = None
-    try:
-        recorder = BagRecorder(output, topics, storage, overwrite)
-        deadline = time.monotonic() + duration_s if duration_s > 0 else None
-        announced = False
-        reported = 0
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            rclpy.spin_once(recorder, timeout_sec=0.05)
-            received = sum(recorder.stats.received.values())
-            if on_progress is not None and progress_every and (
-                    received - reported >= progress_every):
-                reported = received
-                on_progress(received)
-            if not announced and recorder.ready.is_set():
-                announced = True
-                if on_ready is not None:
-                    on_ready()
-        # Take what is still queued in the DDS readers: count in = count written.
-        quiet_since = stopped = time.monotonic()
-        while (time.monotonic() - quiet_since < DRAIN_QUIET_S
-               and time.monotonic() - stopped < DRAIN_MAX_S):
-            before = sum(recorder.stats.received.values())
-            rclpy.spin_once(recorder, timeout_sec=0.05)
-            if sum(recorder.stats.received.values()) != before:
-                quiet_since = time.monotonic()
-    finally:
+    with installed_signal_handlers({number: lambda *_: set_from_a_thread(stop)
+                                    for number in (signal.SIGINT, signal.SIGTERM)}):
+        rclpy.init(args=rclpy_arguments(ros_args), signal_handler_options=SignalHandlerOptions.NO)
+        recorder = None
         try:
-            stats = recorder.close() if recorder is not None else RecordStats()
-        finally:  # a close that raises (disk full) still leaves ROS and the signals as found
-            if recorder is not None:
-                recorder.destroy_node()
-            rclpy.try_shutdown()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    return stats
+            recorder = BagRecorder(output, topics, storage, overwrite)
+            deadline = time.monotonic() + duration_s if duration_s > 0 else None
+            announced = False
+            reported = 0
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                rclpy.spin_once(recorder, timeout_sec=0.05)
+                received = sum(recorder.stats.received.values())
+                if on_progress is not None and progress_every and (
+                        received - reported >= progress_every):
+                    reported = received
+                    on_progress(received)
+                if not announced and recorder.ready.is_set():
+                    announced = True
+                    if on_ready is not None:
+                        on_ready()
+            # Take what is still queued in the DDS readers: count in = count written.
+            quiet_since = stopped = time.monotonic()
+            while (time.monotonic() - quiet_since < DRAIN_QUIET_S
+                   and time.monotonic() - stopped < DRAIN_MAX_S):
+                before = sum(recorder.stats.received.values())
+                rclpy.spin_once(recorder, timeout_sec=0.05)
+                if sum(recorder.stats.received.values()) != before:
+                    quiet_since = time.monotonic()
+        finally:
+            try:
+                stats = recorder.close() if recorder is not None else RecordStats()
+            finally:  # a close that raises (disk full) still leaves ROS as found
+                if recorder is not None:
+                    recorder.destroy_node()
+                rclpy.try_shutdown()
+        return stats

@@ -26,6 +26,7 @@ from ivf_ros.nodes.param_specs import ParameterValueError, ParamSpec, ParamValue
 from ivf_ros.nodes.parameters import add_validation, declare_parameters
 from ivf_ros.pipeline.runtime import (
     compute_threads,
+    installed_signal_handlers,
     LatestWorker,
     ProblemLog,
     Throttle,
@@ -370,37 +371,37 @@ def spin_nodes(factories: Sequence[Callable[[], IvfLifecycleNode]],
                connect: Callable[[list[IvfLifecycleNode]], None] | None = None) -> int:
     """Init rclpy with args, build, connect and start the nodes, spin them, clean up."""
     # Our own handlers: the context must stay valid while the nodes release their resources.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _interrupt)
     # A shell starting us in the background leaves SIGINT ignored: restore Ctrl-C.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    nodes: list[IvfLifecycleNode] = []
-    executor = MultiThreadedExecutor()
-    try:
-        for factory in factories:
-            try:
-                node = factory()
-            except (ParameterValueError, ParameterException) as error:
-                # A -p override of the wrong type or out of range: say which, no traceback.
-                print(f'invalid parameter: {error}', file=sys.stderr)
-                return 2
-            nodes.append(node)
-            executor.add_node(node)
-        warn_unused_overrides(nodes)
-        if connect is not None:
-            connect(nodes)
-        for node in nodes:
-            node.start()
-        # Short waits: Python only runs the signal handlers between them (an idle graph, e.g.
-        # unconfigured nodes with no timers, would otherwise block Ctrl-C forever).
-        while rclpy.ok() and not all(node.lifecycle_state == 'finalized' for node in nodes):
-            executor.spin_once(timeout_sec=0.25)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        for node in nodes:
-            node.release()
-            node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
-    return 0
+    with installed_signal_handlers({signal.SIGTERM: _interrupt,
+                                    signal.SIGINT: signal.default_int_handler}):
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        nodes: list[IvfLifecycleNode] = []
+        executor = MultiThreadedExecutor()
+        try:
+            for factory in factories:
+                try:
+                    node = factory()
+                except (ParameterValueError, ParameterException) as error:
+                    # A -p override of the wrong type or out of range: say which, no traceback.
+                    print(f'invalid parameter: {error}', file=sys.stderr)
+                    return 2
+                nodes.append(node)
+                executor.add_node(node)
+            warn_unused_overrides(nodes)
+            if connect is not None:
+                connect(nodes)
+            for node in nodes:
+                node.start()
+            # Short waits: Python only runs the signal handlers between them (an idle graph, e.g.
+            # unconfigured nodes with no timers, would otherwise block Ctrl-C forever).
+            while rclpy.ok() and not all(node.lifecycle_state == 'finalized' for node in nodes):
+                executor.spin_once(timeout_sec=0.25)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            for node in nodes:
+                node.release()
+                node.destroy_node()
+            executor.shutdown()
+            rclpy.try_shutdown()
+        return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-import signal
 import sys
 
 from rclpy.utilities import remove_ros_args
@@ -116,18 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     from ivf_ros.nodes.fusion_node import FusionNode
 
     factories = {FUSION_NODE: FusionNode, DETECTION_NODE: DetectionNode}
-    # spin_nodes installs its own SIGINT/SIGTERM handlers; a program running the graph
-    # in-process (twice, or then going on) gets its own back, or SIGTERM stays a
-    # KeyboardInterrupt in it for good.
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return spin_nodes([factories[name] for name in options.nodes],
-                          args=ros_arguments(argv, options),
-                          connect=None if options.no_fast_path else connect_fast_path)
-    finally:
-        for number, handler in handlers.items():
-            if handler is not None:  # None: set outside Python, cannot be restored
-                signal.signal(number, handler)
+    return spin_nodes([factories[name] for name in options.nodes],
+                      args=ros_arguments(argv, options),
+                      connect=None if options.no_fast_path else connect_fast_path)
 
 
 if __name__ == '__main__':

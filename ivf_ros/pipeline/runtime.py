@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+import signal
 import threading
 import time
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -208,3 +210,17 @@ class ProblemLog:
         with self._lock:
             return {kind: self.last_message[kind] for kind, seen in self._last_time.items()
                     if now - seen <= window_s}
+
+
+@contextmanager
+def installed_signal_handlers(handlers: Mapping[int, Callable[..., Any]]) -> Iterator[None]:
+    """Install signal handlers for the block and put the previous ones back after it."""
+    # A program that runs a graph, a player or a recorder in-process (twice, or then goes on)
+    # gets its own handlers back; left installed, SIGTERM stayed a KeyboardInterrupt in it.
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            if handler is not None:   # None: set outside Python, cannot be put back
+                signal.signal(number, handler)
