@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 import csv
+from dataclasses import dataclass
 import math
 from pathlib import Path
 import textwrap
@@ -77,11 +78,37 @@ def save_image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], columns: S
     plt.close(figure)
 
 
-def non_finite_note(values: np.ndarray) -> str:
-    """Return how many values are +inf, -inf or NaN ('1 +inf, 2 nan'), or '' if none."""
-    counts = [(int(np.sum(values == math.inf)), '+inf'),
-              (int(np.sum(values == -math.inf)), '-inf'), (int(np.sum(np.isnan(values))), 'nan')]
-    return ', '.join(f'{count} {name}' for count, name in counts if count)
+@dataclass(frozen=True)
+class Summary:
+    """Mean and std of a metric over its finite values, and how many were +inf, -inf, NaN."""
+
+    mean: float
+    std: float
+    positive_inf: int = 0
+    negative_inf: int = 0
+    nan: int = 0
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Summary:
+        """Summarise per-image values (PSNR is +inf where visible, infrared and F are equal)."""
+        finite = values[np.isfinite(values)]
+        mean, std = ((float(np.mean(finite)), float(np.std(finite))) if finite.size
+                     else (math.nan, math.nan))
+        return cls(mean, std, int(np.sum(values == math.inf)),
+                   int(np.sum(values == -math.inf)), int(np.sum(np.isnan(values))))
+
+    def rank(self, higher_is_better: bool) -> tuple[int, float]:
+        """Return the sort key, larger = better: images at the better infinity, then the mean."""
+        sign = 1 if higher_is_better else -1
+        # No finite value ranks last in either direction (-inf under max).
+        return (sign * (self.positive_inf - self.negative_inf),
+                -math.inf if math.isnan(self.mean) else sign * self.mean)
+
+    def note(self) -> str:
+        """Return ' (1 +inf, 2 nan)'-style counts of the values left out of the mean, or ''."""
+        counts = [(self.positive_inf, '+inf'), (self.negative_inf, '-inf'), (self.nan, 'nan')]
+        parts = [f'{count} {name}' for count, name in counts if count]
+        return f' ({", ".join(parts)})' if parts else ''
 
 
 def save_bar_chart(values: Mapping[str, Mapping[str, Sequence[float]]], path: Path,
@@ -103,16 +130,15 @@ def save_bar_chart(values: Mapping[str, Mapping[str, Sequence[float]]], path: Pa
         axis = axes[index // columns][index % columns]
         # Bars of the finite values; the left-out ones (the PSNR of identical images is +inf)
         # are counted on the bar's foot, where a 0 bar alone would read as a value.
-        per_method = [np.asarray(values[metric][name], dtype=np.float64) for name in methods]
-        finite = [array[np.isfinite(array)] for array in per_method]
-        means = [float(np.mean(kept)) if kept.size else 0.0 for kept in finite]
-        stds = [float(np.std(kept)) if kept.size else 0.0 for kept in finite]
-        axis.bar(positions, means, yerr=stds, color=colours, capsize=3)
-        for position, array in zip(positions, per_method, strict=True):
-            label = non_finite_note(array)
-            if label:
-                axis.text(position, 0.0, label, ha='center', va='bottom', fontsize=8,
-                          rotation=90)
+        summaries = [Summary.of(np.asarray(values[metric][name], dtype=np.float64))
+                     for name in methods]
+        axis.bar(positions, [0.0 if math.isnan(s.mean) else s.mean for s in summaries],
+                 yerr=[0.0 if math.isnan(s.std) else s.std for s in summaries], color=colours,
+                 capsize=3)
+        for position, summary in zip(positions, summaries, strict=True):
+            if summary.note():
+                axis.text(position, 0.0, summary.note().strip(' ()'), ha='center',
+                          va='bottom', fontsize=8, rotation=90)
         axis.set_title((titles or {}).get(metric, metric), fontsize=11)
         axis.set_xticks(positions)
         axis.set_xticklabels(methods, rotation=35, ha='right', fontsize=8)

@@ -29,6 +29,7 @@ from ivf_ros.evaluation.detection import (
     read_yolo_labels,
 )
 from ivf_ros.evaluation.metrics import evaluate, METRICS
+from ivf_ros.evaluation.plots import Summary
 from ivf_ros.io.datasets import (
     DatasetError,
     IMAGE_SUFFIXES,
@@ -305,39 +306,6 @@ def _arrow(metric: str) -> str:
     """Return the direction mark of a metric: up, down, or a dot where neither is better."""
     better = METRICS[metric].higher_is_better
     return '·' if better is None else ('↑' if better else '↓')
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Mean and std of a metric over its finite values, and how many were +inf, -inf, NaN."""
-
-    mean: float
-    std: float
-    positive_inf: int = 0
-    negative_inf: int = 0
-    nan: int = 0
-
-    @classmethod
-    def of(cls, values: np.ndarray) -> Summary:
-        """Summarise per-image values (PSNR is +inf where visible, infrared and F are equal)."""
-        finite = values[np.isfinite(values)]
-        mean, std = ((float(np.mean(finite)), float(np.std(finite))) if finite.size
-                     else (math.nan, math.nan))
-        return cls(mean, std, int(np.sum(values == math.inf)),
-                   int(np.sum(values == -math.inf)), int(np.sum(np.isnan(values))))
-
-    def rank(self, higher_is_better: bool) -> tuple[int, float]:
-        """Return the sort key, larger = better: images at the better infinity, then the mean."""
-        sign = 1 if higher_is_better else -1
-        # No finite value ranks last in either direction (-inf under max).
-        return (sign * (self.positive_inf - self.negative_inf),
-                -math.inf if math.isnan(self.mean) else sign * self.mean)
-
-    def note(self) -> str:
-        """Return ' (1 +inf, 2 nan)'-style counts of the values left out of the mean, or ''."""
-        counts = [(self.positive_inf, '+inf'), (self.negative_inf, '-inf'), (self.nan, 'nan')]
-        parts = [f'{count} {name}' for count, name in counts if count]
-        return f' ({", ".join(parts)})' if parts else ''
 
 
 def best_methods(evaluation: Evaluation, metric: str,
