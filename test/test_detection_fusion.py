@@ -672,6 +672,40 @@ def test_pseudo_labels_merge_both_sources_confident_boxes_per_class() -> None:
     assert pseudo_labels([]).shape == (0, 5)
 
 
+def test_target_contrast_is_the_box_against_its_ring() -> None:
+    from ivf_ros.evaluation.detection import target_contrast
+
+    luma = np.full((40, 60), 0.2, np.float32)
+    luma[10:20, 20:30] = 0.7                       # a warm 10 x 10 body
+    boxes = np.array([[20, 10, 30, 20],            # the body: ring all 0.2
+                      [0, 0, 10, 10],              # background at the corner: ring clipped
+                      [-5, -5, 65, 45],            # covers the image: no ring
+                      [70, 50, 80, 60]],           # outside the image: no pixel
+                     np.float64)
+    contrast = target_contrast(luma, boxes)
+    assert contrast[0] == pytest.approx(0.5) and contrast[1] == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(contrast[2:]).all()
+    assert target_contrast(luma, np.zeros((0, 4))).shape == (0,)
+
+
+def test_contrast_summary_counts_warm_targets_that_fade() -> None:
+    from ivf_ros.evaluation.detection import contrast_summary
+
+    infrared = np.array([0.4, 0.2, 0.01, np.nan])   # two warm targets, one cold, one unmeasured
+    summary = contrast_summary({'infrared': infrared,
+                                'fused': np.array([0.4, 0.05, 0.3, 0.1]),
+                                'visible': np.array([-0.1, 0.09, 0.0, 0.0])})
+    assert summary['infrared'].targets == 2 and summary['infrared'].ratio == pytest.approx(1)
+    assert summary['fused'].mean == pytest.approx(0.225)
+    assert summary['fused'].ratio == pytest.approx(0.75)
+    assert summary['fused'].below_half == pytest.approx(0.5)   # 0.05 < half of 0.2
+    assert summary['visible'].below_half == 1.0
+    cold = contrast_summary({'infrared': np.array([0.0]), 'fused': np.array([0.5])})
+    assert cold['fused'].targets == 0 and math.isnan(cold['fused'].ratio)
+    with pytest.raises(ValueError, match='1 contrasts for 4 targets'):
+        contrast_summary({'infrared': infrared, 'fused': np.array([0.1])})
+
+
 @pytest.mark.dataset
 def test_ivf_eval_detect_scores_unlabelled_night_pairs_on_pseudo_labels(
         datasets: Path, yolo_config_dir: Path, tmp_path: Path) -> None:
@@ -715,5 +749,12 @@ def test_ivf_eval_detect_writes_the_report(datasets: Path, yolo_config_dir: Path
         paired = list(csv.DictReader(handle))
     assert {(row['group'], row['fused'], row['source']) for row in paired} >= {
         ('all', 'max', 'visible'), ('all', 'max', 'infrared')}
+    # The labelled people are warm in the infrared: the contrast table has them, per input.
+    contrast_table = text.split('## Warm-target contrast')[1].split('##')[0]
+    assert '| infrared | ' in contrast_table and '| max | ' in contrast_table
+    with (tmp_path / 'out' / 'contrast.csv').open() as handle:
+        contrast = {(row['input'], row['class']): row for row in csv.DictReader(handle)}
+    assert int(contrast['infrared', 'person']['warm_targets']) > 0
+    assert float(contrast['infrared', 'person']['ratio_to_infrared']) == pytest.approx(1.0)
     assert main(['detect', str(datasets / 'msrs_extra'), '-m', 'max', '--fused', 'nope',
                  '--detector', str(weights), '--no-progress']) == 2

@@ -5,9 +5,10 @@ each labelled pair (visible, infrared as grey RGB, every fusion method) and repo
 (person, car) AP@0.5, AP@0.5:0.95 (COCO protocol: conf 0.001, Ultralytics' matching and
 ap_per_class) and recall at conf 0.25, with 95 % intervals from a paired bootstrap over images
 for each fused method minus each source, for the whole run and, when it spans several dataset
-folders, per folder (a camera whose scenes favour one source shows there). It draws the frames
-where a fused image lost an object that a source found, and a contact sheet (visible | infrared
-| fused | detections).
+folders, per folder (a camera whose scenes favour one source shows there), and how much of the
+infrared's contrast each input keeps on the labelled objects that are warm in the infrared (the
+thermal salience the fusion is trained for). It draws the frames where a fused image lost an
+object that a source found, and a contact sheet (visible | infrared | fused | detections).
 ``--pseudo-labels`` adds the split's unlabelled night pairs with pseudo-labels (the detector at
 imgsz 1280 on both sources, score >= 0.4, merged): the training-split proxy that design choices
 are made on, so that the validation split is only measured.
@@ -40,6 +41,8 @@ from ivf_ros.evaluation.detection import (
     bootstrap_ap,
     bootstrap_by_group,
     BootstrapResult,
+    contrast_summary,
+    ContrastSummary,
     DATASET_CLASSES,
     LabelError,
     lost_objects,
@@ -51,7 +54,9 @@ from ivf_ros.evaluation.detection import (
     PSEUDO_NMS_IOU,
     read_yolo_labels,
     REPORT_CLASSES,
+    target_contrast,
     to_dataset_classes,
+    WARM_CONTRAST,
 )
 from ivf_ros.evaluation.plots import save_image_grid
 from ivf_ros.evaluation.report import MethodError, pick_examples, resolve_method
@@ -247,6 +252,57 @@ def write_differences_csv(result: BootstrapResult, path: Path,
                 writer.writerow([group, fused, source, name, delta, low, high])
 
 
+def contrast_by_class(contrasts: dict[str, list[np.ndarray]], classes: Sequence[np.ndarray]
+                      ) -> dict[str, dict[str, ContrastSummary]]:
+    """Return {class: {input: summary}} of the per-pair target contrasts of each input."""
+    every_class = np.concatenate(classes) if classes else np.zeros(0)
+    joined = {kind: (np.concatenate(values) if values else np.zeros(0))
+              for kind, values in contrasts.items()}
+    by_class = {}
+    for name in REPORT_CLASSES:
+        ids = [i for i, label in DATASET_CLASSES.items() if label == name]
+        chosen = np.isin(every_class, ids)
+        by_class[name] = contrast_summary({kind: values[chosen]
+                                           for kind, values in joined.items()})
+    return by_class
+
+
+def markdown_contrast(by_class: dict[str, dict[str, ContrastSummary]]) -> str:
+    """Return the warm-target contrast table: per input, each class's contrast and losses."""
+    counts = ', '.join(f'{next(iter(per.values())).targets} {name}' for name, per in
+                       by_class.items() if per)
+    lines = [f'Targets warm in the infrared ({counts}: the mean luma of the box more than '
+             f'{WARM_CONTRAST} above that of the ring round it, out to half the box size): '
+             "each input's mean box-minus-ring contrast on them, that mean over the "
+             "infrared's, and the share of them under half the infrared's contrast (a warm "
+             'object fading into its surround).', '',
+             '| input | ' + ' | '.join(f'{c} contrast | {c} vs infrared | {c} under half'
+                                       for c in by_class) + ' |',
+             '|---|' + '---|---|---|' * len(by_class)]
+    kinds = next(iter(by_class.values())).keys() if by_class else []
+    for kind in kinds:
+        cells = []
+        for per in by_class.values():
+            summary = per[kind]
+            cells += ([NO_TARGETS] * 3 if not summary.targets else [
+                f'{summary.mean:.3f}', f'{summary.ratio:.2f}',
+                f'{100 * summary.below_half:.0f} %'])
+        lines.append(f'| {kind} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def write_contrast_csv(by_class: dict[str, dict[str, ContrastSummary]], path: Path) -> None:
+    """Write one row per input and class of the warm-target contrast summary."""
+    with path.open('w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(['input', 'class', 'warm_targets', 'contrast', 'ratio_to_infrared',
+                         'below_half'])
+        for name, per in by_class.items():
+            for kind, summary in per.items():
+                writer.writerow([kind, name, summary.targets, summary.mean, summary.ratio,
+                                 summary.below_half])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ivf-eval detect``; return 0, or 2 on bad input."""
     args = build_parser().parse_args(argv)
@@ -276,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise MethodError(str(error)) from error
         kinds = list(SOURCES) + names
         matches: dict[str, list] = {kind: [] for kind in kinds}
+        contrasts: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
+        target_classes: list[np.ndarray] = []
         lost_rows, sheet_rows = [], []
         sheet_indices = pick_examples(pairs, SHEET_ROWS)
         bar = tqdm(pairs, desc='detect', unit='pair', disable=args.no_progress)
@@ -288,8 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 images[method.name] = method.apply(pair, visible, infrared)
             found = {kind: to_dataset_classes(detector.detect(image))
                      for kind, image in images.items()}
+            target_classes.append(targets[:, 0])
             for kind in kinds:
                 matches[kind].append(match_image(found[kind], targets))
+                luma = cv2.cvtColor(images[kind], cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+                contrasts[kind].append(target_contrast(luma, targets[:, 1:]))
             for name in fused:
                 lost = lost_objects(targets, found[name], {s: found[s] for s in SOURCES})
                 if lost:
@@ -327,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "renumbered by name to the label files' ids).", '',
         markdown(result, 'Recall: share of targets matched at IoU 0.5 by a detection with '
                          'score >= 0.25.'), ''])
+    contrast = contrast_by_class(contrasts, target_classes)
+    text += '\n'.join(['', '## Warm-target contrast', '', markdown_contrast(contrast), ''])
     if by_dataset:
         text += '\n'.join([
             '', '## Per dataset', '',
@@ -336,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.output / 'detection.md').write_text(text, encoding='utf-8')   # 'Δ' in any locale
     write_csv(result, args.output / 'detection.csv', by_dataset)
     write_differences_csv(result, args.output / 'detection_paired.csv', by_dataset)
+    write_contrast_csv(contrast, args.output / 'contrast.csv')
     print(text)
     for figure in ('lost.png', 'contact.png'):   # an earlier run's must not pass for this one's
         (args.output / figure).unlink(missing_ok=True)

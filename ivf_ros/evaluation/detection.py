@@ -474,3 +474,72 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = width * height
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+# Warm-target contrast: does a labelled object keep the infrared's contrast to its surround
+# (the issue's thermal salience, measured on held-out labels instead of trained on)?
+WARM_CONTRAST = 0.03   # an object is warm when the infrared's contrast exceeds this (the
+#                        salience term's margin, in luma units of [0, 1])
+
+
+def target_contrast(luma: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Return each xyxy box's mean luma minus its surround's (n,); NaN where undefined.
+
+    ``luma`` is (h, w) in [0, 1]. The surround is the ring between the box and the box grown by
+    half its width and height on each side (clipped to the image), as a viewer or a detector
+    compares an object with what is round it. A box with no pixel inside the image, or whose
+    ring is empty (it covers the image), has no contrast.
+    """
+    height, width = luma.shape
+    # Summed-area table: any rectangle's sum in four lookups, (h + 1, w + 1) float64.
+    table = np.zeros((height + 1, width + 1), np.float64)
+    table[1:, 1:] = luma.astype(np.float64).cumsum(0).cumsum(1)
+
+    def rectangle(x1: float, y1: float, x2: float, y2: float) -> tuple[float, int]:
+        left, top = min(max(round(x1), 0), width), min(max(round(y1), 0), height)
+        right, bottom = min(max(round(x2), 0), width), min(max(round(y2), 0), height)
+        total = (table[bottom, right] - table[top, right] - table[bottom, left]
+                 + table[top, left])
+        return float(total), max(right - left, 0) * max(bottom - top, 0)
+
+    contrasts = np.full(len(boxes), np.nan)
+    for index, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+        inner_sum, inner_area = rectangle(x1, y1, x2, y2)
+        grow_x, grow_y = (x2 - x1) / 2, (y2 - y1) / 2
+        outer_sum, outer_area = rectangle(x1 - grow_x, y1 - grow_y, x2 + grow_x, y2 + grow_y)
+        if inner_area and outer_area > inner_area:
+            contrasts[index] = (inner_sum / inner_area
+                                - (outer_sum - inner_sum) / (outer_area - inner_area))
+    return contrasts
+
+
+@dataclass(frozen=True)
+class ContrastSummary:
+    """One input's contrast on the targets that are warm in the infrared."""
+
+    targets: int        # warm targets of the class (infrared contrast > WARM_CONTRAST)
+    mean: float         # their mean contrast on this input
+    ratio: float        # that mean over the infrared's on the same targets
+    below_half: float   # share of them whose contrast here is under half the infrared's
+
+
+def contrast_summary(contrasts: Mapping[str, np.ndarray], reference: str = 'infrared'
+                     ) -> dict[str, ContrastSummary]:
+    """Summarise each input's per-target contrasts (same targets, same order) on warm ones."""
+    infrared = np.asarray(contrasts[reference], np.float64)
+    warm = np.isfinite(infrared) & (infrared > WARM_CONTRAST)
+    summaries = {}
+    for kind, values in contrasts.items():
+        values = np.asarray(values, np.float64)
+        if values.shape != infrared.shape:
+            raise ValueError(f'{kind}: {values.shape[0]} contrasts for {infrared.shape[0]} '
+                             f'targets of {reference}')
+        if not warm.any():
+            summaries[kind] = ContrastSummary(0, math.nan, math.nan, math.nan)
+            continue
+        # A target the input cannot measure (NaN) has no contrast there: counted as lost.
+        here = np.nan_to_num(values[warm], nan=0.0)
+        summaries[kind] = ContrastSummary(
+            int(warm.sum()), float(here.mean()), float(here.mean() / infrared[warm].mean()),
+            float((here < 0.5 * infrared[warm]).mean()))
+    return summaries
